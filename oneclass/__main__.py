@@ -1,0 +1,3 @@
+from oneclass.cli.main import run
+
+run()

@@ -1,0 +1,115 @@
+"""``oneclass extract-patches``: a dataset → a patch store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oneclass import recipe as recipes
+from oneclass.cli.common import SET, make_dataset
+from oneclass.cli.console import err
+
+# flag → recipe key: flags are shorthands for --set and win over it
+_FLAG_KEYS = {
+    "dataset": "dataset.name", "root": "dataset.root", "size": "patches.size",
+    "stride": "patches.stride", "mask_frac": "patches.mask_frac", "resize": "patches.resize",
+    "level": "patches.level", "max_per_image": "patches.max_per_image",
+    "channels": "patches.channels", "workers": "patches.workers", "seed": "seed",
+}
+
+
+def extract_patches(
+    recipe: Optional[Path] = typer.Argument(None, help="A YAML recipe; flags override its keys.",
+                                            show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="The patch store folder to write."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                          help="Dataset plugin (see `oneclass list datasets`). [default: synthetic]"),
+    root: Optional[Path] = typer.Option(None, "--root", help="The dataset's root folder."),
+    size: Optional[int] = typer.Option(None, "--size", help="Patch side in pixels (at --level). [default: 64]"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Grid step in pixels. [default: size]"),
+    mask_frac: Optional[float] = typer.Option(
+        None, "--mask-frac", help="A patch is anomalous iff this fraction of its mask is set. [default: 0.05]"),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize patches to N x N (area averaging)."),
+    level: Optional[int] = typer.Option(None, "--level", help="Pyramid level of whole-slide images. [default: 0]"),
+    max_per_image: Optional[int] = typer.Option(
+        None, "--max-per-image", help="Keep at most K patches per image, drawn at random with --seed."),
+    channels: Optional[int] = typer.Option(
+        None, "--channels", help="1 (grayscale) or 3 (RGB). [default: the images' own]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --max-per-image sampling. [default: 0]"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes. [default: 1]"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
+    set_: Optional[list[str]] = SET,
+) -> None:
+    """Cut images (and their masks) into labelled patches and write a patch store.
+
+    Top-left corners lie at 0, stride, 2*stride, ... while the whole patch fits. A patch is
+    anomalous iff the fraction of anomalous mask pixels in it is >= --mask-frac; its
+    subclass is its image's defect type, "good" otherwise. The store (images.npy,
+    masks.npy, index.csv, meta.json) is written under a temporary name and renamed when
+    complete. Its path is printed on stdout.
+    """
+    from oneclass.data.extract import ExtractParams, extract
+
+    flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
+             "mask_frac": mask_frac, "resize": resize, "level": level,
+             "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed}
+    values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
+    config = recipes.load(recipe, set_ or [], values)
+    plugin = make_dataset(config)
+    p = config.patches
+    params = ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
+                           level=p.level, max_per_image=p.max_per_image, channels=p.channels,
+                           seed=config.seed, workers=p.workers)
+    with _Progress(quiet) as progress:
+        path, meta = extract(plugin, params, out, overwrite=overwrite, on_plan=progress.plan,
+                             on_task=progress.advance, recipe=config.to_dict())
+    if not quiet:
+        _summary(meta)
+    print(path)
+
+
+class _Progress:
+    def __init__(self, quiet: bool):
+        self.bar = None
+        if not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[patches]} patches"), TimeElapsedColumn(),
+                                console=err, transient=False)
+        self.task = None
+        self.patches = 0
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def plan(self, total: int) -> None:
+        if self.bar:
+            self.task = self.bar.add_task("extract", total=total, patches=0)
+
+    def advance(self, chunk) -> None:
+        self.patches += len(chunk)
+        if self.bar and self.task is not None:
+            self.bar.update(self.task, advance=1, patches=self.patches)
+
+
+def _summary(meta: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{meta['count']} patches of {len(meta['sources'])} sources",
+                  title_justify="left")
+    table.add_column("label", justify="right")
+    table.add_column("subclass")
+    table.add_column("patches", justify="right")
+    for row in meta["counts"]:
+        table.add_row(str(row["label"]), row["subclass"], str(row["count"]))
+    err.print(table)

@@ -1,0 +1,55 @@
+"""``oneclass list``: the registered datasets and methods."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import typer
+
+from oneclass import registry
+
+app = typer.Typer(help="List the registered datasets or methods.", no_args_is_help=True)
+
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show each plugin's folder layout and options.")
+
+
+def _print(reg: registry.Registry, verbose: bool) -> None:
+    rows = reg.describe()
+    if not rows:
+        print(f"(no {reg.kind}s installed)")
+        return
+    width = max(len(name) for name, _, _ in rows)
+    for name, description, origin in rows:
+        suffix = "" if origin == "built-in" else f"  [{origin}]"
+        print(f"{name:<{width}}  {description}{suffix}")
+        if verbose:
+            plugin = reg.get(name)
+            layout = getattr(plugin, "layout", "")
+            if layout:
+                print(textwrap.indent(layout.rstrip(), "    "))
+            options = getattr(plugin, "Options", None)
+            if options is not None and dataclasses.fields(options):
+                defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(options))
+                print(f"    options: {defaults}")
+            print()
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+@app.command("datasets")
+def datasets(verbose: bool = VERBOSE) -> None:
+    """List dataset plugins, one per line: name and description."""
+    _print(registry.datasets, verbose)
+
+
+@app.command("methods")
+def methods(verbose: bool = VERBOSE) -> None:
+    """List method plugins, one per line: name and description."""
+    _print(registry.methods, verbose)

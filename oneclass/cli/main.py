@@ -1,0 +1,50 @@
+"""``oneclass``: the entry point, shared options and error handling."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from oneclass import __version__
+from oneclass.cli import extract, listing
+from oneclass.errors import OneclassError
+
+app = typer.Typer(
+    name="oneclass",
+    help="Semi-supervised one-class classification (anomaly detection) of images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"oneclass {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Semi-supervised one-class classification (anomaly detection) of images.
+
+    Stages read and write files: extract-patches writes a patch store from a dataset.
+    Tables go to stdout, progress and summaries to stderr.
+    """
+
+
+app.command("extract-patches")(extract.extract_patches)
+app.add_typer(listing.app, name="list")
+
+
+def run() -> None:
+    try:
+        app()
+    except OneclassError as exc:
+        print(f"oneclass: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

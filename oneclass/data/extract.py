@@ -1,0 +1,231 @@
+"""Dataset → patch store: plan tasks (one per image, one per slide region), run them,
+possibly in worker processes, and stream their patches into a store in a fixed order."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from oneclass import __version__
+from oneclass.data import patches as P
+from oneclass.data.datasets.base import Dataset, Item
+from oneclass.data.store import StoreWriter
+from oneclass.errors import OneclassError
+
+REGION = 2048  # longest side of a slide region read at once (level pixels)
+
+
+@dataclass
+class ExtractParams:
+    size: int
+    stride: int | None = None
+    mask_frac: float = 0.05
+    resize: int | None = None
+    level: int = 0
+    max_per_image: int | None = None
+    channels: int | None = None
+    seed: int = 0
+    workers: int = 1
+
+    def check(self) -> None:
+        if self.size <= 0:
+            raise OneclassError(f"--size: must be a positive number of pixels, got {self.size}")
+        if self.stride is None:
+            self.stride = self.size
+        if self.stride <= 0:
+            raise OneclassError(f"--stride: must be positive, got {self.stride}")
+        if not 0 < self.mask_frac <= 1:
+            raise OneclassError(f"--mask-frac: must lie in (0, 1], got {self.mask_frac}")
+        if self.resize is not None and self.resize <= 0:
+            raise OneclassError(f"--resize: must be positive, got {self.resize}")
+        if self.level < 0:
+            raise OneclassError(f"--level: must be >= 0, got {self.level}")
+        if self.max_per_image is not None and self.max_per_image <= 0:
+            raise OneclassError(f"--max-per-image: must be positive, got {self.max_per_image}")
+        if self.channels not in (None, 1, 3):
+            raise OneclassError(f"--channels: must be 1 or 3, got {self.channels}")
+        if self.workers < 1:
+            raise OneclassError(f"--workers: must be >= 1, got {self.workers}")
+
+
+@dataclass
+class ImageTask:
+    item: Item
+    params: ExtractParams
+    channels: int
+
+
+@dataclass
+class RegionTask:
+    source: str
+    slide: str
+    level: int
+    downsample: float
+    x: int
+    y: int
+    width: int
+    height: int
+    ys: np.ndarray  # patch corners, level coordinates
+    xs: np.ndarray
+    polygons: list
+    categories: list[str]
+    params: ExtractParams
+    channels: int
+
+
+def _rng(seed: int, source: str) -> np.random.Generator:
+    # independent of item order and of the worker that runs it
+    return np.random.default_rng([seed, zlib.crc32(source.encode())])
+
+
+def _grid(height: int, width: int, params: ExtractParams) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.meshgrid(P.grid(height, params.size, params.stride),
+                         P.grid(width, params.size, params.stride), indexing="ij")
+    return ys.ravel(), xs.ravel()
+
+
+def run_image(task: ImageTask) -> P.PatchChunk:
+    item, params = task.item, task.params
+    loaded = item.load()
+    height, width = loaded.image.shape[:2]
+    if params.size > min(height, width):
+        raise OneclassError(f"{item.source}: patch size {params.size} is larger than the image "
+                            f"({width}x{height})")
+    ys, xs = _grid(height, width, params)
+    ys, xs = P.sample_positions(ys, xs, params.max_per_image, _rng(params.seed, item.source))
+    frac, label, subclass = P.label_patches(loaded.labels, loaded.categories, ys, xs,
+                                            params.size, params.mask_frac)
+    anomalous = loaded.labels > 0 if loaded.labels is not None else None
+    images, masks = P.cut_and_resize(loaded.image, anomalous, ys, xs, params.size,
+                                     params.resize, task.channels)
+    return P.PatchChunk(images, masks, xs, ys, frac, label, subclass, item.source)
+
+
+def run_region(task: RegionTask) -> P.PatchChunk:
+    from oneclass.data.slides import rasterise, read_region
+
+    rgb = read_region(task.slide, task.level, task.x, task.y, task.width, task.height)
+    labels = (rasterise(task.polygons, task.categories, task.downsample, task.x, task.y,
+                        task.width, task.height) if task.polygons else None)
+    ys, xs = task.ys - task.y, task.xs - task.x
+    params = task.params
+    frac, label, subclass = P.label_patches(labels, task.categories, ys, xs, params.size,
+                                            params.mask_frac)
+    anomalous = labels > 0 if labels is not None else None
+    images, masks = P.cut_and_resize(rgb, anomalous, ys, xs, params.size, params.resize, task.channels)
+    return P.PatchChunk(images, masks, task.xs, task.ys, frac, label, subclass, task.source)
+
+
+def run_task(task) -> P.PatchChunk:
+    return run_image(task) if isinstance(task, ImageTask) else run_region(task)
+
+
+def plan_slide(item, params: ExtractParams, tissue_frac: float, channels: int) -> list[RegionTask]:
+    """Tissue-filtered, sampled patch corners of a slide, grouped into bounded regions."""
+    from oneclass.data.slides import slide_info, tissue_mask
+
+    info = slide_info(item.slide_path, params.level, item.polygons)
+    if params.size > min(info.width, info.height):
+        raise OneclassError(f"{item.source}: patch size {params.size} is larger than the slide at "
+                            f"level {params.level} ({info.width}x{info.height})")
+    ys, xs = _grid(info.height, info.width, params)
+    if tissue_frac > 0 and len(ys):
+        tissue, factor = tissue_mask(info.path)
+        scale = info.downsample / factor  # level pixels → tissue-mask pixels
+        table = P.integral_image(tissue)
+        y0 = np.clip(np.floor(ys * scale).astype(np.int64), 0, tissue.shape[0] - 1)
+        x0 = np.clip(np.floor(xs * scale).astype(np.int64), 0, tissue.shape[1] - 1)
+        y1 = np.clip(np.ceil((ys + params.size) * scale).astype(np.int64), y0 + 1, tissue.shape[0])
+        x1 = np.clip(np.ceil((xs + params.size) * scale).astype(np.int64), x0 + 1, tissue.shape[1])
+        inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        keep = inside / ((y1 - y0) * (x1 - x0)) >= tissue_frac
+        ys, xs = ys[keep], xs[keep]
+    ys, xs = P.sample_positions(ys, xs, params.max_per_image, _rng(params.seed, item.source))
+    steps = max(1, (REGION - params.size) // params.stride + 1)  # grid steps per region side
+    block = steps * params.stride
+    keys = (ys // block) * (info.width // block + 1) + xs // block
+    tasks = []
+    for key in np.unique(keys):
+        sel = keys == key
+        by, bx = ys[sel], xs[sel]
+        x, y = int(bx.min()), int(by.min())
+        width, height = int(bx.max()) + params.size - x, int(by.max()) + params.size - y
+        lo = np.array([x, y]) * info.downsample
+        hi = np.array([x + width, y + height]) * info.downsample
+        polygons = [p for p in item.polygons
+                    if not (p.bbox()[2] < lo[0] or p.bbox()[3] < lo[1] or p.bbox()[0] > hi[0] or p.bbox()[1] > hi[1])]
+        tasks.append(RegionTask(item.source, info.path, params.level, info.downsample, x, y, width,
+                                height, by, bx, polygons, item.categories, params, channels))
+    return tasks
+
+
+def extract(
+    dataset: Dataset,
+    params: ExtractParams,
+    out: Path,
+    overwrite: bool = False,
+    on_plan: Callable[[int], None] | None = None,
+    on_task: Callable[[P.PatchChunk], None] | None = None,
+    recipe: dict | None = None,
+) -> tuple[Path, dict]:
+    """Extract a dataset into a patch store at ``out``; returns (path, meta)."""
+    params.check()
+    items = dataset.items()
+    if not items:
+        raise OneclassError(f"{dataset.root}: no images found for dataset {dataset.name!r} "
+                            f"(see `oneclass list datasets --verbose` for its layout)")
+    if params.level and not dataset.is_slide:
+        raise OneclassError(f"--level: dataset {dataset.name!r} has no pyramid levels; only slide datasets do")
+    # default: the images' own channel count (the first image's; the rest are converted)
+    channels = params.channels or (3 if dataset.is_slide else items[0].load().image.shape[2])
+    sources = []
+    tasks: list = []
+    for item in items:
+        sources.append(dataset.describe_source(item))
+        if dataset.is_slide:
+            tasks.extend(plan_slide(item, params, dataset.options.tissue_frac, channels))
+        else:
+            tasks.append(ImageTask(item, params, channels))
+    if on_plan:
+        on_plan(len(tasks))
+    writer = StoreWriter(out, overwrite)
+    try:
+        for chunk in _run_all(tasks, params.workers):
+            writer.append(chunk)
+            if on_task:
+                on_task(chunk)
+        out_size = params.resize or params.size
+        meta = {
+            "oneclass_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {"name": dataset.name, "root": str(dataset.root) if dataset.root else None,
+                        "options": asdict(dataset.options),
+                        "subclasses": sorted({s["subclass"] for s in sources} - {P.NORMAL})},
+            "params": {**asdict(params), "channels": channels},
+            "rules": {"grid": "corners at 0, stride, 2*stride, ... while the patch fits",
+                      "label": "anomalous iff anomaly_frac >= mask_frac",
+                      "resize": "area averaging (shrink) / linear (enlarge)",
+                      "mask": "patch mask resized the same way, then >= 0.5"},
+            "recipe": recipe,
+            "sources": sources,
+        }
+        return writer.commit(meta, (channels, out_size, out_size))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _run_all(tasks: list, workers: int) -> Iterator[P.PatchChunk]:
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield run_task(task)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(run_task, tasks, chunksize=1)

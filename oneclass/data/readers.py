@@ -1,0 +1,118 @@
+"""Image and mask readers behind one interface: every reader returns uint8 arrays.
+
+Images come back as (H, W, C) uint8 with C = 1 or 3; masks as (H, W) bool. TIFFs are
+read with tifffile (fast, exact for scientific TIFFs), everything else with Pillow.
+Whole-slide images are opened through OpenSlide in :mod:`oneclass.data.slides`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from oneclass.errors import OneclassError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+class ImageReadError(OneclassError):
+    pass
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image as (H, W, C) uint8 with C in {1, 3}; alpha is dropped."""
+    array = _read_any(path)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar TIFF
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise ImageReadError(f"{path}: unsupported image shape {array.shape}")
+    if array.shape[2] == 2:  # grayscale + alpha
+        array = array[:, :, :1]
+    elif array.shape[2] == 4:
+        array = array[:, :, :3]
+    return np.ascontiguousarray(_to_uint8(array, path))
+
+
+def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a binary mask as (H, W) bool; values must be {0, 1} or {0, 255}."""
+    array = _read_any(path, mask=True)
+    if array.ndim == 3:
+        if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[2])):
+            raise ImageReadError(f"{path}: mask has differing colour channels; expected a binary mask")
+        array = array[..., 0]
+    if array.dtype != bool:
+        values = np.unique(array)
+        if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+            shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+            raise ImageReadError(
+                f"{path}: mask values must be {{0, 1}} or {{0, 255}}, found {shown}"
+            )
+        array = array > 0
+    if shape is not None and array.shape != tuple(shape):
+        raise ImageReadError(
+            f"{path}: mask size {array.shape[1]}x{array.shape[0]} does not match its image "
+            f"({shape[1]}x{shape[0]})"
+        )
+    return array
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) without decoding the pixels."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.pages[0].shape
+                planar = len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4)
+                return (shape[1], shape[2]) if planar else (shape[0], shape[1])
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
+        raise ImageReadError(f"{path}: cannot read image: {_reason(exc)}") from None
+
+
+def _read_any(path: Path, mask: bool = False) -> np.ndarray:
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return tifffile.imread(path, key=0)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            if im.mode == "P":
+                im = im.convert("L" if mask else "RGB")
+            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(im)
+            elif im.mode == "CMYK" or im.mode == "YCbCr" or im.mode == "LAB" or im.mode == "HSV":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
+        raise ImageReadError(f"{path}: cannot read image: {_reason(exc)}") from None
+
+
+def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)
+    if array.dtype.kind in "iu" and array.max(initial=0) <= 255 and array.min(initial=0) >= 0:
+        return array.astype(np.uint8)
+    raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}; expected 8- or 16-bit")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,176 @@
+"""Whole-slide images through OpenSlide: opening, tissue detection, polygon annotations.
+
+Slides are read region by region at the extraction level; polygons (level-0 pixel
+coordinates) are rasterised per region, so nothing slide-sized is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from oneclass.errors import OneclassError
+
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs",
+                  ".svslide", ".bif", ".dcm"}
+THUMBNAIL_SIZE = 2048  # longest side of the low-resolution image used for tissue detection
+
+
+class SlideError(OneclassError):
+    pass
+
+
+@dataclass
+class Polygon:
+    vertices: np.ndarray  # (n, 2) float, (x, y) at level 0
+    category: str  # a subclass, or "" for an exclusion (a hole cut out of the tumour)
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (*self.vertices.min(axis=0), *self.vertices.max(axis=0))
+
+
+@lru_cache(maxsize=4)
+def open_slide(path: str):
+    """Open a slide and prove it readable; cached per process (workers reuse handles)."""
+    import openslide
+
+    try:
+        slide = openslide.OpenSlide(path)
+        slide.read_region((0, 0), slide.level_count - 1, (1, 1))
+    except openslide.OpenSlideUnsupportedFormatError:
+        raise SlideError(f"{path}: not a slide format OpenSlide can read") from None
+    except (openslide.OpenSlideError, OSError) as exc:
+        raise SlideError(f"{path}: cannot read slide: {exc}") from None
+    return slide
+
+
+def read_region(path: str, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    """RGB pixels of a region given in level coordinates; transparent areas become white."""
+    import openslide
+
+    slide = open_slide(path)
+    scale = slide.level_downsamples[level]
+    try:
+        rgba = np.asarray(slide.read_region((int(round(x * scale)), int(round(y * scale))),
+                                            level, (width, height)))
+    except (openslide.OpenSlideError, OSError) as exc:
+        raise SlideError(f"{path}: cannot read region at level {level} ({x}, {y}): {exc}") from None
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255
+    return rgb.astype(np.uint8)
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of uint8 values (maximises the between-class variance)."""
+    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
+    total = hist.sum()
+    if total == 0:
+        return 0.0
+    levels = np.arange(256)
+    weight0 = np.cumsum(hist)
+    weight1 = total - weight0
+    mean0 = np.cumsum(hist * levels)
+    mean_all = mean0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_all * weight0 - mean0 * total) ** 2 / (weight0 * weight1)
+    between[~np.isfinite(between)] = -1
+    return float(np.argmax(between))
+
+
+def tissue_mask(path: str) -> tuple[np.ndarray, float]:
+    """Tissue on a low-resolution image: Otsu on saturation (stained tissue is coloured,
+    glass is white or grey). Returns the mask and its pixel size in level-0 pixels."""
+    slide = open_slide(path)
+    width, height = slide.dimensions
+    scale = max(width, height) / THUMBNAIL_SIZE
+    if scale < 1:
+        scale = 1.0
+    level = slide.get_best_level_for_downsample(scale)
+    lw, lh = slide.level_dimensions[level]
+    step = max(1, int(max(lw, lh) // THUMBNAIL_SIZE))  # slides without small levels
+    rows = []
+    strip = max(step, (1 << 22) // max(lw, 1) // step * step)  # ~16 MB of RGBA per read
+    for y in range(0, lh, strip):
+        rows.append(read_region(path, level, 0, y, lw, min(strip, lh - y))[::step, ::step])
+    rgb = np.concatenate(rows)
+    factor = slide.level_downsamples[level] * step
+    saturation = (rgb.max(axis=2) - rgb.min(axis=2)).astype(np.uint8)
+    threshold = otsu_threshold(saturation)
+    return saturation > threshold, float(factor)
+
+
+def read_annotations(path: Path, subclass: str, exclusion_groups: list[str],
+                     group_subclasses: bool) -> list[Polygon]:
+    """Polygons from ASAP XML or the CAMELYON16 JSON form ({"positive": [...], "negative": [...]})."""
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            polygons = [Polygon(np.asarray(p["vertices"], dtype=np.float64), subclass)
+                        for p in data.get("positive", [])]
+            polygons += [Polygon(np.asarray(p["vertices"], dtype=np.float64), "")
+                         for p in data.get("negative", [])]
+        else:
+            root = ET.parse(path).getroot()
+            polygons = []
+            for annotation in root.iter("Annotation"):
+                group = annotation.get("PartOfGroup") or ""
+                points = sorted(annotation.iter("Coordinate"), key=lambda c: float(c.get("Order", 0)))
+                vertices = np.array([[float(c.get("X")), float(c.get("Y"))] for c in points])
+                if group in exclusion_groups:
+                    category = ""
+                else:
+                    category = group if group_subclasses and group else subclass
+                polygons.append(Polygon(vertices, category))
+    except (OSError, ValueError, KeyError, TypeError, ET.ParseError) as exc:
+        raise OneclassError(f"{path}: cannot read annotations: {exc}") from None
+    for polygon in polygons:
+        if polygon.vertices.ndim != 2 or polygon.vertices.shape[1] != 2 or len(polygon.vertices) < 3:
+            raise OneclassError(f"{path}: a polygon needs at least 3 (x, y) vertices")
+    return polygons
+
+
+def rasterise(polygons: list[Polygon], categories: list[str], downsample: float,
+              x: int, y: int, width: int, height: int) -> np.ndarray:
+    """Label map of a region (level coordinates): k for categories[k-1], 0 elsewhere.
+
+    Exclusion polygons are drawn last with 0, cutting holes into the tumours.
+    """
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    x_lo, y_lo = x * downsample, y * downsample
+    x_hi, y_hi = (x + width) * downsample, (y + height) * downsample
+    ordered = [p for p in polygons if p.category] + [p for p in polygons if not p.category]
+    for polygon in ordered:
+        bx0, by0, bx1, by1 = polygon.bbox()
+        if bx1 < x_lo or by1 < y_lo or bx0 > x_hi or by0 > y_hi:
+            continue
+        # pixel (i, j) covers [j, j+1) at the level; its centre is j + 0.5
+        points = polygon.vertices / downsample - np.array([x, y]) - 0.5
+        value = categories.index(polygon.category) + 1 if polygon.category else 0
+        draw.polygon([tuple(p) for p in points], fill=value)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+@dataclass
+class SlideInfo:
+    path: str
+    level: int
+    downsample: float
+    width: int  # at the level
+    height: int
+    polygons: list[Polygon] = field(default_factory=list)
+
+
+def slide_info(path: Path, level: int, polygons: list[Polygon]) -> SlideInfo:
+    slide = open_slide(str(path))
+    if not 0 <= level < slide.level_count:
+        raise OneclassError(f"{path}: --level {level} does not exist (slide has levels 0-{slide.level_count - 1})")
+    width, height = slide.level_dimensions[level]
+    return SlideInfo(str(path), level, float(slide.level_downsamples[level]), width, height, polygons)

@@ -1,0 +1,164 @@
+"""The patch store: a folder of memory-mappable arrays, an index table and metadata.
+
+    images.npy   (N, C, H, W) uint8
+    masks.npy    (N, H, W) uint8 in {0, 1}, the patch masks at output size
+    index.csv    id,source,x,y,label,anomaly_frac,subclass
+    meta.json    every extraction parameter, the dataset plugin, each source file's size
+                 and SHA-256, the counts, and the toolkit version
+
+The arrays are streamed to disk as patches arrive (whole-slide extraction never holds
+a slide's patches in memory); the .npy header is reserved up front and rewritten with the
+final count. A store is built under a temporary name and renamed into place only when
+complete, so an interrupted run never leaves a folder that looks like a store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oneclass.data.patches import PatchChunk
+from oneclass.errors import OneclassError
+
+INDEX_COLUMNS = ["id", "source", "x", "y", "label", "anomaly_frac", "subclass"]
+_HEADER_BYTES = 128  # npy v1.0 header, padded; room for any realistic shape
+
+
+class NpyStreamWriter:
+    """Append rows to a .npy file whose first dimension is unknown until close()."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype=np.uint8):
+        self.path = path
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
+        self.rows = 0
+        self._file = open(path, "wb")
+        self._file.write(self._header(0))
+
+    def _header(self, rows: int) -> bytes:
+        shape = (rows, *self.row_shape)
+        text = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, shape)
+        preamble = b"\x93NUMPY\x01\x00"
+        body_len = _HEADER_BYTES - len(preamble) - 2
+        body = text.ljust(body_len - 1) + "\n"
+        if len(body) != body_len:
+            raise ValueError(f"array shape {shape} too large for the reserved .npy header")
+        return preamble + body_len.to_bytes(2, "little") + body.encode("latin1")
+
+    def append(self, rows: np.ndarray) -> None:
+        if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
+            raise ValueError(f"expected rows of {self.row_shape} {self.dtype}, got {rows.shape} {rows.dtype}")
+        self._file.write(np.ascontiguousarray(rows).tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self._file.seek(0)
+        self._file.write(self._header(self.rows))
+        self._file.close()
+
+
+class StoreWriter:
+    """Builds a patch store in ``<out>.tmp-<pid>`` and renames it to ``out`` on commit."""
+
+    def __init__(self, out: Path, overwrite: bool = False):
+        self.out = out
+        if out.exists() and not overwrite:
+            raise OneclassError(f"{out}: output folder exists; pass --overwrite to replace it")
+        if not out.parent.exists():
+            raise OneclassError(f"{out.parent}: parent folder of --out does not exist")
+        self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir()
+        self._images: NpyStreamWriter | None = None
+        self._masks: NpyStreamWriter | None = None
+        self._index = open(self.tmp / "index.csv", "w", newline="")
+        self._csv = csv.writer(self._index)
+        self._csv.writerow(INDEX_COLUMNS)
+        self.count = 0
+        self.counts: dict[tuple[int, str], int] = {}
+
+    def append(self, chunk: PatchChunk) -> None:
+        if self._images is None:
+            self._images = NpyStreamWriter(self.tmp / "images.npy", chunk.images.shape[1:])
+            self._masks = NpyStreamWriter(self.tmp / "masks.npy", chunk.masks.shape[1:])
+        if len(chunk) == 0:
+            return
+        self._images.append(chunk.images)
+        self._masks.append(chunk.masks)
+        for i in range(len(chunk)):
+            label, subclass = int(chunk.label[i]), chunk.subclass[i]
+            self._csv.writerow([self.count, chunk.source, int(chunk.x[i]), int(chunk.y[i]),
+                                label, f"{chunk.anomaly_frac[i]:.6g}", subclass])
+            self.counts[(label, subclass)] = self.counts.get((label, subclass), 0) + 1
+            self.count += 1
+
+    def commit(self, meta: dict[str, Any], empty_shape: tuple[int, ...]) -> tuple[Path, dict]:
+        if self._images is None:  # no patch at all: still a valid, empty store
+            self._images = NpyStreamWriter(self.tmp / "images.npy", empty_shape)
+            self._masks = NpyStreamWriter(self.tmp / "masks.npy", empty_shape[1:])
+        self._images.close()
+        self._masks.close()
+        self._index.close()
+        meta = {**meta, "count": self.count,
+                "image_shape": list(self._images.row_shape),
+                "counts": [{"label": lab, "subclass": sub, "count": n}
+                           for (lab, sub), n in sorted(self.counts.items())]}
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        trash = None
+        if self.out.exists():
+            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            self.out.rename(trash)
+        self.tmp.rename(self.out)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
+        return self.out, meta
+
+    def abort(self) -> None:
+        for writer in (self._images, self._masks):
+            if writer is not None and not writer._file.closed:
+                writer._file.close()
+        if not self._index.closed:
+            self._index.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@dataclass
+class PatchStore:
+    """A patch store opened for reading; arrays are memory-mapped."""
+
+    path: Path
+    images: np.ndarray
+    masks: np.ndarray
+    index: list[dict[str, str]]
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> "PatchStore":
+        path = Path(path)
+        for name in ("images.npy", "masks.npy", "index.csv", "meta.json"):
+            if not (path / name).is_file():
+                raise OneclassError(f"{path}: not a patch store (missing {name})")
+        with open(path / "index.csv", newline="") as fh:
+            index = list(csv.DictReader(fh))
+        return cls(
+            path=path,
+            images=np.load(path / "images.npy", mmap_mode="r"),
+            masks=np.load(path / "masks.npy", mmap_mode="r"),
+            index=index,
+            meta=json.loads((path / "meta.json").read_text()),
+        )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([int(r["label"]) for r in self.index], dtype=np.int8)

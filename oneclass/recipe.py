@@ -1,0 +1,294 @@
+"""YAML recipes → typed configuration.
+
+A recipe has the sections ``dataset``, ``patches``, ``split``, ``method``, ``train`` and
+``evaluate`` plus a top-level ``seed``. Every key is checked: an unknown key or a value of
+the wrong type stops with one line naming the file and the key path, with a suggestion
+for near-misses. ``--set section.key=value`` overrides are applied before checking, so
+they are validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from oneclass.errors import OneclassError
+
+
+class RecipeError(OneclassError):
+    pass
+
+
+@dataclass
+class DatasetSection:
+    name: str = "synthetic"
+    root: str | None = None
+    # the plugin's own options; checked against the plugin's Options dataclass
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PatchesSection:
+    size: int = 64
+    stride: int | None = None  # default: size (non-overlapping)
+    mask_frac: float = 0.05
+    resize: int | None = None
+    level: int = 0  # pyramid level, for whole-slide images only
+    max_per_image: int | None = None
+    channels: int | None = None  # 1 (grayscale) or 3 (RGB); default: the images' own
+    workers: int = 1
+
+
+@dataclass
+class SplitSection:
+    gamma: float = 0.0
+    labeled_normal: int = 0
+    contamination: float = 0.1
+    seen_subclasses: Union[list[str], str, None] = None
+    val_fraction: float = 0.1
+    test_size: int | None = None
+    group_by: Literal["source", "none"] = "source"
+    seed: int | None = None
+
+
+@dataclass
+class MethodSection:
+    name: str | None = None
+    # the method's own parameters; checked by the method plugin
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    device: str = "auto"
+    amp: bool = False
+    deterministic: bool = False
+    early_stopping: int | None = None
+
+
+@dataclass
+class EvaluateSection:
+    metrics: list[str] = field(default_factory=lambda: ["auroc", "auprc"])
+    pixel_auroc: bool = False
+
+
+@dataclass
+class Recipe:
+    seed: int = 0
+    description: str | None = None
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    patches: PatchesSection = field(default_factory=PatchesSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    method: MethodSection = field(default_factory=MethodSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    source: str = field(default="<defaults>", repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = _section_to_dict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# sections whose remaining keys are handed to a plugin rather than checked here
+_OPEN_SECTIONS = {DatasetSection: "options", MethodSection: "params"}
+
+
+def _section_to_dict(section: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name == _OPEN_SECTIONS.get(type(section)):
+            out.update(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def load(path: str | Path | None, overrides: list[str] = (),
+         values: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe file (or start from defaults when path is None), then apply the
+    ``--set key=value`` overrides, then ``values`` (key path → value, from explicit flags)."""
+    source = "<defaults>"
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise RecipeError(f"{path}: recipe file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise RecipeError(f"{path}: invalid YAML{where}: {problem}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping of sections")
+    for item in overrides:
+        apply_override(data, item)
+    for key, value in (values or {}).items():
+        _set_path(data, key.split("."), value, key)
+    return from_dict(data, source)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` override; the value is parsed as a YAML scalar."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"--set {item!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    _set_path(data, key.split("."), value, f"--set {item!r}")
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, where: str) -> None:
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"{where}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    recipe = _build(Recipe, data, source, "")
+    recipe.source = source
+    return recipe
+
+
+def check_options(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+    """Build a plugin's options dataclass, failing on unknown keys and wrong types."""
+    return _build(cls, data, source, prefix)
+
+
+def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: {where}: expected a mapping, got {_describe(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    open_field = _OPEN_SECTIONS.get(cls)
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{prefix}{key}"
+        if not isinstance(key, str):
+            raise RecipeError(f"{source}: {key_path}: keys must be strings")
+        if key not in fields or key == open_field:
+            if open_field is not None:
+                extra[key] = value
+                continue
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            known = ", ".join(fields)
+            raise RecipeError(f"{source}: {key_path}: unknown key{hint}; expected one of: {known}")
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            values[key] = _build(hint_type, value if value is not None else {}, source, f"{key_path}.")
+        else:
+            values[key] = coerce(value, hint_type, f"{source}: {key_path}")
+    if open_field is not None:
+        values[open_field] = extra
+    return cls(**values)
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting only lossless cases (int → float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, where)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise RecipeError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}{hint_text}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {_describe(value)}")
+        return [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {_describe(value)}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported type hint {hint!r}")
+    raise RecipeError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (
+            " or null" if type(None) in args else ""
+        )
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"

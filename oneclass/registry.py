@@ -1,0 +1,136 @@
+"""The plugin registry: methods and datasets under short kebab-case names.
+
+Built-in plugins are registered by name with a lazy "module:attribute" target, so that
+listing them or looking one up never imports torch unless the plugin itself needs it.
+Third-party packages add plugins through the entry-point groups ``oneclass.methods`` and
+``oneclass.datasets``; their entry-point name is the plugin name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from oneclass.errors import OneclassError
+
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class UnknownPluginError(OneclassError):
+    pass
+
+
+@dataclass
+class _Entry:
+    name: str
+    target: str | None  # "module:attribute", loaded on first use
+    obj: Any = None
+    origin: str = "built-in"
+    description: str | None = None
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
+
+
+class Registry:
+    def __init__(self, kind: str, group: str):
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, _Entry] = {}
+        self._discovered = False
+
+    def add(self, name: str, target: str, description: str) -> None:
+        """Register a built-in plugin lazily by its import path."""
+        self._check_name(name)
+        self._entries[name] = _Entry(name, target, description=description)
+
+    def _check_name(self, name: str) -> None:
+        if not _NAME.match(name):
+            raise ValueError(f"{self.kind} name {name!r} is not kebab-case")
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        for ep in entry_points(group=self.group):
+            if ep.name in self._entries:
+                continue  # a built-in name cannot be shadowed by a third party
+            dist = getattr(ep, "dist", None)
+            origin = f"{dist.name} {dist.version}" if dist is not None else "entry point"
+            self._entries[ep.name] = _Entry(ep.name, ep.value, origin=origin)
+
+    def names(self) -> list[str]:
+        self._discover()
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Any:
+        self._discover()
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownPluginError(self._unknown_message(name))
+        if entry.obj is None:
+            module_name, _, attr = entry.target.partition(":")
+            try:
+                obj = importlib.import_module(module_name)
+                for part in filter(None, attr.split(".")):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as exc:
+                raise OneclassError(
+                    f"{self.kind} {name!r} ({entry.origin}) failed to load from "
+                    f"{entry.target!r}: {exc}"
+                ) from exc
+            entry.obj = obj
+            if entry.description is None:
+                entry.description = _first_line(
+                    getattr(obj, "description", None) or getattr(obj, "__doc__", None)
+                )
+        return entry.obj
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(name, one-line description, origin) for every plugin, sorted by name."""
+        rows = []
+        for name in self.names():
+            entry = self._entries[name]
+            if entry.description is None:
+                try:
+                    self.get(name)
+                except OneclassError as exc:
+                    entry.description = f"(failed to load: {exc})"
+            rows.append((name, entry.description or "", entry.origin))
+        return rows
+
+    def _unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        listing = ", ".join(known) if known else "none installed"
+        return f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {listing}"
+
+
+datasets = Registry("dataset", "oneclass.datasets")
+methods = Registry("method", "oneclass.methods")
+
+_D = "oneclass.data.datasets"
+datasets.add("synthetic", f"{_D}.synthetic:SyntheticDataset",
+             "Deterministic fibre-like grayscale textures with defect blobs and masks")
+datasets.add("folder", f"{_D}.folder:FolderDataset",
+             "Your own images: normal/ and anomalous/<subclass>/ with masks beside or in a parallel tree")
+datasets.add("nanofibre", f"{_D}.nanofibre:NanofibreDataset",
+             "NanoTWICE SEM images of nanofibrous material with defect masks")
+datasets.add("mvtec", f"{_D}.mvtec:MVTecDataset",
+             "One MVTec AD category; defect names are the anomaly subclasses")
+datasets.add("busi", f"{_D}.busi:BUSIDataset",
+             "Breast ultrasound (BUSI): normal, benign and malignant with merged masks")
+datasets.add("malaria", f"{_D}.malaria:MalariaDataset",
+             "BBBC041 malaria blood smears; infected-cell boxes become anomalous regions")
+datasets.add("camelyon16", f"{_D}.slides:Camelyon16Dataset",
+             "CAMELYON16 whole-slide images with tumour polygons (ASAP XML or JSON)")
+datasets.add("wsi", f"{_D}.slides:WSIDataset",
+             "Any OpenSlide-readable slides with polygon annotations (ASAP XML or JSON)")
