@@ -74,7 +74,7 @@ def extract_patches(
 class _Progress:
     def __init__(self, quiet: bool):
         self.bar = None
-        if not quiet:
+        if not quiet and err.is_terminal:  # batch logs get the summary, not bar redraws
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),

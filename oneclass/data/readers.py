@@ -40,6 +40,8 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a binary mask as (H, W) bool; values must be {0, 1} or {0, 255}."""
     array = _read_any(path, mask=True)
     if array.ndim == 3:
+        if array.shape[2] in (2, 4):  # drop alpha
+            array = array[..., :-1]
         if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[2])):
             raise ImageReadError(f"{path}: mask has differing colour channels; expected a binary mask")
         array = array[..., 0]

@@ -134,16 +134,35 @@ def read_annotations(path: Path, subclass: str, exclusion_groups: list[str],
     return polygons
 
 
+def fill_polygon(vertices: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixels of a (width, height) grid whose centre (j + 0.5, i + 0.5) lies inside the
+    polygon (even-odd rule). Vertices are in the grid's pixel units; scanline, vectorised."""
+    mask = np.zeros((height, width), dtype=bool)
+    start, end = vertices, np.roll(vertices, -1, axis=0)
+    centres = np.arange(height) + 0.5
+    lo, hi = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+    edges = (hi > 0.5) & (lo < height - 0.5) & (start[:, 1] != end[:, 1])
+    if not edges.any():
+        return mask
+    (x1, y1), (x2, y2) = start[edges].T, end[edges].T
+    cy = centres[:, None]
+    crosses = (y1 > cy) != (y2 > cy)  # half-open rule: a vertex on the scanline counts once
+    rows, cols = np.nonzero(crosses)
+    xs = x1[cols] + (cy[rows, 0] - y1[cols]) * (x2[cols] - x1[cols]) / (y2[cols] - y1[cols])
+    first = np.clip(np.ceil(xs - 0.5), 0, width).astype(np.int64)  # first centre at or right of x
+    toggles = np.zeros((height, width + 1), dtype=np.int32)
+    np.add.at(toggles, (rows, first), 1)
+    return (np.cumsum(toggles[:, :width], axis=1) & 1).astype(bool)
+
+
 def rasterise(polygons: list[Polygon], categories: list[str], downsample: float,
               x: int, y: int, width: int, height: int) -> np.ndarray:
     """Label map of a region (level coordinates): k for categories[k-1], 0 elsewhere.
 
-    Exclusion polygons are drawn last with 0, cutting holes into the tumours.
+    A pixel belongs to a polygon when its centre does. Exclusion polygons are applied last,
+    cutting holes into the tumours.
     """
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
+    labels = np.zeros((height, width), dtype=np.uint8)
     x_lo, y_lo = x * downsample, y * downsample
     x_hi, y_hi = (x + width) * downsample, (y + height) * downsample
     ordered = [p for p in polygons if p.category] + [p for p in polygons if not p.category]
@@ -151,11 +170,9 @@ def rasterise(polygons: list[Polygon], categories: list[str], downsample: float,
         bx0, by0, bx1, by1 = polygon.bbox()
         if bx1 < x_lo or by1 < y_lo or bx0 > x_hi or by0 > y_hi:
             continue
-        # pixel (i, j) covers [j, j+1) at the level; its centre is j + 0.5
-        points = polygon.vertices / downsample - np.array([x, y]) - 0.5
-        value = categories.index(polygon.category) + 1 if polygon.category else 0
-        draw.polygon([tuple(p) for p in points], fill=value)
-    return np.asarray(canvas, dtype=np.uint8)
+        inside = fill_polygon(polygon.vertices / downsample - np.array([x, y]), width, height)
+        labels[inside] = categories.index(polygon.category) + 1 if polygon.category else 0
+    return labels
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""The papers' patch rules on hand-made inputs, computed independently here."""
+
+import numpy as np
+import pytest
+
+from oneclass.data import patches as P
+
+
+def test_grid_stops_where_the_patch_no_longer_fits():
+    assert P.grid(10, 4, 3).tolist() == [0, 3, 6]
+    assert P.grid(9, 4, 3).tolist() == [0, 3]
+    assert P.grid(4, 4, 1).tolist() == [0]
+    assert P.grid(3, 4, 1).tolist() == []
+
+
+def test_window_sums_match_a_plain_loop():
+    rng = np.random.default_rng(0)
+    mask = rng.random((37, 41)) < 0.3
+    table = P.integral_image(mask)
+    ys, xs = np.meshgrid(P.grid(37, 8, 5), P.grid(41, 8, 5), indexing="ij")
+    sums = P.window_sums(table, ys.ravel(), xs.ravel(), 8)
+    expected = [mask[y:y + 8, x:x + 8].sum() for y, x in zip(ys.ravel(), xs.ravel())]
+    assert sums.tolist() == expected
+
+
+def test_known_block_gives_known_labels_at_the_threshold_edge():
+    # a 10x10 mask with a 4x5 block (20 px) in the top-left corner; 10x10 patches, stride 5
+    labels = np.zeros((20, 20), dtype=np.uint8)
+    labels[0:4, 0:5] = 1
+    ys, xs = np.array([0, 0, 5, 5]), np.array([0, 5, 0, 5])
+    frac, label, subclass = P.label_patches(labels, ["scratch"], ys, xs, 10, 0.20)
+    assert frac.tolist() == [0.20, 0.0, 0.0, 0.0]
+    assert label.tolist() == [1, 0, 0, 0]  # exactly 20% counts: the rule is ">="
+    assert subclass == ["scratch", "good", "good", "good"]
+    _, label, _ = P.label_patches(labels, ["scratch"], ys, xs, 10, 0.21)
+    assert label.tolist() == [0, 0, 0, 0]  # one pixel short of 21%
+
+
+def test_several_defect_types_take_the_most_frequent():
+    labels = np.zeros((8, 8), dtype=np.uint8)
+    labels[:, :3] = 1  # 24 px of "a"
+    labels[:, 3:7] = 2  # 32 px of "b"
+    _, label, subclass = P.label_patches(labels, ["a", "b"], np.array([0]), np.array([0]), 8, 0.5)
+    assert label.tolist() == [1] and subclass == ["b"]
+
+
+@pytest.mark.parametrize("size,out", [(128, 32), (64, 32), (30, 20), (16, 24)])
+def test_resize_shapes_dtypes_and_area_average(size, out):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, size=(size * 2, size * 2, 3), dtype=np.uint8)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[: size // 2] = True
+    ys, xs = np.array([0, size]), np.array([0, size])
+    images, masks = P.cut_and_resize(image, mask, ys, xs, size, out, 3)
+    assert images.shape == (2, 3, out, out) and images.dtype == np.uint8
+    assert masks.shape == (2, out, out) and masks.dtype == np.uint8
+    assert set(np.unique(masks)) <= {0, 1}
+    if size % out == 0:  # integer factor: each output pixel is the mean of a block
+        k = size // out
+        block = image[:size, :size].reshape(out, k, out, k, 3).mean(axis=(1, 3))
+        assert np.abs(images[0].transpose(1, 2, 0).astype(float) - block).max() <= 0.5 + 1e-6
+        assert masks[0, : out // 2].all() and not masks[0, out // 2:].any()
+        assert not masks[1].any()
+
+
+def test_grayscale_conversion_matches_pillow_luma():
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    images, _ = P.cut_and_resize(image, None, np.array([0]), np.array([0]), 8, None, 1)
+    pil = np.asarray(Image.fromarray(image).convert("L")).astype(int)
+    assert np.abs(images[0, 0].astype(int) - pil).max() <= 1
+
+
+def test_sampling_keeps_grid_order_and_is_seeded():
+    ys, xs = np.arange(100), np.arange(100)
+    a = P.sample_positions(ys, xs, 10, np.random.default_rng(5))
+    b = P.sample_positions(ys, xs, 10, np.random.default_rng(5))
+    assert a[0].tolist() == b[0].tolist() and len(a[0]) == 10
+    assert a[0].tolist() == sorted(a[0].tolist())
