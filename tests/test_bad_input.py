@@ -1,0 +1,108 @@
+"""Every user mistake: one line on stderr naming the file or flag, exit 2, nothing written."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import oneclass
+
+
+def _folder(root, image_size=(40, 40), mask=None, mask_size=None):
+    (root / "normal").mkdir(parents=True)
+    (root / "anomalous" / "crack").mkdir(parents=True)
+    Image.fromarray(np.zeros(image_size, np.uint8)).save(root / "normal" / "a.png")
+    Image.fromarray(np.zeros(image_size, np.uint8)).save(root / "anomalous" / "crack" / "b.png")
+    if mask is None:
+        mask = np.zeros(mask_size or image_size, np.uint8)
+        mask[:10, :10] = 255
+    Image.fromarray(mask).save(root / "anomalous" / "crack" / "b_mask.png")
+    return root
+
+
+def _fails(tmp_path, *args, expect):
+    out = tmp_path / "out"
+    result = oneclass("extract-patches", *args, "--out", out)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oneclass: error:") or "Usage" in result.stderr, result.stderr
+    assert expect in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+    return result
+
+
+def test_missing_root(tmp_path):
+    _fails(tmp_path, "-d", "folder", "--root", tmp_path / "nowhere", expect="nowhere: dataset root not found")
+
+
+def test_unknown_dataset_suggests(tmp_path):
+    _fails(tmp_path, "-d", "nanofiber", expect="unknown dataset 'nanofiber' (did you mean 'nanofibre'?)")
+
+
+def test_mask_size_differs(tmp_path):
+    root = _folder(tmp_path / "d", mask_size=(40, 39))
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="b_mask.png: mask size 39x40 does not match")
+
+
+def test_mask_values_not_binary(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[0, 0] = 7
+    root = _folder(tmp_path / "d", mask=mask)
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="b_mask.png: mask values must be")
+
+
+def test_truncated_image(tmp_path):
+    root = _folder(tmp_path / "d")
+    path = root / "normal" / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="a.png: cannot read image")
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "d" / "normal").mkdir(parents=True)
+    _fails(tmp_path, "-d", "folder", "--root", tmp_path / "d", expect="no images found")
+
+
+def test_patch_larger_than_image(tmp_path):
+    root = _folder(tmp_path / "d")
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 41, expect="patch size 41 is larger than the image")
+
+
+@pytest.mark.parametrize("flag,value,expect", [
+    ("--stride", "0", "--stride: must be positive"),
+    ("--stride", "-3", "--stride: must be positive"),
+    ("--mask-frac", "0", "--mask-frac: must lie in (0, 1]"),
+    ("--mask-frac", "1.5", "--mask-frac: must lie in (0, 1]"),
+    ("--channels", "2", "--channels: must be 1 or 3"),
+])
+def test_bad_flags(tmp_path, flag, value, expect):
+    _fails(tmp_path, flag, value, expect=expect)
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    result = oneclass("extract-patches", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "output folder exists; pass --overwrite" in result.stderr
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    result = oneclass("extract-patches", "--out", tmp_path / "out", "--overwrite", "-q")
+    assert result.returncode == 0 and (tmp_path / "out" / "meta.json").exists()
+    assert not (tmp_path / "out" / "keep.txt").exists()
+
+
+def test_level_on_a_plain_image_dataset(tmp_path):
+    _fails(tmp_path, "--level", "1", expect="--level: dataset 'synthetic' has no pyramid levels")
+
+
+def test_missing_mask_in_folder_layout(tmp_path):
+    root = _folder(tmp_path / "d")
+    (root / "anomalous" / "crack" / "b_mask.png").unlink()
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="b.png: no mask found")
+
+
+def test_failure_midway_leaves_no_store(tmp_path):
+    root = _folder(tmp_path / "d")
+    # the second image is broken: the first was already extracted when it fails
+    (root / "normal" / "z.png").write_bytes(b"not a png")
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="z.png: cannot read image")

@@ -1,0 +1,78 @@
+import pytest
+
+from conftest import oneclass
+from oneclass import recipe as recipes
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_types(tmp_path):
+    r = recipes.load(_write(tmp_path, "patches:\n  size: 128\n  mask_frac: 1\ndataset:\n  name: mvtec\n  root: x\n  missing_masks: error\n"))
+    assert r.patches.size == 128 and r.patches.mask_frac == 1.0 and isinstance(r.patches.mask_frac, float)
+    assert r.dataset.options == {"missing_masks": "error"}
+    assert r.split.contamination == 0.1
+
+
+@pytest.mark.parametrize("text,message", [
+    ("patches:\n  sise: 3\n", "r.yaml: patches.sise: unknown key (did you mean patches.'size'?)"),
+    ("patches:\n  size: big\n", "r.yaml: patches.size: expected an integer, got string 'big'"),
+    ("patches:\n  size: 3.5\n", "r.yaml: patches.size: expected an integer, got number 3.5"),
+    ("pathces:\n  size: 3\n", "r.yaml: pathces: unknown key (did you mean 'patches'?)"),
+    ("split:\n  group_by: sources\n", "split.group_by: expected one of 'source', 'none', got 'sources' (did you mean 'source'?)"),
+    ("train:\n  amp: 1\n", "train.amp: expected true or false, got integer 1"),
+    ("patches: [1, 2]\n", "r.yaml: patches: expected a mapping"),
+    ("- a\n", "a recipe must be a mapping"),
+    ("patches:\n  size: [\n", "r.yaml: invalid YAML"),
+])
+def test_errors_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(recipes.RecipeError) as info:
+        recipes.load(_write(tmp_path, text))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_set_overrides_are_typed_and_checked(tmp_path):
+    path = _write(tmp_path, "patches:\n  size: 64\n")
+    r = recipes.load(path, ["patches.size=32", "patches.stride=16", "dataset.tissue_frac=0.3",
+                            "split.seen_subclasses=[a, b]"])
+    assert (r.patches.size, r.patches.stride) == (32, 16)
+    assert r.dataset.options["tissue_frac"] == 0.3 and r.split.seen_subclasses == ["a", "b"]
+    with pytest.raises(recipes.RecipeError, match="patches.strid: unknown key"):
+        recipes.load(path, ["patches.strid=3"])
+    with pytest.raises(recipes.RecipeError, match="expected section.key=value"):
+        recipes.load(path, ["patches.size"])
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    with pytest.raises(recipes.RecipeError, match="invalid YAML"):
+        recipes.load(_write(tmp_path, "seed: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    r = recipes.load(_write(tmp_path, "seed: 4\ndataset:\n  name: busi\n  root: /data\n  foo: 1\nmethod:\n  name: deep-sad\n  eta: 2\n"))
+    again = recipes.load(_write(tmp_path, r.to_yaml()))
+    assert again == r and again.method.params == {"eta": 2}
+
+
+def test_plugin_options_are_checked_by_the_cli(tmp_path):
+    result = oneclass("extract-patches", "--set", "dataset.normall=3", "--out", tmp_path / "o")
+    assert result.returncode == 2
+    assert "dataset.normall: unknown key (did you mean dataset.'normal'?)" in result.stderr
+
+
+def test_recipe_drives_extraction_and_flags_win(tmp_path):
+    path = _write(tmp_path, "seed: 1\ndataset:\n  name: synthetic\n  normal: 2\n  anomalous: 2\n"
+                            "  height: 64\n  width: 64\npatches:\n  size: 32\n  stride: 16\n")
+    result = oneclass("extract-patches", path, "--size", 16, "--set", "patches.resize=8",
+                      "--out", tmp_path / "s", "-q")
+    assert result.returncode == 0, result.stderr
+    from oneclass.data.store import PatchStore
+
+    store = PatchStore.open(tmp_path / "s")
+    assert store.meta["params"]["size"] == 16 and store.meta["params"]["stride"] == 16
+    assert store.images.shape == (4 * 16, 1, 8, 8)
+    assert store.meta["recipe"]["patches"]["resize"] == 8

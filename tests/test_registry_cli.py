@@ -1,0 +1,125 @@
+import sys
+import textwrap
+
+import pytest
+
+from conftest import oneclass
+from oneclass import __version__, registry
+from oneclass.errors import OneclassError
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+import numpy as np
+
+from oneclass.data.datasets.base import Dataset, Item, Loaded
+
+
+@dataclass
+class StripeItem(Item):
+    def load(self):
+        image = np.zeros((16, 16, 1), np.uint8)
+        labels = np.zeros((16, 16), np.uint8)
+        labels[:, :8] = 1
+        return Loaded(image, labels, ["stripe"])
+
+
+class StripesDataset(Dataset):
+    """Two striped test images from a third-party package."""
+
+    needs_root = False
+    name = "stripes"
+
+    def items(self):
+        return [StripeItem("one", "stripe"), StripeItem("two", "stripe")]
+
+
+class EchoMethod:
+    """A method living in another distribution."""
+'''
+
+
+@pytest.fixture()
+def plugin_path(tmp_path):
+    (tmp_path / "oneclass_stripes.py").write_text(PLUGIN)
+    info = tmp_path / "oneclass_stripes-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: oneclass-stripes\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [oneclass.datasets]
+        stripes = oneclass_stripes:StripesDataset
+
+        [oneclass.methods]
+        echo = oneclass_stripes:EchoMethod
+        """))
+    return tmp_path
+
+
+def test_entry_point_plugins_are_discovered(plugin_path, tmp_path):
+    env = {"PYTHONPATH": str(plugin_path)}
+    listing = oneclass("list", "datasets", env=env)
+    assert listing.returncode == 0
+    line = next(l for l in listing.stdout.splitlines() if l.startswith("stripes"))
+    assert "Two striped test images" in line and "[oneclass-stripes 0.3]" in line
+    methods = oneclass("list", "methods", env=env)
+    assert "echo" in methods.stdout and "A method living in another distribution." in methods.stdout
+    result = oneclass("extract-patches", "-d", "stripes", "--size", 8, "--mask-frac", 0.5,
+                      "--out", tmp_path / "s", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    from oneclass.data.store import PatchStore
+
+    labels = [(r["source"], r["x"], r["label"], r["subclass"]) for r in PatchStore.open(tmp_path / "s").index]
+    assert labels[:2] == [("one", "0", "1", "stripe"), ("one", "8", "0", "good")]
+
+
+def test_unknown_name_lists_known_and_suggests():
+    with pytest.raises(OneclassError) as info:
+        registry.datasets.get("mvtek")
+    text = str(info.value)
+    assert "did you mean 'mvtec'?" in text and "known datasets: busi, camelyon16" in text
+
+
+def test_every_builtin_dataset_loads_and_documents_its_layout():
+    for name, description, origin in registry.datasets.describe():
+        if origin != "built-in":
+            continue
+        plugin = registry.datasets.get(name)
+        assert plugin.name == name and description and plugin.layout.strip()
+
+
+def test_names_must_be_kebab_case():
+    reg = registry.Registry("thing", "oneclass.things")
+    with pytest.raises(ValueError):
+        reg.add("Bad_Name", "x:y", "d")
+
+
+def test_version_help_and_verbose_listing():
+    assert oneclass("--version").stdout.strip() == f"oneclass {__version__}"
+    help_text = oneclass("--help").stdout
+    assert "extract-patches" in help_text and "list" in help_text
+    verbose = oneclass("list", "datasets", "--verbose").stdout
+    assert "Anomalous/gt/<stem>_gt.png" in verbose and "missing_masks='skip'" in verbose
+
+
+def test_cli_import_stays_light():
+    code = ("import sys, oneclass.cli.main, oneclass.data.extract; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_synthetic_is_deterministic_and_prefix_stable(tmp_path):
+    a = oneclass("extract-patches", "--set", "dataset.normal=2", "--set", "dataset.anomalous=2",
+                 "--out", tmp_path / "a", "-q")
+    b = oneclass("extract-patches", "--set", "dataset.normal=2", "--set", "dataset.anomalous=4",
+                 "--out", tmp_path / "b", "-q")
+    assert a.returncode == b.returncode == 0
+    from oneclass.data.store import PatchStore
+
+    sa, sb = PatchStore.open(tmp_path / "a"), PatchStore.open(tmp_path / "b")
+    n = sum(1 for r in sa.index if r["source"].startswith("normal"))
+    assert (sa.images[:n] == sb.images[:n]).all()
+    assert {r["subclass"] for r in sb.index if r["label"] == "1"} == {"bead", "film"}
+    assert sa.meta["sources"][0]["files"][0]["sha256"] == sb.meta["sources"][0]["files"][0]["sha256"]
