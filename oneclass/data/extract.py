@@ -227,5 +227,7 @@ def _run_all(tasks: list, workers: int) -> Iterator[P.PatchChunk]:
         return
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    # fork starts workers in milliseconds and extraction runs no threads; spawn elsewhere
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers) as pool:
         yield from pool.imap(run_task, tasks, chunksize=1)

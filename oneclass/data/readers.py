@@ -83,11 +83,18 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def _read_any(path: Path, mask: bool = False) -> np.ndarray:
     try:
+        from PIL import Image
+
         if path.suffix.lower() in (".tif", ".tiff"):
+            try:  # Pillow decodes the common 8-bit TIFFs in C (tifffile's PackBits is Python)
+                with Image.open(path) as im:
+                    if im.mode in ("L", "RGB", "1", "RGBA", "LA"):
+                        return np.asarray(im)
+            except Exception:  # noqa: BLE001 - let tifffile try, and report its reason
+                pass
             import tifffile
 
             return tifffile.imread(path, key=0)
-        from PIL import Image
 
         with Image.open(path) as im:
             if im.mode == "P":

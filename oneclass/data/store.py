@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ from oneclass.errors import OneclassError
 
 INDEX_COLUMNS = ["id", "source", "x", "y", "label", "anomaly_frac", "subclass"]
 _HEADER_BYTES = 128  # npy v1.0 header, padded; room for any realistic shape
+
+
+def _csv_field(text: str) -> str:
+    """Quote a CSV field only when it needs it (paths may hold commas or quotes)."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 class NpyStreamWriter:
@@ -80,8 +88,7 @@ class StoreWriter:
         self._images: NpyStreamWriter | None = None
         self._masks: NpyStreamWriter | None = None
         self._index = open(self.tmp / "index.csv", "w", newline="")
-        self._csv = csv.writer(self._index)
-        self._csv.writerow(INDEX_COLUMNS)
+        self._index.write(",".join(INDEX_COLUMNS) + "\n")
         self.count = 0
         self.counts: dict[tuple[int, str], int] = {}
 
@@ -93,12 +100,16 @@ class StoreWriter:
             return
         self._images.append(chunk.images)
         self._masks.append(chunk.masks)
-        for i in range(len(chunk)):
-            label, subclass = int(chunk.label[i]), chunk.subclass[i]
-            self._csv.writerow([self.count, chunk.source, int(chunk.x[i]), int(chunk.y[i]),
-                                label, f"{chunk.anomaly_frac[i]:.6g}", subclass])
-            self.counts[(label, subclass)] = self.counts.get((label, subclass), 0) + 1
-            self.count += 1
+        ids = range(self.count, self.count + len(chunk))
+        source = _csv_field(chunk.source)
+        self._index.write("".join(
+            f"{i},{source},{x},{y},{label},{frac:.6g},{_csv_field(subclass)}\n"
+            for i, x, y, label, frac, subclass in zip(ids, chunk.x.tolist(), chunk.y.tolist(),
+                                                      chunk.label.tolist(), chunk.anomaly_frac.tolist(),
+                                                      chunk.subclass)))
+        for key, n in Counter(zip(chunk.label.tolist(), chunk.subclass)).items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        self.count += len(chunk)
 
     def commit(self, meta: dict[str, Any], empty_shape: tuple[int, ...]) -> tuple[Path, dict]:
         if self._images is None:  # no patch at all: still a valid, empty store
