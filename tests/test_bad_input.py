@@ -24,7 +24,7 @@ def _fails(tmp_path, *args, expect):
     result = oneclass("extract-patches", *args, "--out", out)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("oneclass: error:") or "Usage" in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("oneclass: error:"), result.stderr
     assert expect in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
@@ -106,3 +106,19 @@ def test_failure_midway_leaves_no_store(tmp_path):
     # the second image is broken: the first was already extracted when it fails
     (root / "normal" / "z.png").write_bytes(b"not a png")
     _fails(tmp_path, "-d", "folder", "--root", root, "--size", 8, expect="z.png: cannot read image")
+
+
+def test_no_images_fails_and_a_one_patch_store_is_valid(tmp_path):
+    from oneclass.data.store import PatchStore
+
+    result = oneclass("extract-patches", "--set", "dataset.normal=0", "--set", "dataset.anomalous=0",
+                      "--out", tmp_path / "s", "-q")
+    assert result.returncode == 2 and "no images found" in result.stderr
+    root = tmp_path / "d"
+    (root / "normal").mkdir(parents=True)
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "normal" / "a.png")
+    result = oneclass("extract-patches", "-d", "folder", "--root", root, "--size", 16,
+                      "--max-per-image", 1, "--out", tmp_path / "one", "-q")
+    assert result.returncode == 0, result.stderr
+    store = PatchStore.open(tmp_path / "one")
+    assert len(store) == 1 and store.images.shape == (1, 1, 16, 16)

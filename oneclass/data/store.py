@@ -159,10 +159,12 @@ class PatchStore:
                 raise OneclassError(f"{path}: not a patch store (missing {name})")
         with open(path / "index.csv", newline="") as fh:
             index = list(csv.DictReader(fh))
+        # an empty store cannot be memory-mapped; its arrays are loaded as they are
+        mode = "r" if index else None
         return cls(
             path=path,
-            images=np.load(path / "images.npy", mmap_mode="r"),
-            masks=np.load(path / "masks.npy", mmap_mode="r"),
+            images=np.load(path / "images.npy", mmap_mode=mode),
+            masks=np.load(path / "masks.npy", mmap_mode=mode),
             index=index,
             meta=json.loads((path / "meta.json").read_text()),
         )
