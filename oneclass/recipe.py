@@ -232,12 +232,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(value, arg, where)
-            except RecipeError as exc:
-                errors.append(exc)
+            except RecipeError:
+                pass
         raise RecipeError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
     if origin is Literal:
         if value in args:

@@ -155,10 +155,9 @@ def plan_slide(item, params: ExtractParams, tissue_frac: float, channels: int) -
         by, bx = ys[sel], xs[sel]
         x, y = int(bx.min()), int(by.min())
         width, height = int(bx.max()) + params.size - x, int(by.max()) + params.size - y
-        lo = np.array([x, y]) * info.downsample
-        hi = np.array([x + width, y + height]) * info.downsample
-        polygons = [p for p in item.polygons
-                    if not (p.bbox()[2] < lo[0] or p.bbox()[3] < lo[1] or p.bbox()[0] > hi[0] or p.bbox()[1] > hi[1])]
+        region = (x * info.downsample, y * info.downsample,
+                  (x + width) * info.downsample, (y + height) * info.downsample)
+        polygons = [p for p in item.polygons if p.overlaps(*region)]
         tasks.append(RegionTask(item.source, info.path, params.level, info.downsample, x, y, width,
                                 height, by, bx, polygons, item.categories, params, channels))
     return tasks

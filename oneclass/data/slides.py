@@ -33,6 +33,11 @@ class Polygon:
     def bbox(self) -> tuple[float, float, float, float]:
         return (*self.vertices.min(axis=0), *self.vertices.max(axis=0))
 
+    def overlaps(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        """Whether the bounding box meets the level-0 rectangle [x0, x1] x [y0, y1]."""
+        bx0, by0, bx1, by1 = self.bbox()
+        return not (bx1 < x0 or by1 < y0 or bx0 > x1 or by0 > y1)
+
 
 @lru_cache(maxsize=4)
 def open_slide(path: str):
@@ -163,12 +168,10 @@ def rasterise(polygons: list[Polygon], categories: list[str], downsample: float,
     cutting holes into the tumours.
     """
     labels = np.zeros((height, width), dtype=np.uint8)
-    x_lo, y_lo = x * downsample, y * downsample
-    x_hi, y_hi = (x + width) * downsample, (y + height) * downsample
+    region = (x * downsample, y * downsample, (x + width) * downsample, (y + height) * downsample)
     ordered = [p for p in polygons if p.category] + [p for p in polygons if not p.category]
     for polygon in ordered:
-        bx0, by0, bx1, by1 = polygon.bbox()
-        if bx1 < x_lo or by1 < y_lo or bx0 > x_hi or by0 > y_hi:
+        if not polygon.overlaps(*region):
             continue
         inside = fill_polygon(polygon.vertices / downsample - np.array([x, y]), width, height)
         labels[inside] = categories.index(polygon.category) + 1 if polygon.category else 0
