@@ -48,39 +48,44 @@ class PatchesSection:
 
 @dataclass
 class SplitSection:
-    gamma: float = 0.0
-    labeled_normal: int = 0
-    contamination: float = 0.1
-    seen_subclasses: Union[list[str], str, None] = None
-    val_fraction: float = 0.1
-    test_size: int | None = None
+    """The semi-supervised protocol; see oneclass/data/splits.py."""
+
+    gamma: float = 0.0  # M / (L + M + N): labelled anomalies' share of the training set
+    labeled_normal: int = 0  # L
+    contamination: float = 0.1  # anomalies' share of the unlabelled training items
+    seen_subclasses: Union[list[str], str, None] = None  # labelled anomalies' subclasses; "half"
+    train_size: int | None = None  # L + M + N; default: the largest the pool allows
+    val_fraction: float = 0.1  # of the sources (or patches) set aside for validation
+    test_fraction: float = 0.2  # of the sources (or patches) set aside for testing
+    test_size: int | None = None  # default: the largest the test pool allows
+    test_balanced: bool = True  # as many normal as anomalous test patches
     group_by: Literal["source", "none"] = "source"
-    seed: int | None = None
+    seed: int | None = None  # default: the recipe's seed
 
 
 @dataclass
 class MethodSection:
     name: str | None = None
-    # the method's own parameters; checked by the method plugin
+    # every other key is a parameter of the method, checked against its Params
     params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class TrainSection:
-    epochs: int = 10
+    epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-4
-    weight_decay: float = 0.0
-    device: str = "auto"
-    amp: bool = False
-    deterministic: bool = False
-    early_stopping: int | None = None
+    weight_decay: float = 0.5e-6
+    lr_milestones: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    amp: bool = False  # mixed precision, CUDA only
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+    early_stopping: int | None = None  # patience in epochs on validation AUROC
 
 
 @dataclass
 class EvaluateSection:
-    metrics: list[str] = field(default_factory=lambda: ["auroc", "auprc"])
-    pixel_auroc: bool = False
+    pixel_auroc: bool = True  # when the method draws maps and the store has masks
 
 
 @dataclass

@@ -134,3 +134,13 @@ datasets.add("camelyon16", f"{_D}.slides:Camelyon16Dataset",
              "CAMELYON16 whole-slide images with tumour polygons (ASAP XML or JSON)")
 datasets.add("wsi", f"{_D}.slides:WSIDataset",
              "Any OpenSlide-readable slides with polygon annotations (ASAP XML or JSON)")
+
+_M = "oneclass.methods"
+methods.add("deep-svdd", f"{_M}.deep_sad:DeepSVDD",
+            "Deep SVDD (Ruff et al. 2018): unsupervised hypersphere around normal data")
+methods.add("deep-sad", f"{_M}.deep_sad:DeepSAD",
+            "Deep SAD (Ruff et al. 2020): Deep SVDD with labelled normals and anomalies")
+methods.add("ss-dcae", f"{_M}.ss_dcae:SSDCAE",
+            "Convolutional autoencoder, reconstruction-error score, hinged push on labelled anomalies")
+methods.add("binclass", f"{_M}.binclass:BinClass",
+            "Supervised binary CNN classifier; needs labelled anomalies (gamma > 0)")

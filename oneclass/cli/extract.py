@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from oneclass import recipe as recipes
-from oneclass.cli.common import SET, make_dataset
+from oneclass.cli.common import SET
 from oneclass.cli.console import err
 
 # flag → recipe key: flags are shorthands for --set and win over it
@@ -51,7 +51,8 @@ def extract_patches(
     masks.npy, index.csv, meta.json) is written under a temporary name and renamed when
     complete. Its path is printed on stdout.
     """
-    from oneclass.data.extract import ExtractParams, extract
+    from oneclass.data.extract import extract
+    from oneclass.runs import extraction_params, make_dataset
 
     flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
              "mask_frac": mask_frac, "resize": resize, "level": level,
@@ -59,10 +60,7 @@ def extract_patches(
     values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     config = recipes.load(recipe, set_ or [], values)
     plugin = make_dataset(config)
-    p = config.patches
-    params = ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
-                           level=p.level, max_per_image=p.max_per_image, channels=p.channels,
-                           seed=config.seed, workers=p.workers)
+    params = extraction_params(config)
     with _Progress(quiet) as progress:
         path, meta = extract(plugin, params, out, overwrite=overwrite, on_plan=progress.plan,
                              on_task=progress.advance, recipe=config.to_dict())

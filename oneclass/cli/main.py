@@ -7,7 +7,7 @@ import sys
 import typer
 
 from oneclass import __version__
-from oneclass.cli import extract, listing
+from oneclass.cli import evaluate, extract, listing, score, train, tsne
 from oneclass.errors import OneclassError
 
 app = typer.Typer(
@@ -33,12 +33,18 @@ def main(
 ) -> None:
     """Semi-supervised one-class classification (anomaly detection) of images.
 
-    Stages read and write files: extract-patches writes a patch store from a dataset.
+    Stages read and write files: extract-patches writes a patch store from a dataset,
+    train a run folder from a recipe, score a score table from a run and new patches,
+    evaluate metrics from score tables or runs, tsne a latent-space map of a run.
     Tables go to stdout, progress and summaries to stderr.
     """
 
 
 app.command("extract-patches")(extract.extract_patches)
+app.command("train")(train.train)
+app.command("score")(score.score)
+app.command("evaluate")(evaluate.evaluate)
+app.command("tsne")(tsne.tsne)
 app.add_typer(listing.app, name="list")
 
 

@@ -1,0 +1,100 @@
+"""``oneclass evaluate``: score tables or run folders → metrics, tables, a figure."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oneclass.cli.console import err
+from oneclass.errors import OneclassError
+
+
+def evaluate(
+    inputs: list[str] = typer.Argument(..., help="Run folders, score files (CSV or JSON lines), "
+                                       "or - for a score table on standard input."),
+    format: Optional[str] = typer.Option(None, "--format", "-f",
+                                         help="Also print the results on stdout: csv (one row per "
+                                         "input) or json (inputs, groups and tests)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw test AUROC against gamma "
+                                        "(mean +- std per method) into this PNG."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on stderr."),
+) -> None:
+    """AUROC, AUPRC and thresholded outcomes of score tables or runs.
+
+    Thresholds: where sensitivity = specificity on the scores themselves, and (for runs)
+    the one maximising sensitivity + specificity on the run's validation scores, each
+    with confusion counts (anomalous = positive) and accuracy. Runs are grouped by
+    dataset, method and gamma (mean +- sample std over repeats), and methods are compared
+    by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed.
+    """
+    from oneclass.report import compare_methods, group, load_inputs
+
+    if format not in (None, "csv", "json"):
+        raise OneclassError(f"--format: expected csv or json, got {format!r}")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise OneclassError(f"--plot: {plot}: expected a .png file name")
+    stdin = sys.stdin.read() if "-" in inputs else None
+    results = load_inputs(inputs, stdin)
+    groups = [g.summary() for g in group(results)]
+    tests = compare_methods(results)
+    if not quiet:
+        _tables(results, groups, tests)
+    if format == "csv":
+        rows = [r.flat() for r in results]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(sys.stdout, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    elif format == "json":
+        json.dump({"inputs": [r.flat() for r in results], "groups": groups, "wilcoxon": tests},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if plot is not None:
+        from oneclass.plots import auc_vs_gamma
+
+        if not plot.parent.is_dir():
+            raise OneclassError(f"--plot: {plot.parent}: no such folder")
+        if not any(g["gamma"] is not None for g in groups):
+            raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
+        auc_vs_gamma(groups, plot)
+        err.print(f"figure: {plot}") if not quiet else None
+
+
+def _pm(mean, std) -> str:
+    return "" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _tables(results, groups, tests) -> None:
+    from rich.table import Table
+
+    table = Table(title="test metrics (mean ± std over repeats)", title_justify="left")
+    for column in ("dataset", "method", "gamma", "runs", "AUROC", "AUPRC", "acc@val thr", "pixel AUROC"):
+        table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
+    for g in groups:
+        acc = g["val_threshold_accuracy_mean"]
+        table.add_row(g["dataset"], g["method"], "" if g["gamma"] is None else f"{g['gamma']:g}",
+                      str(g["n"]), _pm(g["auroc_mean"], g["auroc_std"]), _pm(g["auprc_mean"], g["auprc_std"]),
+                      "" if acc is None else f"{acc:.3f}", _pm(g["pixel_auroc_mean"], g["pixel_auroc_std"]))
+    err.print(table)
+    if len(results) <= 12:
+        detail = Table(title="per input", title_justify="left")
+        for column in ("input", "AUROC", "EER threshold", "TP/FN/TN/FP", "accuracy"):
+            detail.add_column(column)
+        for r in results:
+            at = r.metrics["at_equal_error"]
+            detail.add_row(r.name, f"{r.metrics['auroc']:.4f}", f"{at['threshold']:.5g}",
+                           f"{at['tp']}/{at['fn']}/{at['tn']}/{at['fp']}", f"{at['accuracy']:.3f}")
+        err.print(detail)
+    if tests:
+        paired = Table(title="paired Wilcoxon signed-rank tests (test AUROC)", title_justify="left")
+        for column in ("method A", "method B", "pairs", "mean A−B", "p"):
+            paired.add_column(column)
+        for t in tests:
+            p = "" if t["p"] is None else f"{t['p']:.4g}"
+            paired.add_row(t["method_a"], t["method_b"], str(t["n"]), f"{t['mean_difference']:+.4f}", p)
+        err.print(paired)

@@ -1,0 +1,48 @@
+"""``oneclass score``: a trained run + new patches → a score table on stdout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from oneclass.artifacts import format_scores, open_run, write_text
+from oneclass.errors import OneclassError
+
+
+def score(
+    run: Path = typer.Argument(..., help="A run folder written by `oneclass train`."),
+    input: str = typer.Argument(..., help="A patch store, an image file or folder, or - for "
+                                "image paths on standard input, one per line."),
+    format: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Score patches with a trained run; higher score = more anomalous, for every method.
+
+    Images are cut into patches with the run's extraction parameters (size, stride,
+    resize, channels). Columns: id,source,x,y,label,subclass,score; label and subclass
+    are empty when unknown (images without masks). The model loads with weights_only.
+    """
+    import io
+
+    from oneclass.engine import PatchData
+    from oneclass.runs import load_method, score_rows, scoring_input
+
+    if format not in ("csv", "jsonl"):
+        raise OneclassError(f"--format: expected csv or jsonl, got {format!r}")
+    folder = open_run(run)
+    lines = sys.stdin.read().splitlines() if input == "-" else None
+    images, index, known = scoring_input(folder, input, lines)
+    method = load_method(folder, device)
+    rows = np.arange(len(index))
+    table = score_rows(index, rows, method.score(PatchData(images, rows)), known_labels=known)
+    if output is None:
+        format_scores(table, format, sys.stdout)
+        return
+    buffer = io.StringIO()
+    format_scores(table, format, buffer)
+    write_text(output, buffer.getvalue())

@@ -1,0 +1,105 @@
+"""``oneclass train``: a recipe → one or more run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from oneclass import recipe as recipes
+from oneclass.cli.common import SET
+from oneclass.cli.console import err
+from oneclass.errors import OneclassError
+
+
+def train(
+    recipe: Path = typer.Argument(..., help="A YAML recipe (see recipes/)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Run folder; with --repeats, the folder of seed-S runs. "
+        "[default: runs/RECIPE-METHOD-gammaG-seedS]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the (first) run. [default: the recipe's]"),
+    repeats: int = typer.Option(1, "--repeats", "-r", min=1, help="Run seeds S, S+1, ..., S+R-1."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Use this patch store instead of "
+                                         "extracting (or reusing the cached store of) the recipe's dataset."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run(s) at --out "
+                                "from their last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing run folders."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (train.device)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors."),
+    set_: Optional[list[str]] = SET,
+) -> None:
+    """Split a patch store, fit the recipe's method and write a run folder.
+
+    Patches are extracted once per distinct dataset, extraction parameters and source
+    files and cached (ONECLASS_CACHE, default ~/.cache/oneclass). A run folder holds
+    recipe.yaml (resolved), env.json, data.json (store hash, split members, counts),
+    model.pt, log.jsonl, scores/val.csv, scores/test.csv and metrics.json; it is built as
+    OUT.partial and renamed when complete. Each run folder's path is printed on stdout,
+    one per line, so `run=$(oneclass train r.yaml)` works.
+    """
+    from oneclass.data.store import PatchStore
+    from oneclass.runs import train_run
+
+    values = {"train.device": device} if device else {}
+    config = recipes.load(recipe, set_ or [], values)
+    first = config.seed if seed is None else seed
+    patch_store = PatchStore.open(store) if store else None
+    for k in range(repeats):
+        config.seed = first + k
+        target = _run_path(config, recipe, out, repeats)
+        if not quiet:
+            err.print(f"[bold]run[/] {target} ({config.method.name}, gamma {config.split.gamma}, seed {config.seed})")
+        path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
+                         report=None if quiet else _report)
+        if not quiet:
+            _summary(path)
+        print(path, flush=True)
+
+
+def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
+    if out is None:
+        out = Path("runs") / f"{recipe.stem}-{config.method.name}-gamma{config.split.gamma:g}"
+        if repeats == 1:
+            out = out.with_name(f"{out.name}-seed{config.seed}")
+            out.parent.mkdir(exist_ok=True)
+            return out
+    if repeats == 1:
+        return out
+    if out.exists() and not out.is_dir():
+        raise OneclassError(f"{out}: not a folder (with --repeats, --out holds one run per seed)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"seed-{config.seed}"
+
+
+def _report(event: dict) -> None:
+    kind = event.get("event")
+    if kind == "store":
+        err.print(f"patch store {event['path']}" + (" (cached)" if event["cached"] else " (extracted)"))
+    elif kind == "split":
+        c = event["counts"]
+        t = c["train"]
+        err.print(f"split: train {t['total']} = {t['unlabeled']} unlabelled ({t['polluting']} polluting) "
+                  f"+ {t['labeled_normal']} labelled normal + {t['labeled_anomaly']} labelled anomalies "
+                  f"(gamma {t['gamma']:.3f}, seen: {', '.join(event['seen_subclasses'])}); "
+                  f"val {c['val']['normal']}+{c['val']['anomalous']}; "
+                  f"test {c['test']['normal']}+{c['test']['anomalous']} (normal+anomalous); "
+                  f"unused {c['unused']}")
+    elif "epoch" in event:
+        val = f"  val AUROC {event['val_auroc']:.4f}" if "val_auroc" in event else ""
+        err.print(f"  {event['stage']} {event['epoch']}/{event['epochs']}  loss {event['loss']:.5g}"
+                  f"{val}  {event['patches_per_s']:.0f} patches/s")
+    elif "early_stop" in event:
+        err.print(f"  early stop after epoch {event['early_stop']}; best epoch {event['best_epoch']} "
+                  f"(val AUROC {event['val_auroc']:.4f})")
+
+
+def _summary(path: Path) -> None:
+    import json
+
+    metrics = json.loads((path / "metrics.json").read_text())
+    test = metrics["test"]
+    at_val = test["at_val_threshold"]
+    err.print(f"test AUROC {test['auroc']:.4f}  AUPRC {test['auprc']:.4f}  accuracy at the "
+              f"validation threshold {at_val['accuracy']:.3f}  "
+              f"({metrics['train']['patches_per_s']:.0f} patches/s on {metrics['train']['device']})")

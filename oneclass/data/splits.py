@@ -1,0 +1,247 @@
+"""The semi-supervised protocol: a patch store → training, validation and test sets.
+
+Definitions (c-ss-ms-gvae.txt Sec. 4, ss-vq-vae.txt, Ruff et al. 2020):
+
+- the training set has N unlabelled items (assumed normal, but a share
+  ``contamination`` of them is in truth anomalous), L labelled normal and M labelled
+  anomalous items; ``gamma = M / (L + M + N)`` (0 is the unsupervised case);
+- labelled anomalies come only from the ``seen_subclasses``; the polluting anomalies and
+  the test set hold every subclass (the open-set case);
+- the validation set holds inliers and outliers (thresholds, hyperparameters, early
+  stopping); the test set is balanced normal/anomalous by default.
+
+With ``group_by: source`` whole source images are dealt to the test, validation and
+training pools, so neighbouring (overlapping) patches of one image never straddle two
+sets; with ``none`` patches are dealt one by one, which uses the data better but lets
+overlapping patches of one image land in training and test (optimistic scores).
+
+The polluting and the labelled anomalies are disjoint, and a request that the pools
+cannot meet fails with the numbers (NOTES.md: the public DeepSAD split did neither).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from oneclass.data.patches import NORMAL
+from oneclass.errors import OneclassError
+
+UNLABELED, LABELED_NORMAL, LABELED_ANOMALY = 0, 1, -1  # DeepSAD's semi-targets
+ROLE_NAMES = {UNLABELED: "unlabeled", LABELED_NORMAL: "labeled_normal",
+              LABELED_ANOMALY: "labeled_anomaly"}
+
+
+class SplitError(OneclassError):
+    pass
+
+
+@dataclass
+class Split:
+    """Row indices into a patch store. ``train_roles`` is all a method may see of the
+    training items' supervision; ground truth stays in the store's index."""
+
+    train: np.ndarray
+    train_roles: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seen_subclasses: list[str]
+    counts: dict
+
+    def members(self) -> dict:
+        return {"train": self.train.tolist(), "train_roles": self.train_roles.tolist(),
+                "val": self.val.tolist(), "test": self.test.tolist()}
+
+
+def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], section,
+               seed: int) -> Split:
+    """Deal a store's patches (``labels`` 0/1, per-patch ``subclasses`` and ``sources``)
+    into the sets ``section`` (a recipe SplitSection) asks for."""
+    _check(section)
+    labels = np.asarray(labels).astype(bool)
+    subclasses = np.asarray(subclasses, dtype=object)
+    rng = np.random.default_rng([section.seed if section.seed is not None else seed, 1729])
+    present = sorted(set(subclasses[labels].tolist()))
+    seen = _seen(section.seen_subclasses, present, rng)
+
+    groups = np.asarray(sources, dtype=object) if section.group_by == "source" \
+        else np.arange(len(labels))
+    test_pool, val_pool, train_pool = _deal_groups(groups, labels, subclasses,
+                                                   section.test_fraction, section.val_fraction, rng)
+    test = _test_set(test_pool, labels, section, rng)
+    val = np.sort(val_pool)
+    _need_both(val, labels, "validation", "split.val_fraction")
+    train, roles, train_counts = _train_set(train_pool, labels, subclasses, seen, section, rng)
+    counts = {"train": train_counts,
+              "val": _label_counts(val, labels), "test": _label_counts(test, labels),
+              "pools": {"train": _label_counts(train_pool, labels),
+                        "val": _label_counts(val_pool, labels),
+                        "test": _label_counts(test_pool, labels)},
+              "unused": int(len(labels) - len(train) - len(val) - len(test))}
+    return Split(train, roles, val, test, seen, counts)
+
+
+def _check(section) -> None:
+    def bad(key, why):
+        raise SplitError(f"split.{key}: {why}")
+
+    if not 0 <= section.gamma <= 0.5:
+        bad("gamma", f"must lie in [0, 0.5], got {section.gamma}")
+    if not 0 <= section.contamination < 1:
+        bad("contamination", f"must lie in [0, 1), got {section.contamination}")
+    if section.labeled_normal < 0:
+        bad("labeled_normal", f"must be >= 0, got {section.labeled_normal}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 < getattr(section, key) < 1:
+            bad(key, f"must lie in (0, 1), got {getattr(section, key)}")
+    if section.val_fraction + section.test_fraction >= 1:
+        bad("test_fraction", "val_fraction + test_fraction must leave something to train on")
+    for key in ("train_size", "test_size"):
+        if getattr(section, key) is not None and getattr(section, key) <= 0:
+            bad(key, f"must be positive, got {getattr(section, key)}")
+
+
+def _seen(request, present: list[str], rng: np.random.Generator) -> list[str]:
+    if not present:
+        raise SplitError("the patch store holds no anomalous patches; the protocol needs "
+                         "anomalies for validation and testing (lower patches.mask_frac?)")
+    if request is None:
+        return present
+    if request == "half":
+        k = max(1, len(present) // 2)
+        return sorted(rng.permutation(present)[:k].tolist())
+    if isinstance(request, str):
+        raise SplitError(f"split.seen_subclasses: expected a list of subclasses or 'half', got {request!r}")
+    unknown = [s for s in request if s not in present]
+    if unknown:
+        raise SplitError(f"split.seen_subclasses: no anomalous patches of subclass "
+                         f"{', '.join(map(repr, unknown))}; the store has {', '.join(present)}")
+    if not request:
+        raise SplitError("split.seen_subclasses: empty list; leave it out to use every subclass")
+    return sorted(set(request))
+
+
+def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
+                 test_fraction: float, val_fraction: float, rng) -> tuple[np.ndarray, ...]:
+    """Deal whole groups to the test, validation and training pools.
+
+    Groups are stratified by their kind (their set of anomaly subclasses, or normal-only)
+    and dealt in a random order by cumulative weight, so each pool gets about its fraction
+    of the anomalous patches of every kind and of the normal-only groups."""
+    names, inverse = np.unique(groups, return_inverse=True)
+    anomalous_per_group = np.bincount(inverse, weights=labels, minlength=len(names))
+    size_per_group = np.bincount(inverse, minlength=len(names))
+    found: list[set] = [set() for _ in names]
+    for g, label, subclass in zip(inverse.tolist(), labels.tolist(), subclasses.tolist()):
+        if label:
+            found[g].add(subclass)
+    kinds: dict[tuple, list[int]] = {}
+    for g, subclass_set in enumerate(found):
+        kinds.setdefault(tuple(sorted(subclass_set)) or (NORMAL,), []).append(g)
+    pool_of_group = np.full(len(names), 2)  # 0 test, 1 val, 2 train
+    bounds = np.array([test_fraction, test_fraction + val_fraction])
+    for kind in sorted(kinds):
+        members = rng.permutation(kinds[kind])
+        weight = anomalous_per_group[members] if kind != (NORMAL,) else size_per_group[members]
+        # a group's pool: where the midpoint of its share of the kind's weight falls
+        ends = np.cumsum(weight) / weight.sum()
+        mids = ends - weight / weight.sum() / 2
+        pool_of_group[members] = np.searchsorted(bounds, mids, side="right")
+    pool = pool_of_group[inverse]
+    return tuple(np.flatnonzero(pool == p) for p in range(3))
+
+
+def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:
+    normal, anomalous = pool[~labels[pool]], pool[labels[pool]]
+    _need_both(pool, labels, "test", "split.test_fraction")
+    if not section.test_balanced:
+        if section.test_size is None:
+            return np.sort(pool)
+        if section.test_size > len(pool):
+            raise SplitError(f"split.test_size: {section.test_size} asked, the test pool has "
+                             f"{len(pool)} patches (raise split.test_fraction)")
+        # keep the pool's proportions
+        n_anom = round(section.test_size * len(anomalous) / len(pool))
+        n_anom = min(max(n_anom, 1), section.test_size - 1)
+        return np.sort(np.concatenate([rng.permutation(normal)[:section.test_size - n_anom],
+                                       rng.permutation(anomalous)[:n_anom]]))
+    half = min(len(normal), len(anomalous))
+    if section.test_size is not None:
+        if section.test_size // 2 > half:
+            raise SplitError(f"split.test_size: a balanced test set of {section.test_size} needs "
+                             f"{section.test_size // 2} of each label; the test pool has "
+                             f"{len(normal)} normal and {len(anomalous)} anomalous patches")
+        half = section.test_size // 2
+    return np.sort(np.concatenate([rng.permutation(normal)[:half], rng.permutation(anomalous)[:half]]))
+
+
+def _need_both(rows: np.ndarray, labels: np.ndarray, name: str, key: str) -> None:
+    n_anom = int(labels[rows].sum())
+    if n_anom == 0 or n_anom == len(rows):
+        raise SplitError(f"{key}: the {name} set got {len(rows) - n_anom} normal and {n_anom} "
+                         f"anomalous patches; it needs both (more sources, a larger fraction, "
+                         f"or split.group_by: none)")
+
+
+def _train_set(pool, labels, subclasses, seen, section, rng):
+    normal = rng.permutation(pool[~labels[pool]])
+    anomalous = pool[labels[pool]]
+    seen_mask = np.isin(subclasses[anomalous], seen)
+    labelable = rng.permutation(anomalous[seen_mask])
+    gamma, c, n_lab_normal = section.gamma, section.contamination, section.labeled_normal
+
+    def need(total: int) -> tuple[int, int, int, int]:
+        m = round(gamma * total)
+        n = total - n_lab_normal - m
+        polluting = round(c * n)
+        return m, n, polluting, n - polluting
+
+    def feasible(total: int) -> bool:
+        m, n, polluting, clean = need(total)
+        return (n > 0 and m <= len(labelable) and m + polluting <= len(anomalous)
+                and clean + n_lab_normal <= len(normal))
+
+    if section.train_size is not None:
+        total = section.train_size
+    else:
+        # the largest training set the pool allows, from the three constraints
+        bounds = [(len(normal) - n_lab_normal) / (1 - c) + n_lab_normal]
+        if gamma > 0:
+            bounds.append(len(labelable) / gamma)
+        if gamma > 0 or c > 0:
+            share = gamma + c * (1 - gamma)  # anomalies' share when L is small
+            bounds.append(len(anomalous) / share)
+        total = int(math.floor(min(bounds))) + 1
+        while total > 0 and not feasible(total):
+            total -= 1
+    if total <= 0 or not feasible(total):
+        m, n, polluting, clean = need(max(total, 1))
+        seen_text = "" if len(seen) == len(set(subclasses[anomalous].tolist()) | set(seen)) \
+            else f" of subclasses {', '.join(seen)}"
+        raise SplitError(
+            f"split: a training set of {total} at gamma {gamma} and contamination {c} needs "
+            f"{m} labelled anomalies{seen_text}, {polluting} polluting anomalies and "
+            f"{clean + n_lab_normal} normal patches; the training pool has {len(labelable)} "
+            f"labelable and {len(anomalous)} anomalous in all, and {len(normal)} normal "
+            f"(lower split.train_size, split.gamma or split.contamination)")
+    m, n, polluting, clean = need(total)
+    labeled_anomaly = labelable[:m]
+    rest = rng.permutation(np.setdiff1d(anomalous, labeled_anomaly))
+    members = {LABELED_NORMAL: normal[:n_lab_normal],
+               UNLABELED: np.concatenate([normal[n_lab_normal:n_lab_normal + clean], rest[:polluting]]),
+               LABELED_ANOMALY: labeled_anomaly}
+    train = np.concatenate(list(members.values()))
+    roles = np.concatenate([np.full(len(v), role, dtype=np.int8) for role, v in members.items()])
+    order = np.argsort(train, kind="stable")
+    counts = {ROLE_NAMES[r]: int(len(v)) for r, v in members.items()}
+    counts["polluting"] = int(polluting)
+    counts["total"] = int(total)
+    counts["gamma"] = m / total
+    return train[order], roles[order], counts
+
+
+def _label_counts(rows: np.ndarray, labels: np.ndarray) -> dict:
+    n_anom = int(labels[rows].sum())
+    return {"normal": int(len(rows) - n_anom), "anomalous": n_anom}

@@ -1,0 +1,1 @@
+"""Method plugins. Each registers a short kebab-case name in ``oneclass.registry``."""

@@ -1,0 +1,1 @@
+"""Small network building blocks shared by the methods."""

@@ -1,0 +1,68 @@
+"""Figures: AUC versus gamma with error bars (the papers' Figs. 4, 8, 11) and t-SNE maps
+of latent vectors marked by outcome (c-ss-ms-gvae.txt Figs. 5 and 9). Files are
+written under a temporary name and renamed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def auc_vs_gamma(groups: list[dict], path: Path) -> None:
+    """One panel per dataset; one line per method: mean test AUROC +- std against gamma."""
+    plt = _pyplot()
+    datasets = sorted({g["dataset"] for g in groups})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = [g for g in groups if g["dataset"] == dataset and g["gamma"] is not None]
+        for method in sorted({g["method"] for g in rows}):
+            points = sorted((g["gamma"], g["auroc_mean"], g["auroc_std"]) for g in rows if g["method"] == method)
+            gammas, means, stds = map(np.array, zip(*points))
+            ax.errorbar(gammas, means, yerr=stds, marker="o", capsize=3, label=method)
+        ax.set_title(dataset or "scores")
+        ax.set_xlabel("gamma (labelled anomalies / training set)")
+        ax.set_ylabel("test AUROC")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+OUTCOME_STYLE = {"TP": ("tab:red", "o"), "FN": ("tab:red", "x"),
+                 "TN": ("tab:blue", "o"), "FP": ("tab:blue", "x")}
+
+
+def tsne_map(points: np.ndarray, outcomes: list[str], title: str, path: Path) -> None:
+    """Points coloured by ground truth (red anomalous, blue normal), marked by outcome."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    outcomes = np.asarray(outcomes)
+    for outcome, (colour, marker) in OUTCOME_STYLE.items():
+        pick = outcomes == outcome
+        if pick.any():
+            kind = "anomalous" if outcome in ("TP", "FN") else "normal"
+            ax.scatter(points[pick, 0], points[pick, 1], c=colour, marker=marker, s=12,
+                       linewidths=0.8, label=f"{outcome} ({kind}, {int(pick.sum())})")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    plt.close(fig)

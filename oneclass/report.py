@@ -1,0 +1,122 @@
+"""Evaluation of score tables and runs: per-input metrics, mean +- std over repeats
+grouped by (dataset, method, gamma), and paired Wilcoxon tests between methods."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from oneclass.artifacts import ScoreTable, open_run, parse_scores
+from oneclass.errors import OneclassError
+from oneclass.metrics import evaluate_scores, wilcoxon
+
+
+@dataclass
+class Result:
+    name: str
+    metrics: dict
+    dataset: str = ""
+    method: str = ""
+    gamma: float | None = None
+    seed: int | None = None
+
+    def flat(self) -> dict:
+        m = self.metrics
+        row = {"input": self.name, "dataset": self.dataset, "method": self.method,
+               "gamma": self.gamma, "seed": self.seed, "n": m["n"], "anomalous": m["anomalous"],
+               "auroc": m["auroc"], "auprc": m["auprc"], "pixel_auroc": m.get("pixel_auroc")}
+        for key in ("at_equal_error", "at_val_threshold"):
+            short = "eer" if key == "at_equal_error" else "val"
+            for k, v in (m.get(key) or {}).items():
+                if k not in ("sensitivity", "specificity"):
+                    row[f"{short}_{k}"] = v
+        return row
+
+
+@dataclass
+class Group:
+    dataset: str
+    method: str
+    gamma: float | None
+    results: list[Result] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        out = {"dataset": self.dataset, "method": self.method, "gamma": self.gamma, "n": len(self.results)}
+        for key in ("auroc", "auprc", "pixel_auroc"):
+            values = [r.metrics.get(key) for r in self.results if r.metrics.get(key) is not None]
+            out[f"{key}_mean"] = float(np.mean(values)) if values else None
+            out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+        accuracies = [r.metrics["at_val_threshold"]["accuracy"] for r in self.results
+                      if "at_val_threshold" in r.metrics]
+        out["val_threshold_accuracy_mean"] = float(np.mean(accuracies)) if accuracies else None
+        return out
+
+
+def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result]:
+    results = []
+    for item in inputs:
+        path = Path(item)
+        if item == "-":
+            results.append(_from_table(parse_scores(stdin_text or "", "-")))
+        elif path.is_dir():
+            results.append(_from_run(path))
+        elif path.is_file():
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise OneclassError(f"{path}: cannot read: {exc}") from None
+            results.append(_from_table(parse_scores(text, str(path))))
+        else:
+            raise OneclassError(f"{path}: no such run folder or score file")
+    return results
+
+
+def _from_table(table: ScoreTable) -> Result:
+    known = table.known
+    if not known.any():
+        raise OneclassError(f"{table.name}: no row has a label; evaluation needs ground truth")
+    metrics = evaluate_scores(table.labels[known], table.scores[known], table.name)
+    return Result(table.name, metrics, method=Path(table.name).stem if table.name != "-" else "-")
+
+
+def _from_run(path: Path) -> Result:
+    run = open_run(path)
+    test, val = run.scores("test"), run.scores("val")
+    metrics = evaluate_scores(test.labels, test.scores, str(path / "scores/test.csv"),
+                              val=(val.labels, val.scores))
+    pixel = run.metrics.get("test", {}).get("pixel_auroc")
+    if pixel is not None:
+        metrics["pixel_auroc"] = pixel
+    split = run.recipe.get("split") or {}
+    return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),
+                  method=(run.recipe.get("method") or {}).get("name", ""),
+                  gamma=split.get("gamma"), seed=run.recipe.get("seed"))
+
+
+def group(results: list[Result]) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for r in results:
+        key = (r.dataset, r.method, r.gamma)
+        groups.setdefault(key, Group(*key)).results.append(r)
+    return sorted(groups.values(), key=lambda g: (g.dataset, g.method, -1 if g.gamma is None else g.gamma))
+
+
+def compare_methods(results: list[Result]) -> list[dict]:
+    """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, pairing
+    runs with the same dataset, gamma and seed."""
+    by_method: dict[str, dict[tuple, float]] = {}
+    for r in results:
+        if r.seed is None:
+            continue  # a bare score table has nothing to pair on
+        by_method.setdefault(r.method, {})[(r.dataset, r.gamma, r.seed)] = r.metrics["auroc"]
+    out = []
+    for a, b in itertools.combinations(sorted(by_method), 2):
+        keys = sorted(set(by_method[a]) & set(by_method[b]), key=str)
+        if len(keys) < 2:
+            continue
+        test = wilcoxon([by_method[a][k] for k in keys], [by_method[b][k] for k in keys])
+        out.append({"method_a": a, "method_b": b, **test})
+    return out

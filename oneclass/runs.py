@@ -1,0 +1,316 @@
+"""Training runs end to end: recipe → patch store (cached) → split → method → run folder,
+and loading a finished run back to score new patches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from oneclass import recipe as recipes
+from oneclass import registry
+from oneclass.artifacts import (PARTIAL, RUN_FORMAT, RunFolder, environment, write_json,
+                                write_scores, write_text)
+from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError
+
+Report = Callable[[dict], None]
+
+
+# -- patch stores -------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ONECLASS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "oneclass"
+    return Path(base).expanduser() / "stores"
+
+
+def make_dataset(config: recipes.Recipe):
+    """The dataset plugin named by the recipe, with its options checked."""
+    section = config.dataset
+    cls = registry.datasets.get(section.name)
+    options = recipes.check_options(cls.Options, section.options, config.source, "dataset.")
+    root = Path(section.root).expanduser() if section.root else None
+    return cls(root, options)
+
+
+def extraction_params(config: recipes.Recipe):
+    from oneclass.data.extract import ExtractParams
+
+    p = config.patches
+    return ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
+                         level=p.level, max_per_image=p.max_per_image, channels=p.channels,
+                         seed=config.seed, workers=p.workers)
+
+
+def store_key(dataset, params) -> str:
+    """Hash of what determines a store's content: plugin, options, extraction parameters
+    and each source file's path, size and modification time (contents are not read, so
+    the key is cheap for whole-slide images; meta.json records their SHA-256)."""
+    files = []
+    for item in dataset.items():
+        for path in item.files():
+            stat = Path(path).stat()
+            files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    described = {k: v for k, v in asdict(params).items() if k != "workers"}
+    if params.max_per_image is None:
+        described.pop("seed")  # the seed only draws the kept patches
+    key = {"dataset": dataset.name, "root": str(dataset.root.resolve()) if dataset.root else None,
+           "options": asdict(dataset.options), "params": described, "files": files,
+           "store_format": 1}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def obtain_store(config: recipes.Recipe, report: Report) -> PatchStore:
+    """The recipe's patch store: from the cache when an identical one was extracted."""
+    from oneclass.data.extract import extract
+
+    dataset = make_dataset(config)
+    params = extraction_params(config)
+    params.check()
+    path = cache_dir() / f"{dataset.name}-{store_key(dataset, params)}"
+    cached = (path / "meta.json").is_file()
+    if not cached:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
+    report({"event": "store", "path": str(path), "cached": cached})
+    return PatchStore.open(path)
+
+
+def store_hash(store: PatchStore) -> str:
+    """Content hash of a store's index and meta (meta holds every source's SHA-256)."""
+    digest = hashlib.sha256()
+    for name in ("meta.json", "index.csv"):
+        digest.update((store.path / name).read_bytes())
+    return digest.hexdigest()
+
+
+# -- training -----------------------------------------------------------------------
+
+
+def method_class(config: recipes.Recipe):
+    if not config.method.name:
+        raise OneclassError(f"{config.source}: method.name: missing; see `oneclass list methods`")
+    cls = registry.methods.get(config.method.name)
+    params = recipes.check_options(cls.Params, config.method.params, config.source, "method.")
+    return cls, params
+
+
+def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None,
+              resume: bool = False, overwrite: bool = False,
+              report: Report | None = None) -> Path:
+    """Train one run into ``out`` (built as ``out.partial``); returns ``out``."""
+    from oneclass.data.splits import make_split
+    from oneclass.engine import Engine, PatchData
+
+    report = report or (lambda event: None)
+    cls, params = method_class(config)
+    partial = out.with_name(out.name + PARTIAL)
+    _check_folder(config, out, partial, resume, overwrite)
+    if store is None:
+        store = obtain_store(config, report)
+    if len(store) == 0:
+        raise OneclassError(f"{store.path}: the patch store is empty")
+    labels = store.labels.astype(np.int64)
+    split = make_split(labels, [r["subclass"] for r in store.index], [r["source"] for r in store.index],
+                       config.split, config.seed)
+    if cls.supervision == "supervised" and not split.counts["train"]["labeled_anomaly"]:
+        raise OneclassError(f"method {cls.name}: needs labelled anomalies; set split.gamma > 0 "
+                            f"(got {config.split.gamma})")
+    report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
+    if not resume:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir()
+    in_shape = tuple(store.images.shape[1:])
+    if not resume:
+        write_text(partial / "recipe.yaml", config.to_yaml())
+        write_json(partial / "data.json", {
+            "store": str(store.path.resolve()), "store_hash": store_hash(store),
+            "image_shape": list(in_shape), "extraction": store.meta.get("params", {}),
+            "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
+            "counts": split.counts, "members": split.members()})
+    engine = Engine(config.train, config.seed, partial, resume=resume,
+                    val=PatchData(store.images, split.val, labels=labels[split.val]), report=report)
+    write_json(partial / "env.json", environment(engine.device))
+    method = cls(params, in_shape, engine)
+    began = time.perf_counter()
+    method.fit(PatchData(store.images, split.train, roles=split.train_roles), None)
+    train_seconds = time.perf_counter() - began
+    _save_model(partial / "model.pt", cls.name, params, in_shape, method)
+    (partial / "scores").mkdir(exist_ok=True)
+    results = {}
+    for name, rows in (("val", split.val), ("test", split.test)):
+        data = PatchData(store.images, rows, labels=labels[rows])
+        scores = method.score(data)
+        write_scores(partial / "scores" / f"{name}.csv", score_rows(store.index, rows, scores))
+        results[name] = (labels[rows], scores)
+    metrics = _metrics(config, cls.name, results, engine, train_seconds, len(split.train))
+    if method.explain is not None:
+        maps = method.explain(PatchData(store.images, split.test))
+        (partial / "maps").mkdir(exist_ok=True)
+        np.save(partial / "maps" / "test.npy", maps.astype(np.float16))
+        if config.evaluate.pixel_auroc:
+            from oneclass.metrics import pixel_auroc
+
+            metrics["test"]["pixel_auroc"] = pixel_auroc(store.masks[split.test], maps)
+    write_json(partial / "metrics.json", metrics)
+    (partial / "checkpoint.pt").unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out
+
+
+def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+    if not out.parent.is_dir():
+        raise OneclassError(f"{out.parent}: parent folder of --out does not exist")
+    if resume:
+        if not partial.is_dir():
+            done = " (it finished: nothing to resume)" if out.is_dir() else ""
+            raise OneclassError(f"{partial}: no unfinished run to resume{done}")
+        import yaml
+
+        started = yaml.safe_load((partial / "recipe.yaml").read_text())
+        if started != config.to_dict():
+            changed = sorted(k for k in set(started) | set(config.to_dict())
+                             if started.get(k) != config.to_dict().get(k))
+            raise OneclassError(f"{partial}: the recipe differs from the one this run started "
+                                f"with (section {', '.join(changed)}); resume with the same recipe")
+        return
+    if out.exists() and not overwrite:
+        raise OneclassError(f"{out}: run folder exists; pass --overwrite to replace it")
+    if partial.exists() and not overwrite:
+        raise OneclassError(f"{partial}: an unfinished run is there; pass --resume to continue "
+                            f"it or --overwrite to start again")
+
+
+def _save_model(path: Path, name: str, params, in_shape, method) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": RUN_FORMAT, "method": name, "params": asdict(params),
+                "in_shape": list(in_shape), "state": method.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def _metrics(config, method: str, results: dict, engine, train_seconds: float, n_train: int) -> dict:
+    from oneclass.metrics import evaluate_scores
+
+    val_labels, val_scores = results["val"]
+    test_labels, test_scores = results["test"]
+    return {"method": method, "dataset": config.dataset.name, "gamma": config.split.gamma,
+            "seed": config.seed,
+            "test": evaluate_scores(test_labels, test_scores, "test", val=(val_labels, val_scores)),
+            "val": evaluate_scores(val_labels, val_scores, "validation"),
+            "train": {"seconds": round(train_seconds, 2), "items": n_train,
+                      "patches_per_s": round(float(np.mean(engine.throughput)), 1) if engine.throughput else None,
+                      "device": str(engine.device)}}
+
+
+def score_rows(index: list[dict], rows: np.ndarray, scores: np.ndarray,
+               known_labels: bool = True) -> list[dict]:
+    out = []
+    for row, score in zip(rows.tolist(), scores.tolist()):
+        entry = index[row]
+        out.append({"id": entry["id"], "source": entry["source"], "x": entry["x"], "y": entry["y"],
+                    "label": entry["label"] if known_labels else None,
+                    "subclass": entry["subclass"] if known_labels else None, "score": float(score)})
+    return out
+
+
+# -- loading a run back -------------------------------------------------------------
+
+
+def load_method(run: RunFolder, device: str = "auto"):
+    """The run's trained method, ready to score (weights loaded with weights_only)."""
+    import torch
+
+    from oneclass.engine import Engine
+
+    config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
+    config.train.device = device
+    cls, params = method_class(config)
+    try:
+        saved = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable checkpoint is one user-facing error
+        raise OneclassError(f"{run.path / 'model.pt'}: cannot load the model: {exc}") from None
+    if saved.get("format") != RUN_FORMAT or saved.get("method") != cls.name:
+        raise OneclassError(f"{run.path / 'model.pt'}: not a {cls.name} model of run format {RUN_FORMAT}")
+    engine = Engine(config.train, config.seed)
+    method = cls(params, tuple(saved["in_shape"]), engine)
+    method.load_state_dict(saved["state"])
+    return method
+
+
+# -- new inputs -----------------------------------------------------------------------
+
+
+def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = None):
+    """(images, index, known_labels) for INPUT: a patch store, an image file or folder
+    (cut with the run's extraction parameters), or '-' with image paths in ``stdin_lines``."""
+    shape = tuple(run.data["image_shape"])
+    path = Path(source)
+    if source != "-" and (path / "meta.json").is_file():
+        store = PatchStore.open(path)
+        got = tuple(store.meta.get("image_shape") or store.images.shape[1:])
+        if got != shape:
+            raise OneclassError(f"{path}: patches are {_shape(got)} but the run was trained on "
+                                f"{_shape(shape)}; extract them as the run did (see its recipe.yaml)")
+        return store.images, store.index, True
+    if source == "-":
+        paths = [Path(line.strip()) for line in stdin_lines or [] if line.strip()]
+        if not paths:
+            raise OneclassError("-: no image paths on standard input")
+    elif path.is_dir():
+        from oneclass.data.datasets.base import sorted_images
+
+        paths = [p for p in sorted(path.rglob("*")) if p in set(sorted_images(p.parent))]
+        if not paths:
+            raise OneclassError(f"{path}: no images found")
+    elif path.is_file():
+        paths = [path]
+    else:
+        raise OneclassError(f"{path}: no such file, folder or patch store")
+    # images are converted to the run's channel count only where its recipe asked for it
+    convert = (run.recipe.get("patches") or {}).get("channels") is not None
+    return _cut_images(paths, run.data["extraction"], shape, convert)
+
+
+def _shape(shape) -> str:
+    return f"{shape[0]} x {shape[1]} x {shape[2]} (channels x height x width)"
+
+
+def _cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
+    from oneclass.data.datasets.base import ImageItem
+    from oneclass.data.extract import ExtractParams, ImageTask, run_image
+    from oneclass.data.patches import NORMAL
+    from oneclass.data.readers import read_image
+
+    fields = {k: params[k] for k in ("size", "stride", "mask_frac", "resize", "level", "channels")
+              if k in params}
+    extract = ExtractParams(**{**fields, "level": 0, "max_per_image": None})
+    extract.check()
+    channels = shape[0]
+    images, index = [], []
+    for path in paths:
+        if not path.is_file():
+            raise OneclassError(f"{path}: no such image file")
+        if not convert and (own := read_image(path).shape[2]) != channels:
+            raise OneclassError(f"{path}: {own} channel(s), the run was trained on {channels}")
+        chunk = run_image(ImageTask(ImageItem(str(path), NORMAL, image_path=path), extract, channels))
+        images.append(chunk.images)
+        for x, y in zip(chunk.x.tolist(), chunk.y.tolist()):
+            index.append({"id": str(len(index)), "source": str(path), "x": str(x), "y": str(y)})
+    pixels = np.concatenate(images) if images else np.zeros((0, *shape), np.uint8)
+    if tuple(pixels.shape[1:]) != shape:
+        raise OneclassError(f"{paths[0]}: patches come out {_shape(pixels.shape[1:])}, the run "
+                            f"expects {_shape(shape)}")
+    return pixels, index, False
