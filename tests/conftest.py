@@ -22,3 +22,27 @@ def oneclass(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
     """Run the CLI as a user does: a separate process, stdout and stderr apart."""
     return subprocess.run([sys.executable, "-m", "oneclass", *map(str, args)], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+TINY_RECIPE = """\
+seed: 0
+dataset: {name: synthetic, normal: 6, anomalous: 8, height: 128, width: 128}
+patches: {size: 32, stride: 16}
+split: {gamma: 0.2, contamination: 0.1, val_fraction: 0.2, test_fraction: 0.25}
+method: {name: deep-sad, rep_dim: 16, pretrain_epochs: 1}
+train: {epochs: 2, batch_size: 64, lr: 0.001, device: cpu}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict:
+    """A small synthetic patch store (32 x 32 patches) and a fast recipe for it."""
+    from oneclass.data.datasets.synthetic import SyntheticDataset
+    from oneclass.data.extract import ExtractParams, extract
+
+    base = tmp_path_factory.mktemp("tiny")
+    options = SyntheticDataset.Options(normal=6, anomalous=8, height=128, width=128)
+    store, _ = extract(SyntheticDataset(None, options), ExtractParams(size=32, stride=16), base / "store")
+    recipe = base / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    return {"store": store, "recipe": recipe, "base": base}

@@ -25,3 +25,34 @@ def test_nanofibre_recipe_runs_from_the_project_root(tmp_path):
     result = oneclass("extract-patches", "recipes/nanofibre.yaml", "--out", tmp_path / "n", "-q",
                       cwd=RECIPES[0].parent.parent)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_name_a_method_with_valid_parameters(path):
+    from oneclass.runs import method_class
+
+    config = recipes.load(path)
+    if config.method.name:
+        method_class(config)
+
+
+@pytest.mark.parametrize("name,shorten", [
+    ("nanofibre", ["split.train_size=300"]),
+    ("busi", ["split.train_size=100"]),
+])
+def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data {SHARED_DATA} not present (only in the team checkout and CI)")
+    args = ["train", f"recipes/{name}.yaml", "--out", tmp_path / "run", "--set", "train.epochs=1",
+            "--set", "method.pretrain_epochs=1"]
+    for item in shorten:
+        args += ["--set", item]
+    env = {"ONECLASS_CACHE": str(tmp_path / "cache")}
+    root = RECIPES[0].parent.parent
+    first = oneclass(*args, env=env, cwd=root)
+    assert first.returncode == 0, first.stderr
+    assert "(extracted)" in first.stderr and (tmp_path / "run/metrics.json").is_file()
+    scores = (tmp_path / "run/scores/test.csv").read_text()
+    again = oneclass(*args, "--overwrite", env=env, cwd=root)
+    assert again.returncode == 0 and "(cached)" in again.stderr
+    assert (tmp_path / "run/scores/test.csv").read_text() == scores  # cached store, same seed

@@ -48,10 +48,9 @@ def train(
     for k in range(repeats):
         config.seed = first + k
         target = _run_path(config, recipe, out, repeats)
-        if not quiet:
-            err.print(f"[bold]run[/] {target} ({config.method.name}, gamma {config.split.gamma}, seed {config.seed})")
+        header = f"[bold]run[/] {target} ({config.method.name}, gamma {config.split.gamma}, seed {config.seed})"
         path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
-                         report=None if quiet else _report)
+                         report=None if quiet else _Reporter(header))
         if not quiet:
             _summary(path)
         print(path, flush=True)
@@ -70,6 +69,20 @@ def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
         raise OneclassError(f"{out}: not a folder (with --repeats, --out holds one run per seed)")
     out.mkdir(parents=True, exist_ok=True)
     return out / f"seed-{config.seed}"
+
+
+class _Reporter:
+    """Progress on stderr; the run's header line comes with its first event, so a request
+    refused before any work leaves nothing but the error line."""
+
+    def __init__(self, header: str):
+        self.header = header
+
+    def __call__(self, event: dict) -> None:
+        if self.header:
+            err.print(self.header)
+            self.header = None
+        _report(event)
 
 
 def _report(event: dict) -> None:

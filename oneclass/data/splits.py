@@ -21,6 +21,7 @@ cannot meet fails with the numbers (NOTES.md: the public DeepSAD split did neith
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -127,9 +128,11 @@ def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
                  test_fraction: float, val_fraction: float, rng) -> tuple[np.ndarray, ...]:
     """Deal whole groups to the test, validation and training pools.
 
-    Groups are stratified by their kind (their set of anomaly subclasses, or normal-only)
-    and dealt in a random order by cumulative weight, so each pool gets about its fraction
-    of the anomalous patches of every kind and of the normal-only groups."""
+    Groups holding anomalies are ordered by interleaving their kinds (their sets of
+    anomaly subclasses, each kind shuffled) and cut by the cumulative share of anomalous
+    patches; normal-only groups are shuffled and cut by their share of patches. A group
+    goes where the midpoint of its share falls, so every pool gets about its fraction of
+    the anomalies, with a mix of kinds."""
     names, inverse = np.unique(groups, return_inverse=True)
     anomalous_per_group = np.bincount(inverse, weights=labels, minlength=len(names))
     size_per_group = np.bincount(inverse, minlength=len(names))
@@ -139,16 +142,20 @@ def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
             found[g].add(subclass)
     kinds: dict[tuple, list[int]] = {}
     for g, subclass_set in enumerate(found):
-        kinds.setdefault(tuple(sorted(subclass_set)) or (NORMAL,), []).append(g)
+        if subclass_set:
+            kinds.setdefault(tuple(sorted(subclass_set)), []).append(g)
+    keys = sorted(kinds)
+    shuffled = [rng.permutation(kinds[keys[i]]).tolist() for i in rng.permutation(len(keys))]
+    with_anomalies = [g for column in itertools.zip_longest(*shuffled) for g in column if g is not None]
+    normal_only = rng.permutation([g for g, f in enumerate(found) if not f]).astype(int)
     pool_of_group = np.full(len(names), 2)  # 0 test, 1 val, 2 train
     bounds = np.array([test_fraction, test_fraction + val_fraction])
-    for kind in sorted(kinds):
-        members = rng.permutation(kinds[kind])
-        weight = anomalous_per_group[members] if kind != (NORMAL,) else size_per_group[members]
-        # a group's pool: where the midpoint of its share of the kind's weight falls
-        ends = np.cumsum(weight) / weight.sum()
-        mids = ends - weight / weight.sum() / 2
-        pool_of_group[members] = np.searchsorted(bounds, mids, side="right")
+    for members, weights in ((np.array(with_anomalies, dtype=int), anomalous_per_group),
+                             (normal_only, size_per_group)):
+        if len(members):
+            weight = weights[members] / weights[members].sum()
+            mids = np.cumsum(weight) - weight / 2
+            pool_of_group[members] = np.searchsorted(bounds, mids, side="right")
     pool = pool_of_group[inverse]
     return tuple(np.flatnonzero(pool == p) for p in range(3))
 

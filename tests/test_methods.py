@@ -1,0 +1,112 @@
+"""Losses against hand computations, the Deep SVDD/SAD recipe details NOTES.md warns
+about, separation of an easy anomaly set, the engine's guard and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.engine import Engine, PatchData, TrainingDiverged
+from oneclass.methods.deep_sad import DeepSAD, DeepSVDD, deep_sad_loss, init_center
+from oneclass.methods.ss_dcae import hinged_reconstruction_loss
+from oneclass.recipe import TrainSection
+
+
+def test_deep_sad_loss_matches_hand_computation():
+    dist = torch.tensor([4.0, 0.5, 2.0, 0.25])
+    roles = torch.tensor([UNLABELED, LABELED_NORMAL, LABELED_ANOMALY, LABELED_ANOMALY])
+    eta, eps = 2.0, 0.1
+    expected = [4.0, 2.0 * (0.5 + 0.1), 2.0 / (2.0 + 0.1), 2.0 / (0.25 + 0.1)]
+    assert deep_sad_loss(dist, roles, eta, eps).tolist() == pytest.approx(expected)
+
+
+def test_center_rule_pushes_small_coordinates_to_a_tenth():
+    features = torch.tensor([[0.02, -0.5, -0.04, 0.0], [0.04, -0.7, 0.0, 0.0]])
+    assert init_center(features).tolist() == pytest.approx([0.1, -0.6, -0.1, 0.1])
+
+
+def test_hinged_reconstruction_loss():
+    error = torch.tensor([0.01, 0.01, 0.2])
+    roles = torch.tensor([UNLABELED, LABELED_ANOMALY, LABELED_ANOMALY])
+    assert hinged_reconstruction_loss(error, roles, eta=2.0, margin=0.05).tolist() == \
+        pytest.approx([0.01, 2.0 * 0.04, 0.0])
+
+
+def easy_set(n_normal=240, n_anomalous=60, seed=0):
+    """Normal: dim noisy texture. Anomalous: the same with a bright 10 x 10 square."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(40, 90, size=(n_normal + n_anomalous, 1, 32, 32)).astype(np.uint8)
+    for i in range(n_normal, n_normal + n_anomalous):
+        y, x = rng.integers(0, 22, size=2)
+        images[i, 0, y:y + 10, x:x + 10] = 240
+    labels = np.r_[np.zeros(n_normal, int), np.ones(n_anomalous, int)]
+    return images, labels
+
+
+def engine(epochs=3, **kw):
+    return Engine(TrainSection(epochs=epochs, batch_size=32, lr=1e-3, device="cpu", **kw), seed=0)
+
+
+def test_deep_sad_ranks_easy_anomalies_first_at_gamma_0_2():
+    images, labels = easy_set()
+    train_rows = np.r_[np.arange(0, 160), np.arange(240, 280)]  # 160 normal + 40 anomalous
+    roles = np.where(labels[train_rows] == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)  # gamma 0.2
+    eng = engine(epochs=4)
+    method = DeepSAD(DeepSAD.Params(rep_dim=16, pretrain_epochs=2), (1, 32, 32), eng)
+    method.fit(PatchData(images, train_rows, roles=roles), None)
+    test_rows = np.r_[np.arange(160, 240), np.arange(280, 300)]
+    from oneclass.metrics import auroc
+
+    assert auroc(labels[test_rows], method.score(PatchData(images, test_rows))) > 0.9
+
+
+def test_deep_sad_network_is_bias_free_and_receives_the_pretrained_encoder():
+    images, _ = easy_set(64, 0)
+    eng = engine(epochs=0)
+    method = DeepSAD(DeepSAD.Params(rep_dim=8, pretrain_epochs=1), (1, 32, 32), eng)
+    assert not any("bias" in name for name, _ in method.net.named_parameters())
+    assert all(not m.affine for m in method.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = {k: v.clone() for k, v in method.net.state_dict().items()}
+    captured = {}
+    real_stage = eng.stage
+
+    def spy(name, *args, **kw):
+        real_stage(name, *args, **kw)
+        if name == "pretrain":
+            captured.update({k: v.clone() for k, v in eng.modules["ae"].encoder.state_dict().items()})
+
+    eng.stage = spy
+    method.fit(PatchData(images, np.arange(64), roles=np.zeros(64, np.int8)), None)
+    after = method.net.state_dict()
+    assert captured and set(captured) == set(after)
+    assert all(torch.equal(captured[k], after[k]) for k in after)  # epochs=0: the encoder as pretrained
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+    assert (method.center.c.abs() >= 0.1 - 1e-7).all()
+
+
+def test_deep_svdd_leaves_labelled_anomalies_out():
+    data = PatchData(np.zeros((4, 1, 32, 32), np.uint8), np.arange(4),
+                     roles=np.array([UNLABELED, LABELED_ANOMALY, LABELED_NORMAL, UNLABELED], np.int8))
+    method = DeepSVDD(DeepSVDD.Params(rep_dim=8), (1, 32, 32), engine())
+    kept = method.training_items(data)
+    assert kept.rows.tolist() == [0, 2, 3] and not kept.roles.any()
+
+
+def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
+    eng = Engine(TrainSection(epochs=3, batch_size=8, device="cpu"), seed=0, run_dir=tmp_path)
+    net = eng.track("net", torch.nn.Linear(1, 1))
+    calls = []
+
+    def loss(batch):
+        calls.append(1)
+        value = net(batch["x"].mean((1, 2, 3))[:, None]).mean()
+        return value * float("nan") if len(calls) > 2 else value
+
+    data = PatchData(np.zeros((16, 1, 4, 4), np.uint8), np.arange(16))
+    with pytest.raises(TrainingDiverged, match=r"stage fit, epoch 2: the loss became nan.*last good checkpoint \(epoch 1\)"):
+        eng.stage("fit", data, loss, net.parameters(), 3, 1e-3, 0.0)
+    assert (tmp_path / "checkpoint.pt").is_file()
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1

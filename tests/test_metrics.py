@@ -1,0 +1,79 @@
+"""Metrics against scikit-learn and SciPy, thresholds and confusion counts by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oneclass import metrics
+from oneclass.artifacts import parse_scores
+from oneclass.errors import OneclassError
+
+
+def test_auroc_and_auprc_match_sklearn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    scores = rng.normal(size=300) + labels
+    assert metrics.auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert metrics.auprc(labels, scores) == pytest.approx(average_precision_score(labels, scores))
+
+
+def test_confusion_counts_by_hand():
+    labels = [0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.4, 0.6, 0.5, 0.7, 0.9]
+    c = metrics.confusion(labels, scores, 0.5)  # >= 0.5 is called anomalous
+    assert (c["tp"], c["fn"], c["tn"], c["fp"]) == (3, 0, 2, 1)
+    assert c["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_equal_error_threshold_balances_sensitivity_and_specificity():
+    labels = np.r_[np.zeros(100), np.ones(100)]
+    scores = np.r_[np.arange(100), np.arange(100) + 80.5]  # 20 overlapping of each
+    t = metrics.equal_error_threshold(labels, scores)
+    c = metrics.confusion(labels, scores, t)
+    assert abs(c["sensitivity"] - c["specificity"]) <= 0.011
+    assert c["sensitivity"] == pytest.approx(0.9, abs=0.011)
+
+
+def test_youden_threshold_separates_separable_scores():
+    labels = [0, 0, 1, 1]
+    assert metrics.youden_threshold(labels, [0.1, 0.2, 0.8, 0.9]) == pytest.approx(0.8)
+
+
+def test_wilcoxon_matches_scipy():
+    from scipy.stats import wilcoxon
+
+    a = [0.81, 0.84, 0.79, 0.9, 0.88, 0.86]
+    b = [0.78, 0.80, 0.80, 0.85, 0.83, 0.80]
+    out = metrics.wilcoxon(a, b)
+    assert out["p"] == pytest.approx(wilcoxon(a, b).pvalue)
+    assert out["n"] == 6
+
+
+def test_pixel_auroc_over_all_pixels():
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[1, :2, :2] = 1
+    maps = masks.astype(float) * 2 + 0.1
+    assert metrics.pixel_auroc(masks, maps) == 1.0
+    assert metrics.pixel_auroc(np.zeros((2, 4, 4)), maps) is None
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty score file"),
+    ("id,source,x,y,label,subclass,score\n", "no score rows"),
+    ("id,score\n1,0.5\n", "missing column"),
+    ("id,source,x,y,label,subclass,score\n1,s,0,0,1,a,abc\n", "row 1: bad score"),
+])
+def test_bad_score_tables(text, message):
+    with pytest.raises(OneclassError, match=message):
+        parse_scores(text, "f.csv")
+
+
+def test_jsonl_and_csv_tables_parse_alike():
+    csv_text = "id,source,x,y,label,subclass,score\n0,s,0,0,1,a,0.5\n1,s,0,0,,,0.25\n"
+    jsonl = ('{"id": "0", "label": "1", "score": 0.5}\n{"id": "1", "label": null, "score": 0.25}\n')
+    a, b = parse_scores(csv_text, "a"), parse_scores(jsonl, "b")
+    assert a.labels.tolist() == b.labels.tolist() == [1, -1]
+    assert a.scores.tolist() == b.scores.tolist() == [0.5, 0.25]

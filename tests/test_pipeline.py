@@ -1,0 +1,188 @@
+"""`oneclass train | score | evaluate | tsne` end to end on a tiny synthetic store:
+run folders, determinism, resume, the pipeline, and every bad input of the protocol."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import oneclass
+from oneclass import recipe as recipes
+from oneclass.artifacts import RUN_FILES, open_run
+from oneclass.data.store import PatchStore
+from oneclass.runs import train_run
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(out)
+    return out
+
+
+def test_run_folder_holds_every_artifact(run):
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint.pt").exists()
+    data = json.loads((run / "data.json").read_text())
+    counts = data["counts"]["train"]
+    assert counts["labeled_anomaly"] == round(0.2 * counts["total"])
+    assert len(data["members"]["train"]) == counts["total"]
+    env = json.loads((run / "env.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [("pretrain", 1), ("train", 1), ("train", 2)]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["auroc"] <= 1 and metrics["train"]["patches_per_s"] > 0
+
+
+def test_same_recipe_and_seed_give_identical_scores(run, tiny, tmp_path):
+    again = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "b", "-q")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "b/scores/test.csv").read_text() == (run / "scores/test.csv").read_text()
+    other = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "c",
+                     "--seed", "1", "-q")
+    assert (tmp_path / "c/scores/test.csv").read_text() != (run / "scores/test.csv").read_text()
+
+
+def test_resume_after_an_interrupted_epoch_gives_the_same_scores(tiny, tmp_path):
+    config = recipes.load(tiny["recipe"], ["train.epochs=3"])
+    store = PatchStore.open(tiny["store"])
+    train_run(config, tmp_path / "whole", store=store)
+
+    def interrupt(event):
+        if event.get("stage") == "train" and event.get("epoch") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    assert (tmp_path / "cut.partial/checkpoint.pt").is_file() and not (tmp_path / "cut").exists()
+    with pytest.raises(Exception, match="not a .*run|no such run folder"):
+        open_run(tmp_path / "cut")
+    train_run(config, tmp_path / "cut", store=store, resume=True)
+    assert (tmp_path / "cut/scores/test.csv").read_text() == (tmp_path / "whole/scores/test.csv").read_text()
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut/log.jsonl").read_text().splitlines()]
+    assert epochs == [1, 1, 2, 3]  # pretrain 1, then train 1-2 before the cut and 3 after
+
+
+def test_repeats_run_consecutive_seeds(tiny, tmp_path):
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "rep",
+                    "--repeats", "2", "--seed", "5", "-q", "--set", "train.epochs=1",
+                    "--set", "method.pretrain_epochs=0")
+    assert done.returncode == 0, done.stderr
+    paths = done.stdout.split()
+    assert paths == [str(tmp_path / "rep/seed-5"), str(tmp_path / "rep/seed-6")]
+    assert [json.loads((tmp_path / f"rep/seed-{s}/metrics.json").read_text())["seed"] for s in (5, 6)] == [5, 6]
+
+
+def test_train_score_evaluate_pipeline(run, tiny, tmp_path):
+    shell = (f"{sys.executable} -m oneclass score {run} {tiny['store']} "
+             f"| {sys.executable} -m oneclass evaluate - --format json -q")
+    done = subprocess.run(shell, shell=True, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["inputs"][0]
+    assert result["n"] == len(PatchStore.open(tiny["store"]))
+    # the run's own test scores: evaluate agrees with the metrics written at training
+    done = oneclass("evaluate", run, "--format", "csv", "--plot", tmp_path / "auc.png")
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert float(values["auroc"]) == pytest.approx(metrics["test"]["auroc"])
+    assert int(values["val_tp"]) == metrics["test"]["at_val_threshold"]["tp"]
+    assert (tmp_path / "auc.png").stat().st_size > 1000
+
+
+def test_score_images_and_stdin_paths(run, tiny, tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    image = tmp_path / "new.png"
+    Image.fromarray(np.full((64, 48), 120, np.uint8)).save(image)
+    done = oneclass("score", run, image, "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    # 48 wide, 64 high, 32 px patches every 16 px: x in {0, 16}, y in {0, 16, 32}, row by row
+    assert [(r["x"], r["y"]) for r in rows] == [(x, y) for y in ("0", "16", "32") for x in ("0", "16")]
+    assert rows[0]["label"] is None
+    piped = subprocess.run([sys.executable, "-m", "oneclass", "score", str(run), "-"], input=f"{image}\n",
+                           capture_output=True, text=True)
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 7  # header + 6
+
+
+def test_tsne_writes_figure_and_silhouette(run, tmp_path):
+    done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert -1 <= saved["silhouette"] <= 1 and sum(saved["outcomes"].values()) == saved["points"]
+    assert (tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_tsne_refuses_a_method_without_embed(run, monkeypatch):
+    from oneclass.cli.tsne import tsne
+    from oneclass.errors import OneclassError
+    from oneclass.methods.deep_sad import DeepSAD
+
+    monkeypatch.setattr(DeepSAD, "embed", None)
+    with pytest.raises(OneclassError, match="no latent space"):
+        tsne(run, "test", None, 30.0, 0, "cpu")
+
+
+def one_error_line(done) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oneclass: error: "), done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["method.name=deep-sd"], "unknown method 'deep-sd' (did you mean 'deep-sad'?)"),
+    (["method.margin=0.1"], "method.margin: unknown key"),
+    (["split.gamma=0.7"], "split.gamma: must lie in [0, 0.5], got 0.7"),
+    (["split.seen_subclasses=[scratch]"], "split.seen_subclasses: no anomalous patches of subclass 'scratch'"),
+    (["method.name=binclass", "split.gamma=0", "method.pretrain_epochs=null"], "split.gamma"),
+])
+def test_bad_training_requests(tiny, tmp_path, sets, message):
+    args = [a for s in sets for a in ("--set", s)]
+    if "method.pretrain_epochs=null" in sets:
+        args = ["--set", "method.name=binclass", "--set", "split.gamma=0"]
+        (tmp_path / "r.yaml").write_text(tiny["recipe"].read_text().replace(", pretrain_epochs: 1", ""))
+        recipe = tmp_path / "r.yaml"
+    else:
+        recipe = tiny["recipe"]
+    done = oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "x", *args)
+    assert message in one_error_line(done)
+    assert not list(tmp_path.glob("x*"))  # nothing half-written
+
+
+def test_bad_run_folders(run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "model.pt").unlink()
+    assert "incomplete run folder (missing model.pt)" in one_error_line(oneclass("score", broken, "-"))
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    env = json.loads((old / "env.json").read_text())
+    (old / "env.json").write_text(json.dumps({**env, "run_format": 0, "oneclass": "0.0.1"}))
+    assert "run format 0 written by oneclass 0.0.1" in one_error_line(oneclass("score", old, "-"))
+
+
+def test_scoring_patches_of_another_shape_fails(run, tmp_path):
+    done = oneclass("extract-patches", "--size", "32", "--channels", "3", "--set", "dataset.normal=1",
+                    "--set", "dataset.anomalous=0", "--out", tmp_path / "rgb", "-q")
+    assert done.returncode == 0, done.stderr
+    line = one_error_line(oneclass("score", run, tmp_path / "rgb"))
+    assert "patches are 3 x 32 x 32" in line and "trained on 1 x 32 x 32" in line
+
+
+def test_empty_score_file_fails(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    assert "empty.csv: empty score file" in one_error_line(oneclass("evaluate", tmp_path / "empty.csv"))

@@ -1,0 +1,121 @@
+"""The semi-supervised split: counts against arithmetic, disjointness, grouping,
+determinism, open-set subclasses and infeasible requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED, SplitError, make_split
+from oneclass.recipe import SplitSection
+
+
+def synthetic_pool():
+    """20 sources of 100 patches: 8 normal-only sources, 12 with 25 anomalous patches each,
+    subclasses a/b/c dealt round-robin over the anomalous sources."""
+    labels, subclasses, sources = [], [], []
+    for s in range(20):
+        kind = "abc"[s % 3] if s >= 8 else None
+        for i in range(100):
+            anomalous = kind is not None and i < 25
+            labels.append(int(anomalous))
+            subclasses.append(kind if anomalous else "good")
+            sources.append(f"img{s:02d}")
+    return np.array(labels), subclasses, sources
+
+
+def split(**kw):
+    labels, subclasses, sources = synthetic_pool()
+    return make_split(labels, subclasses, sources, SplitSection(**kw), seed=0), labels, subclasses, sources
+
+
+@pytest.mark.parametrize("gamma,contamination,train_size", [
+    (0.0, 0.1, 600), (0.05, 0.1, 600), (0.2, 0.1, 600), (0.2, 0.0, 500), (0.5, 0.2, 300)])
+def test_training_counts_follow_the_definitions(gamma, contamination, train_size):
+    sp, labels, _, _ = split(gamma=gamma, contamination=contamination, train_size=train_size,
+                             labeled_normal=20)
+    m = round(gamma * train_size)  # M
+    n = train_size - 20 - m  # N, unlabelled
+    polluting = round(contamination * n)
+    roles = sp.train_roles
+    assert len(sp.train) == train_size
+    assert (roles == LABELED_ANOMALY).sum() == m
+    assert (roles == LABELED_NORMAL).sum() == 20
+    assert (roles == UNLABELED).sum() == n
+    # ground truth: labelled roles are right, the unlabelled hold exactly the pollution
+    assert labels[sp.train[roles == LABELED_ANOMALY]].all()
+    assert not labels[sp.train[roles == LABELED_NORMAL]].any()
+    assert labels[sp.train[roles == UNLABELED]].sum() == polluting
+    assert sp.counts["train"] == {"labeled_normal": 20, "unlabeled": n, "labeled_anomaly": m,
+                                  "polluting": polluting, "total": train_size, "gamma": m / train_size}
+
+
+def test_sets_are_disjoint_and_whole_sources_stay_together():
+    sp, labels, _, sources = split(gamma=0.2)
+    sets = [set(sp.train.tolist()), set(sp.val.tolist()), set(sp.test.tolist())]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    src = np.array(sources)
+    owners = [set(src[list(s)]) for s in sets]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    assert len(np.unique(sp.train)) == len(sp.train)
+
+
+def test_test_set_is_balanced_and_validation_holds_both_labels():
+    sp, labels, _, _ = split(gamma=0.05)
+    assert labels[sp.test].sum() * 2 == len(sp.test)
+    assert 0 < labels[sp.val].sum() < len(sp.val)
+    sized, labels, _, _ = split(gamma=0.05, test_size=40)
+    assert len(sized.test) == 40 and labels[sized.test].sum() == 20
+
+
+def test_group_by_none_deals_patches():
+    sp, labels, _, sources = split(gamma=0.1, group_by="none")
+    src = np.array(sources)
+    assert set(src[sp.train]) & set(src[sp.test])  # patches of one image in both
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    labels, subclasses, sources = synthetic_pool()
+    a = make_split(labels, subclasses, sources, SplitSection(gamma=0.2), seed=3)
+    b = make_split(labels, subclasses, sources, SplitSection(gamma=0.2), seed=3)
+    c = make_split(labels, subclasses, sources, SplitSection(gamma=0.2), seed=4)
+    assert a.members() == b.members()
+    assert a.members() != c.members()
+
+
+def test_open_set_labels_only_seen_subclasses_and_pollution_is_disjoint():
+    sp, labels, subclasses, _ = split(gamma=0.1, contamination=0.2, seen_subclasses=["a"],
+                                     test_fraction=0.3)
+    sub = np.array(subclasses)
+    labelled = sp.train[sp.train_roles == LABELED_ANOMALY]
+    assert set(sub[labelled]) == {"a"}
+    polluting = sp.train[(sp.train_roles == UNLABELED) & (labels[sp.train] == 1)]
+    assert not set(labelled.tolist()) & set(polluting.tolist())
+    assert set(sub[sp.test][labels[sp.test] == 1]) == {"a", "b", "c"}  # test holds all kinds
+
+
+def test_half_picks_half_the_subclasses():
+    sp, *_ = split(gamma=0.1, seen_subclasses="half")
+    assert len(sp.seen_subclasses) == 1 and sp.seen_subclasses[0] in "abc"
+
+
+def test_infeasible_request_fails_with_the_numbers():
+    with pytest.raises(SplitError, match=r"needs 600 labelled anomalies.*pool has \d+ labelable"):
+        split(gamma=0.5, train_size=1200)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"gamma": 0.7}, r"split.gamma: must lie in \[0, 0.5\], got 0.7"),
+    ({"gamma": -0.1}, r"split.gamma"),
+    ({"contamination": 1.0}, r"split.contamination"),
+    ({"seen_subclasses": ["zzz"]}, r"split.seen_subclasses: no anomalous patches of subclass 'zzz'; the store has a, b, c"),
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, r"split.test_fraction"),
+])
+def test_bad_split_keys(kw, message):
+    with pytest.raises(SplitError, match=message):
+        split(**kw)
+
+
+def test_a_store_without_anomalies_is_refused():
+    with pytest.raises(SplitError, match="no anomalous patches"):
+        make_split(np.zeros(50, int), ["good"] * 50, ["s"] * 50, SplitSection(), seed=0)
