@@ -3,6 +3,7 @@ throughput, as the protocol issue asks. Every cell is a full `oneclass train` ru
 
     python benchmarks/protocol.py recipes/nanofibre.yaml --out bench-runs
         [--methods deep-svdd,deep-sad,ss-dcae,binclass] [--gammas 0,0.05,0.2] [--seeds 3]
+        [--set train.epochs=10 ...]   (recipe overrides applied to every run)
 
 Prints one line per run as it finishes, then the table; run folders stay under --out, so
 `oneclass evaluate bench-runs/*/* --plot auc.png` redraws the figure.
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--methods", default="deep-svdd,deep-sad,ss-dcae,binclass")
     parser.add_argument("--gammas", default="0,0.05,0.2")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     oneclass = str(Path(sys.executable).with_name("oneclass"))
     table: dict[tuple[str, float], list[float]] = {}
@@ -40,7 +42,8 @@ def main() -> None:
             done = subprocess.run(
                 [oneclass, "train", args.recipe, "--set", f"method.name={method}",
                  "--set", f"split.gamma={gamma}", "--repeats", str(args.seeds), "--out", str(out),
-                 "--overwrite", "-q"], check=True, capture_output=True, text=True)
+                 "--overwrite", "-q", *[a for o in args.overrides for a in ("--set", o)]],
+                check=True, capture_output=True, text=True)
             for run in done.stdout.split():
                 metrics = json.loads((Path(run) / "metrics.json").read_text())
                 table.setdefault((method, gamma), []).append(metrics["test"]["auroc"])
