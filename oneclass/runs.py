@@ -137,12 +137,12 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             "image_shape": list(in_shape), "extraction": store.meta.get("params", {}),
             "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
             "counts": split.counts, "members": split.members()})
-    engine = Engine(config.train, config.seed, partial, resume=resume,
-                    val=PatchData(store.images, split.val, labels=labels[split.val]), report=report)
+    val = PatchData(store.images, split.val, labels=labels[split.val])
+    engine = Engine(config.train, config.seed, partial, resume=resume, val=val, report=report)
     write_json(partial / "env.json", environment(engine.device))
     method = cls(params, in_shape, engine)
     began = time.perf_counter()
-    method.fit(PatchData(store.images, split.train, roles=split.train_roles), None)
+    method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
     train_seconds = time.perf_counter() - began
     _save_model(partial / "model.pt", cls.name, params, in_shape, method)
     (partial / "scores").mkdir(exist_ok=True)

@@ -3,6 +3,8 @@ about, separation of an easy anomaly set, the engine's guard and resume."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,28 @@ def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
     assert (tmp_path / "checkpoint.pt").is_file()
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
+    images = np.r_[np.full((8, 1, 4, 4), 10, np.uint8), np.full((8, 1, 4, 4), 200, np.uint8)]
+    val = PatchData(images, np.arange(16), labels=np.r_[np.zeros(8, int), np.ones(8, int)])
+    eng = Engine(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", early_stopping=2),
+                 seed=0, run_dir=tmp_path, val=val)
+    net = eng.track("net", torch.nn.Linear(1, 1))
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    weights = []
+
+    def loss(batch):  # drives the weight negative: validation AUROC falls from 1 to 0
+        return net(batch["x"].mean((1, 2, 3))[:, None]).mean()
+
+    def scorer(x):
+        weights.append(net.weight.item())
+        return net(x.mean((1, 2, 3))[:, None]).squeeze(1)
+
+    eng.stage("fit", val, loss, net.parameters(), 6, 0.1, 0.0, scorer=scorer)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    stop = log[-1]
+    assert "early_stop" in stop and stop["best_epoch"] == log[0]["epoch"] == 1
+    assert stop["early_stop"] == 3 and len(log) == 4  # epochs 1-3, then the stop record
+    assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back
