@@ -11,7 +11,8 @@ from oneclass import registry
 
 app = typer.Typer(help="List the registered datasets or methods.", no_args_is_help=True)
 
-VERBOSE = typer.Option(False, "--verbose", "-v", help="Also show each plugin's folder layout and options.")
+VERBOSE = typer.Option(False, "--verbose", "-v",
+                       help="Also show each plugin's folder layout and options or parameters.")
 
 
 def _print(reg: registry.Registry, verbose: bool) -> None:
@@ -28,10 +29,12 @@ def _print(reg: registry.Registry, verbose: bool) -> None:
             layout = getattr(plugin, "layout", "")
             if layout:
                 print(textwrap.indent(layout.rstrip(), "    "))
-            options = getattr(plugin, "Options", None)
-            if options is not None and dataclasses.fields(options):
-                defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(options))
-                print(f"    options: {defaults}")
+            # datasets declare Options (dataset.<key>), methods Params (method.<key>)
+            for attr, label in (("Options", "options"), ("Params", "parameters")):
+                options = getattr(plugin, attr, None)
+                if options is not None and dataclasses.fields(options):
+                    defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(options))
+                    print(f"    {label}: {defaults}")
             print()
 
 
