@@ -145,22 +145,14 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
     train_seconds = time.perf_counter() - began
     _save_model(partial / "model.pt", cls.name, params, in_shape, method)
-    (partial / "scores").mkdir(exist_ok=True)
-    results = {}
-    for name, rows in (("val", split.val), ("test", split.test)):
-        data = PatchData(store.images, rows, labels=labels[rows])
-        scores = method.score(data)
-        write_scores(partial / "scores" / f"{name}.csv", score_rows(store.index, rows, scores))
-        results[name] = (labels[rows], scores)
-    metrics = _metrics(config, cls.name, results, engine, train_seconds, len(split.train))
+    metrics = _score_sets(method, store, split, labels, partial)
+    metrics = {"method": cls.name, "dataset": config.dataset.name, "gamma": config.split.gamma,
+               "seed": config.seed, **metrics,
+               "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
+                         "patches_per_s": round(float(np.mean(engine.throughput)), 1)
+                         if engine.throughput else None, "device": str(engine.device)}}
     if method.explain is not None:
-        maps = method.explain(PatchData(store.images, split.test))
-        (partial / "maps").mkdir(exist_ok=True)
-        np.save(partial / "maps" / "test.npy", maps.astype(np.float16))
-        if config.evaluate.pixel_auroc:
-            from oneclass.metrics import pixel_auroc
-
-            metrics["test"]["pixel_auroc"] = pixel_auroc(store.masks[split.test], maps)
+        _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)
     (partial / "checkpoint.pt").unlink(missing_ok=True)
     if out.exists():
@@ -201,18 +193,31 @@ def _save_model(path: Path, name: str, params, in_shape, method) -> None:
     os.replace(tmp, path)
 
 
-def _metrics(config, method: str, results: dict, engine, train_seconds: float, n_train: int) -> dict:
+def _score_sets(method, store: PatchStore, split, labels: np.ndarray, partial: Path) -> dict:
+    """Score validation and test into scores/*.csv; test metrics use the validation threshold."""
+    from oneclass.engine import PatchData
     from oneclass.metrics import evaluate_scores
 
-    val_labels, val_scores = results["val"]
-    test_labels, test_scores = results["test"]
-    return {"method": method, "dataset": config.dataset.name, "gamma": config.split.gamma,
-            "seed": config.seed,
-            "test": evaluate_scores(test_labels, test_scores, "test", val=(val_labels, val_scores)),
-            "val": evaluate_scores(val_labels, val_scores, "validation"),
-            "train": {"seconds": round(train_seconds, 2), "items": n_train,
-                      "patches_per_s": round(float(np.mean(engine.throughput)), 1) if engine.throughput else None,
-                      "device": str(engine.device)}}
+    (partial / "scores").mkdir(exist_ok=True)
+    results = {}
+    for name, rows in (("val", split.val), ("test", split.test)):
+        scores = method.score(PatchData(store.images, rows, labels=labels[rows]))
+        write_scores(partial / "scores" / f"{name}.csv", score_rows(store.index, rows, scores))
+        results[name] = (labels[rows], scores)
+    return {"test": evaluate_scores(*results["test"], "test", val=results["val"]),
+            "val": evaluate_scores(*results["val"], "validation")}
+
+
+def _draw_maps(method, store: PatchStore, rows: np.ndarray, partial: Path, test_metrics: dict,
+               pixel_auroc: bool) -> None:
+    from oneclass.engine import PatchData
+    from oneclass.metrics import pixel_auroc as pixel_level
+
+    maps = method.explain(PatchData(store.images, rows))
+    (partial / "maps").mkdir(exist_ok=True)
+    np.save(partial / "maps" / "test.npy", maps.astype(np.float16))
+    if pixel_auroc:
+        test_metrics["pixel_auroc"] = pixel_level(store.masks[rows], maps)
 
 
 def score_rows(index: list[dict], rows: np.ndarray, scores: np.ndarray,
