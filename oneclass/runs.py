@@ -96,11 +96,25 @@ def store_hash(store: PatchStore) -> str:
 
 
 def method_class(config: recipes.Recipe):
-    if not config.method.name:
-        raise OneclassError(f"{config.source}: method.name: missing; see `oneclass list methods`")
-    cls = registry.methods.get(config.method.name)
-    params = recipes.check_options(cls.Params, config.method.params, config.source, "method.")
-    return cls, params
+    """The recipe's method class and its checked parameters.
+
+    A key of the method section that names a method holds that method's own parameters
+    (``deep-sad: {pretrain_epochs: 10}``) and applies only when it is the one chosen, so
+    one recipe serves several methods (``--set method.name=ss-dcae``); plain keys apply
+    to whichever method is chosen and win over its block."""
+    name, source = config.method.name, config.source
+    if not name:
+        raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
+    cls = registry.methods.get(name)
+    known = set(registry.methods.names())
+    plain = {k: v for k, v in config.method.params.items() if k not in known}
+    for key, block in config.method.params.items():
+        if key in known and not isinstance(block, dict):
+            raise OneclassError(f"{source}: method.{key}: expected a mapping of {key}'s parameters")
+    block = config.method.params.get(name) or {}
+    recipes.check_options(cls.Params, block, source, f"method.{name}.")
+    recipes.check_options(cls.Params, plain, source, "method.")
+    return cls, recipes.check_options(cls.Params, {**block, **plain}, source, "method.")
 
 
 def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None,

@@ -2,6 +2,7 @@ import pytest
 
 from conftest import oneclass
 from oneclass import recipe as recipes
+from oneclass.errors import OneclassError
 
 
 def _write(tmp_path, text):
@@ -76,3 +77,21 @@ def test_recipe_drives_extraction_and_flags_win(tmp_path):
     assert store.meta["params"]["size"] == 16 and store.meta["params"]["stride"] == 16
     assert store.images.shape == (4 * 16, 1, 8, 8)
     assert store.meta["recipe"]["patches"]["resize"] == 8
+
+
+def test_a_method_block_applies_only_to_its_method():
+    from oneclass.runs import method_class
+
+    data = {"method": {"name": "ss-dcae", "deep-sad": {"pretrain_epochs": 3}, "ss-dcae": {"margin": 0.2},
+                       "eta": 2.0}}
+    cls, params = method_class(recipes.from_dict(data, "r.yaml"))
+    assert cls.name == "ss-dcae" and params.margin == 0.2 and params.eta == 2.0
+    data["method"]["name"] = "deep-sad"
+    cls, params = method_class(recipes.from_dict(data, "r.yaml"))
+    assert params.pretrain_epochs == 3 and params.eta == 2.0
+    data["method"]["deep-sad"] = {"margin": 0.1}
+    with pytest.raises(OneclassError, match=r"r.yaml: method.deep-sad.margin: unknown key"):
+        method_class(recipes.from_dict(data, "r.yaml"))
+    data["method"]["deep-sad"] = 5
+    with pytest.raises(OneclassError, match=r"method.deep-sad: expected a mapping"):
+        method_class(recipes.from_dict(data, "r.yaml"))
