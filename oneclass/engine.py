@@ -214,6 +214,8 @@ class Engine:
                 n = len(batch["x"])
                 total += loss.item() * n
                 seen += n
+                self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
+                             "done": seen, "total": len(data)})
             scheduler.step()
             seconds = time.perf_counter() - began
             self.throughput.append(seen / seconds if seconds > 0 else 0.0)

@@ -55,8 +55,8 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_scores(tiny, tmp_path)
     store = PatchStore.open(tiny["store"])
     train_run(config, tmp_path / "whole", store=store)
 
-    def interrupt(event):
-        if event.get("stage") == "train" and event.get("epoch") == 2:
+    def interrupt(event):  # Ctrl-C after the first batch of the second one-class epoch
+        if event.get("event") == "batch" and event["stage"] == "train" and event["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

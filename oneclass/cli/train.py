@@ -49,8 +49,13 @@ def train(
         config.seed = first + k
         target = _run_path(config, recipe, out, repeats)
         header = f"[bold]run[/] {target} ({config.method.name}, gamma {config.split.gamma}, seed {config.seed})"
-        path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
-                         report=None if quiet else _Reporter(header))
+        reporter = None if quiet else _Reporter(header)
+        try:
+            path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
+                             report=reporter)
+        finally:
+            if reporter is not None:
+                reporter.close()
         if not quiet:
             _summary(path)
         print(path, flush=True)
@@ -72,17 +77,39 @@ def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
 
 
 class _Reporter:
-    """Progress on stderr; the run's header line comes with its first event, so a request
-    refused before any work leaves nothing but the error line."""
+    """Progress on stderr: a line per epoch, and on a terminal a bar within the epoch.
+    The run's header line comes with its first event, so a request refused before any
+    work leaves nothing but the error line."""
 
     def __init__(self, header: str):
         self.header = header
+        self.bar = None
+        self.task = None
 
     def __call__(self, event: dict) -> None:
         if self.header:
             err.print(self.header)
             self.header = None
+        if event.get("event") == "batch":
+            if err.is_terminal:
+                self._advance(event)
+            return
         _report(event)
+
+    def _advance(self, event: dict) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self.bar is None:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=err, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=event["total"])
+        self.bar.update(self.task, completed=event["done"], total=event["total"],
+                        description=f"{event['stage']} {event['epoch']}/{event['epochs']}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def _report(event: dict) -> None:
