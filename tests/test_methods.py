@@ -30,10 +30,13 @@ def test_center_rule_pushes_small_coordinates_to_a_tenth():
 
 
 def test_hinged_reconstruction_loss():
-    error = torch.tensor([0.01, 0.01, 0.2])
-    roles = torch.tensor([UNLABELED, LABELED_ANOMALY, LABELED_ANOMALY])
-    assert hinged_reconstruction_loss(error, roles, eta=2.0, margin=0.05).tolist() == \
-        pytest.approx([0.01, 2.0 * 0.04, 0.0])
+    error = torch.tensor([0.01, 0.03, 0.01, 0.2], requires_grad=True)
+    roles = torch.tensor([UNLABELED, LABELED_NORMAL, LABELED_ANOMALY, LABELED_ANOMALY])
+    loss = hinged_reconstruction_loss(error, roles, eta=2.0, margin=3.0)
+    # normal reference 0.02: anomalies are pushed up to 3 x 0.02 = 0.06, then left alone
+    assert loss.tolist() == pytest.approx([0.01, 0.03, 2.0 * (0.06 - 0.01), 0.0])
+    loss.sum().backward()
+    assert error.grad.tolist() == pytest.approx([1.0, 1.0, -2.0, 0.0])  # reference held constant
 
 
 def easy_set(n_normal=240, n_anomalous=60, seed=0):

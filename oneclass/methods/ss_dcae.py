@@ -4,14 +4,17 @@ labelled anomalies pushed away by a bounded negative reconstruction term.
 The DCAE baseline (c-ss-ms-gvae.txt Sec. 4, ref. [23]) minimises the squared
 reconstruction error of the training items and scores a patch by the same error. Its
 semi-supervised version is not given as an equation; a plain negated error on labelled
-anomalies is unbounded (the decoder can blow it up without limit), so we hinge it:
+anomalies is unbounded (the decoder can blow it up without limit), so we hinge it, and
+measure the hinge against the batch's own normal error so that it stays active whatever
+the images' contrast (an absolute margin was above every error on the nanofibre images,
+which silently turned the method into plain DCAE):
 
     normal / unlabelled:  e(x)                e(x) = mean over pixels of (x - D(E(x)))^2
-    labelled anomaly:     eta * max(0, margin - e(x))
+    labelled anomaly:     eta * max(0, margin * e_ref - e(x))
 
-``margin`` is in the units of e on [0, 1] images; the default 0.05 is about ten times
-the error of a trained autoencoder on the papers' 32x32 patches. ``explain`` gives the
-per-pixel squared error (summed over channels), so pixel-level AUROC applies.
+with e_ref the mean error of the batch's unlabelled and labelled normal items (held
+constant in the gradient). ``explain`` gives the per-pixel squared error (summed over
+channels), so pixel-level AUROC applies.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from oneclass.methods.nets.lenet import AutoEncoder, check_shape
 def hinged_reconstruction_loss(error: torch.Tensor, roles: torch.Tensor, eta: float,
                                margin: float) -> torch.Tensor:
     """Per-item loss from per-item reconstruction errors ``error``."""
-    pushed = eta * torch.clamp(margin - error, min=0)
-    return torch.where(roles == LABELED_ANOMALY, pushed, error)
+    anomalous = roles == LABELED_ANOMALY
+    reference = error[~anomalous] if (~anomalous).any() else error
+    pushed = eta * torch.clamp(margin * reference.detach().mean() - error, min=0)
+    return torch.where(anomalous, pushed, error)
 
 
 class SSDCAE(Method):
@@ -43,7 +48,7 @@ class SSDCAE(Method):
     class Params:
         rep_dim: int = 128
         eta: float = 1.0  # weight of the labelled-anomaly term
-        margin: float = 0.05  # errors above this no longer reward the anomaly term
+        margin: float = 2.0  # anomalies' errors beyond margin x the normal error stop counting
 
     def __init__(self, params, in_shape, engine):
         super().__init__(params, in_shape, engine)
