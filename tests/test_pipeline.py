@@ -186,3 +186,14 @@ def test_scoring_patches_of_another_shape_fails(run, tmp_path):
 def test_empty_score_file_fails(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     assert "empty.csv: empty score file" in one_error_line(oneclass("evaluate", tmp_path / "empty.csv"))
+
+
+def test_scoring_an_image_with_other_channels_fails(run, tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(rgb)
+    line = one_error_line(oneclass("score", run, rgb))
+    assert "rgb.png: 3 channel(s), the run was trained on 1" in line
