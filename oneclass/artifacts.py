@@ -108,7 +108,6 @@ def write_scores(path: Path, rows: list[dict]) -> None:
 @dataclass
 class ScoreTable:
     name: str
-    ids: list[str]
     labels: np.ndarray  # int, -1 where unknown
     scores: np.ndarray
 
@@ -139,7 +138,7 @@ def parse_scores(text: str, name: str) -> ScoreTable:
     if missing:
         raise OneclassError(f"{name}: missing column(s) {', '.join(missing)}; "
                             f"expected {','.join(SCORE_COLUMNS)}")
-    ids, labels, scores = [], [], []
+    labels, scores = [], []
     for number, record in enumerate(records, 2):
         try:
             scores.append(float(record["score"]))
@@ -148,8 +147,7 @@ def parse_scores(text: str, name: str) -> ScoreTable:
         except (TypeError, ValueError):
             raise OneclassError(f"{name}: row {number - 1}: bad score or label "
                                 f"({record.get('score')!r}, {record.get('label')!r})") from None
-        ids.append(str(record.get("id", number - 2)))
-    return ScoreTable(name, ids, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float))
+    return ScoreTable(name, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float))
 
 
 # -- run folders --------------------------------------------------------------------
