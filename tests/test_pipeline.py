@@ -131,7 +131,13 @@ def test_tsne_refuses_a_method_without_embed(run, monkeypatch):
 
     monkeypatch.setattr(DeepSAD, "embed", None)
     with pytest.raises(OneclassError, match="no latent space"):
-        tsne(run, "test", None, 30.0, 0, "cpu")
+        tsne(run, "test", None, 30.0, 0, 5000, "cpu")
+
+
+def test_tsne_subsamples_to_max_points(run, tmp_path):
+    done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5", "--max-points", "20")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "t.json").read_text())["points"] == 20
 
 
 def one_error_line(done) -> str:

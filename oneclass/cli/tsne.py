@@ -17,7 +17,9 @@ def tsne(
     split: str = typer.Option("test", "--split", help="test or val."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The PNG to write. [default: RUN/tsne-SPLIT.png]"),
     perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the t-SNE embedding."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the t-SNE embedding and of --max-points."),
+    max_points: int = typer.Option(5000, "--max-points", min=10,
+                                   help="Map at most this many points, drawn at random (t-SNE is quadratic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """t-SNE of the method's embed() vectors on a split, coloured by ground truth and marked
@@ -49,11 +51,14 @@ def tsne(
         raise OneclassError(f"{store_path}: the run's patch store is gone (data.json); retrain or re-extract it")
     store = PatchStore.open(store_path)
     rows = np.asarray(folder.data["members"][split])
+    scores = folder.scores(split).scores  # in the order of rows
+    if len(rows) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
+        rows, scores = rows[keep], scores[keep]
     if len(rows) <= perplexity:
         raise OneclassError(f"--perplexity: must be below the number of points ({len(rows)})")
     labels = store.labels[rows].astype(int)
     vectors = method.embed(PatchData(store.images, rows)).reshape(len(rows), -1)
-    scores = folder.scores(split).scores
     threshold = equal_error_threshold(labels, scores)
     predicted = scores >= threshold
     outcomes = [("TP" if p else "FN") if y else ("FP" if p else "TN") for y, p in zip(labels, predicted)]
@@ -68,6 +73,6 @@ def tsne(
     counts = {k: outcomes.count(k) for k in ("TP", "FN", "TN", "FP")}
     write_json(out.with_suffix(".json"), {"run": str(folder.path), "split": split, "points": len(rows),
                                           "silhouette": score, "threshold": threshold, "outcomes": counts,
-                                          "perplexity": perplexity, "seed": seed})
+                                          "perplexity": perplexity, "seed": seed, "max_points": max_points})
     err.print(f"silhouette of the ground-truth classes in latent space: {score:.4f}")
     print(out)
