@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (PARTIAL, RUN_FORMAT, RunFolder, environment, write_json,
                                 write_scores, write_text)
+from oneclass.data.datasets.base import Item, Loaded
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError
 
@@ -185,9 +186,9 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         import yaml
 
         started = yaml.safe_load((partial / "recipe.yaml").read_text())
-        if started != config.to_dict():
-            changed = sorted(k for k in set(started) | set(config.to_dict())
-                             if started.get(k) != config.to_dict().get(k))
+        now = config.to_dict()
+        if started != now:
+            changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
                                 f"with (section {', '.join(changed)}); resume with the same recipe")
         return
@@ -291,7 +292,8 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
     elif path.is_dir():
         from oneclass.data.datasets.base import sorted_images
 
-        paths = [p for p in sorted(path.rglob("*")) if p in set(sorted_images(p.parent))]
+        folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir())]
+        paths = [image for folder in folders for image in sorted_images(folder)]
         if not paths:
             raise OneclassError(f"{path}: no images found")
     elif path.is_file():
@@ -307,8 +309,17 @@ def _shape(shape) -> str:
     return f"{shape[0]} x {shape[1]} x {shape[2]} (channels x height x width)"
 
 
+@dataclass
+class _DecodedImage(Item):
+    """An image already in memory, with no mask (labels unknown)."""
+
+    image: np.ndarray = None
+
+    def load(self) -> Loaded:
+        return Loaded(self.image, None, [])
+
+
 def _cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
-    from oneclass.data.datasets.base import ImageItem
     from oneclass.data.extract import ExtractParams, ImageTask, run_image
     from oneclass.data.patches import NORMAL
     from oneclass.data.readers import read_image
@@ -322,9 +333,10 @@ def _cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
     for path in paths:
         if not path.is_file():
             raise OneclassError(f"{path}: no such image file")
-        if not convert and (own := read_image(path).shape[2]) != channels:
-            raise OneclassError(f"{path}: {own} channel(s), the run was trained on {channels}")
-        chunk = run_image(ImageTask(ImageItem(str(path), NORMAL, image_path=path), extract, channels))
+        image = read_image(path)
+        if not convert and image.shape[2] != channels:
+            raise OneclassError(f"{path}: {image.shape[2]} channel(s), the run was trained on {channels}")
+        chunk = run_image(ImageTask(_DecodedImage(str(path), NORMAL, image), extract, channels))
         images.append(chunk.images)
         for x, y in zip(chunk.x.tolist(), chunk.y.tolist()):
             index.append({"id": str(len(index)), "source": str(path), "x": str(x), "y": str(y)})

@@ -29,7 +29,7 @@ seed: 0
 dataset: {name: synthetic, normal: 6, anomalous: 8, height: 128, width: 128}
 patches: {size: 32, stride: 16}
 split: {gamma: 0.2, contamination: 0.1, val_fraction: 0.2, test_fraction: 0.25}
-method: {name: deep-sad, rep_dim: 16, pretrain_epochs: 1}
+method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}
 train: {epochs: 2, batch_size: 64, lr: 0.001, device: cpu}
 """
 

@@ -73,7 +73,7 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_scores(tiny, tmp_path)
 def test_repeats_run_consecutive_seeds(tiny, tmp_path):
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "rep",
                     "--repeats", "2", "--seed", "5", "-q", "--set", "train.epochs=1",
-                    "--set", "method.pretrain_epochs=0")
+                    "--set", "method.deep-sad.pretrain_epochs=0")
     assert done.returncode == 0, done.stderr
     paths = done.stdout.split()
     assert paths == [str(tmp_path / "rep/seed-5"), str(tmp_path / "rep/seed-6")]
@@ -114,6 +114,11 @@ def test_score_images_and_stdin_paths(run, tiny, tmp_path):
     piped = subprocess.run([sys.executable, "-m", "oneclass", "score", str(run), "-"], input=f"{image}\n",
                            capture_output=True, text=True)
     assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 7  # header + 6
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(np.full((32, 32), 60, np.uint8)).save(tmp_path / "sub/other.png")
+    done = oneclass("score", run, tmp_path, "--format", "jsonl")  # a folder, searched recursively
+    sources = [json.loads(line)["source"] for line in done.stdout.splitlines()]
+    assert sources == [str(image)] * 6 + [str(tmp_path / "sub/other.png")]
 
 
 def test_tsne_writes_figure_and_silhouette(run, tmp_path):
@@ -152,17 +157,11 @@ def one_error_line(done) -> str:
     (["method.margin=0.1"], "method.margin: unknown key"),
     (["split.gamma=0.7"], "split.gamma: must lie in [0, 0.5], got 0.7"),
     (["split.seen_subclasses=[scratch]"], "split.seen_subclasses: no anomalous patches of subclass 'scratch'"),
-    (["method.name=binclass", "split.gamma=0", "method.pretrain_epochs=null"], "split.gamma"),
+    (["method.name=binclass", "split.gamma=0"], "method binclass: needs labelled anomalies; set split.gamma > 0"),
 ])
 def test_bad_training_requests(tiny, tmp_path, sets, message):
     args = [a for s in sets for a in ("--set", s)]
-    if "method.pretrain_epochs=null" in sets:
-        args = ["--set", "method.name=binclass", "--set", "split.gamma=0"]
-        (tmp_path / "r.yaml").write_text(tiny["recipe"].read_text().replace(", pretrain_epochs: 1", ""))
-        recipe = tmp_path / "r.yaml"
-    else:
-        recipe = tiny["recipe"]
-    done = oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "x", *args)
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "x", *args)
     assert message in one_error_line(done)
     assert not list(tmp_path.glob("x*"))  # nothing half-written
 

@@ -62,7 +62,8 @@ def evaluate(
         if not any(g["gamma"] is not None for g in groups):
             raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
         auc_vs_gamma(groups, plot)
-        err.print(f"figure: {plot}") if not quiet else None
+        if not quiet:
+            err.print(f"figure: {plot}")
 
 
 def _pm(mean, std) -> str:

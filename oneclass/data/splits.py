@@ -225,8 +225,7 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
             total -= 1
     if total <= 0 or not feasible(total):
         m, n, polluting, clean = need(max(total, 1))
-        seen_text = "" if len(seen) == len(set(subclasses[anomalous].tolist()) | set(seen)) \
-            else f" of subclasses {', '.join(seen)}"
+        seen_text = f" of subclasses {', '.join(seen)}" if section.seen_subclasses is not None else ""
         raise SplitError(
             f"split: a training set of {total} at gamma {gamma} and contamination {c} needs "
             f"{m} labelled anomalies{seen_text}, {polluting} polluting anomalies and "
