@@ -1,5 +1,5 @@
-"""Test AUROC (mean +- std over seeds) of methods x gamma on a recipe, and CPU training
-throughput, as the protocol issue asks. Every cell is a full `oneclass train` run.
+"""Test AUROC (mean +- std over seeds) of methods x gamma on a recipe, training time per
+run and training throughput. Every cell is a full `oneclass train` run.
 
     python benchmarks/protocol.py recipes/nanofibre.yaml --out bench-runs
         [--methods deep-svdd,deep-sad,ss-dcae,binclass] [--gammas 0,0.05,0.2] [--seeds 3]
@@ -33,6 +33,7 @@ def main() -> None:
     oneclass = str(Path(sys.executable).with_name("oneclass"))
     table: dict[tuple[str, float], list[float]] = {}
     speed: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
     for method in args.methods.split(","):
         for gamma in map(float, args.gammas.split(",")):
             if method == "binclass" and gamma == 0:
@@ -48,19 +49,21 @@ def main() -> None:
                 metrics = json.loads((Path(run) / "metrics.json").read_text())
                 table.setdefault((method, gamma), []).append(metrics["test"]["auroc"])
                 speed.setdefault(method, []).append(metrics["train"]["patches_per_s"])
+                seconds.setdefault(method, []).append(metrics["train"]["seconds"])
             aucs = table[(method, gamma)]
-            print(f"{method:10s} gamma {gamma:<5g} AUROC {np.mean(aucs):.3f} +- {np.std(aucs, ddof=1) if len(aucs) > 1 else 0:.3f} "
+            print(f"{method:13s} gamma {gamma:<5g} AUROC {np.mean(aucs):.3f} +- {np.std(aucs, ddof=1) if len(aucs) > 1 else 0:.3f} "
                   f"({time.perf_counter() - began:.0f} s for {len(aucs)} seeds)", flush=True)
-    print("\nmethod      " + "  ".join(f"gamma {g:<13s}" for g in args.gammas.split(",")))
+    print("\nmethod         " + "  ".join(f"gamma {g:<13s}" for g in args.gammas.split(",")))
     for method in args.methods.split(","):
         cells = []
         for gamma in map(float, args.gammas.split(",")):
             aucs = table.get((method, gamma))
             cells.append(f"{np.mean(aucs):.3f} +- {np.std(aucs, ddof=1) if len(aucs) > 1 else 0:.3f}" if aucs else "n/a".ljust(15))
-        print(f"{method:10s}  " + "  ".join(cells))
-    print("\ntraining throughput (patches/s, mean over epochs and runs):")
+        print(f"{method:13s}  " + "  ".join(cells))
+    print("\ntraining per run: seconds (mean, min-max over runs), patches/s (mean over epochs and runs)")
     for method, values in speed.items():
-        print(f"  {method:10s} {np.mean(values):8.0f}")
+        took = seconds[method]
+        print(f"  {method:13s} {np.mean(took):6.0f} s ({min(took):.0f}-{max(took):.0f})  {np.mean(values):6.0f} patches/s")
 
 
 if __name__ == "__main__":

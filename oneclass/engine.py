@@ -98,6 +98,20 @@ class Engine:
         self.modules[name] = module.to(self.device)
         return module
 
+    @property
+    def resuming(self) -> bool:
+        """True until the checkpoint being resumed has been caught up with."""
+        return self._resume is not None
+
+    def snapshot(self) -> dict:
+        """A copy of every tracked module's state, for :meth:`restore`."""
+        return {"modules": {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}}
+
+    def restore(self, state: dict) -> None:
+        for key, module in self.modules.items():
+            if key in state["modules"]:
+                module.load_state_dict(state["modules"][key])
+
     def _load_checkpoint(self) -> dict:
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
@@ -117,7 +131,7 @@ class Engine:
         torch.save(state, tmp)
         os.replace(tmp, self.run_dir / CHECKPOINT)
 
-    def _log(self, record: dict) -> None:
+    def log(self, record: dict) -> None:
         if self.run_dir is not None:
             with open(self.run_dir / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -177,7 +191,7 @@ class Engine:
         start, best = 0, None
         resume = self._resume
         if resume is not None:
-            self._restore_modules(resume)
+            self.restore(resume)
             if name in resume["stages_done"]:
                 self.stages_done.append(name)
                 return
@@ -227,24 +241,18 @@ class Engine:
                 record["val_auroc"] = self.val_auroc(scorer)
                 if patience:
                     if best is None or record["val_auroc"] > best["auroc"]:
-                        best = {"auroc": record["val_auroc"], "epoch": epoch + 1,
-                                "modules": {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}}
+                        best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.snapshot()}
                     stop = epoch + 1 - best["epoch"] >= patience
             self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
-            self._log(record)
+            self.log(record)
             if stop:
-                self._log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
+                self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
                            "val_auroc": best["auroc"]})
                 break
         if best is not None:
-            self._restore_modules(best)
+            self.restore(best)
         self.stages_done.append(name)
         self._save_checkpoint(name, epochs, optimizer, scheduler, scaler, None)
-
-    def _restore_modules(self, state: dict) -> None:
-        for key, module in self.modules.items():
-            if key in state["modules"]:
-                module.load_state_dict(state["modules"][key])
 
     def val_auroc(self, scorer) -> float:
         from sklearn.metrics import roc_auc_score

@@ -144,3 +144,15 @@ methods.add("ss-dcae", f"{_M}.ss_dcae:SSDCAE",
             "Convolutional autoencoder, reconstruction-error score, hinged push on labelled anomalies")
 methods.add("binclass", f"{_M}.binclass:BinClass",
             "Supervised binary CNN classifier; needs labelled anomalies (gamma > 0)")
+methods.add("c-ss-ms-gvae", f"{_M}.gvae:GVAE",
+            "c-ss-ms-gVAE (Sharma & Awate): multiscale generalized-Gaussian VAE, semi-supervised, latent classifier")
+methods.add("ss-ms-gvae", f"{_M}.gvae:SSMSGVAE", "ss-ms-gVAE: c-ss-ms-gVAE without the latent classifier")
+methods.add("ms-gvae", f"{_M}.gvae:MSGVAE", "ms-gVAE: unsupervised multiscale generalized-Gaussian VAE")
+methods.add("ss-gvae", f"{_M}.gvae:SSGVAE",
+            "ss-gVAE (WACV 2022): semi-supervised GG VAE with one coarsest-scale latent")
+methods.add("gvae-a0", f"{_M}.gvae:A0", "Ablation A0: c-ss-ms-gVAE with a single-scale latent")
+methods.add("gvae-a1", f"{_M}.gvae:A1",
+            "Ablation A1: A0 without classifier, latent GG and variational learning (squared-norm latent loss)")
+methods.add("gvae-a2", f"{_M}.gvae:A2", "Ablation A2: A1 with a squared reconstruction error")
+methods.add("gvae-a3", f"{_M}.gvae:A3", "Ablation A3: A2 without the latent loss (close to ss-DCAE)")
+methods.add("gvae-a4", f"{_M}.gvae:A4", "Ablation A4: A2 without the decoder loss (close to Deep SAD)")

@@ -1,3 +1,5 @@
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -37,14 +39,14 @@ def test_shipped_recipes_name_a_method_with_valid_parameters(path):
 
 
 @pytest.mark.parametrize("name,shorten", [
-    ("nanofibre", ["split.train_size=300"]),
-    ("busi", ["split.train_size=100"]),
+    ("nanofibre", ["split.train_size=300", "method.epochs={mean: 1, scale: 1, shape: 1, semi: 1, classifier: 1}"]),
+    ("busi", ["split.train_size=100", "method.pretrain_epochs=1"]),
 ])
 def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
+    """nanofibre trains c-ss-ms-gVAE through all five stages; busi Deep SAD."""
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data {SHARED_DATA} not present (only in the team checkout and CI)")
-    args = ["train", f"recipes/{name}.yaml", "--out", tmp_path / "run", "--set", "train.epochs=1",
-            "--set", "method.pretrain_epochs=1"]
+    args = ["train", f"recipes/{name}.yaml", "--out", tmp_path / "run", "--set", "train.epochs=1"]
     for item in shorten:
         args += ["--set", item]
     env = {"ONECLASS_CACHE": str(tmp_path / "cache")}
@@ -52,6 +54,10 @@ def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
     first = oneclass(*args, env=env, cwd=root)
     assert first.returncode == 0, first.stderr
     assert "(extracted)" in first.stderr and (tmp_path / "run/metrics.json").is_file()
+    epochs = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(e["loss"]) for e in epochs if "loss" in e)
+    if name == "nanofibre":
+        assert [e["stage"] for e in epochs] == ["mean", "scale", "shape", "semi", "classifier"]
     scores = (tmp_path / "run/scores/test.csv").read_text()
     again = oneclass(*args, "--overwrite", env=env, cwd=root)
     assert again.returncode == 0 and "(cached)" in again.stderr

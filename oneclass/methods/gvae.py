@@ -1,0 +1,387 @@
+"""c-ss-ms-gVAE (Sharma & Awate) and its family: ms-gVAE, ss-ms-gVAE, ss-gVAE, A0-A4.
+
+One model, configured per variant by five switches (an ablation is a configuration):
+
+- ``multiscale``: latent maps at every scale, or the coarsest only (ss-gVAE, A0-A4);
+- ``latent_model``: "gg" -- variational GG latent, the Monte-Carlo KL term of Eq. (1),
+  0.5||z||^2 + log G(z; E(X)); "norm" -- z = E^mu(X) and the squared norm 0.5||z||^2
+  (A1, A2, A4); "none" -- no latent loss (A3);
+- ``image_model``: "gg" -- -log G(X; D(z)) (Eq. 1); "squared" -- ||X - D^mu(z)||^2
+  (A2-A4); "none" -- no decoder at all (A4);
+- ``semi``: the semi-supervised term L2 of Eq. (3);
+- ``classifier``: the latent classifier term L3 of Eq. (4).
+
+Per item, loss = latent term + image term, summed over latent dimensions and pixels.
+Objective (Eq. 5): L1 (mean over unlabelled items) + lambda2 L2 + lambda3 L3, with
+L2 = mean over labelled normals of the same per-item loss + mean over labelled anomalies
+of the *negated* per-item loss.
+
+Bounding the negated term. For a labelled anomaly, -(0.5||z||^2 + ...) and +log G(Y; D(z))
+are unbounded below: the encoder can send the anomaly's mean to infinity, the decoder
+can make its reconstruction arbitrarily bad, and the loss runs away. We replace the
+negated latent part l_lat(Y) and image part l_img(Y) by hinges measured against the
+batch's normal items (unlabelled and labelled normal, held constant in the gradient):
+
+    max(0, mean_normal(l_lat) + margin * D - l_lat(Y)) + max(0, mean_normal(l_img) + margin * P - l_img(Y))
+
+with D latent dimensions and P pixel values: an anomaly must cost ``margin`` nats per
+dimension more than a normal item, after which it stops pulling. Separate hinges keep
+the latent push, which the score reads, from being satisfied by the decoder alone.
+
+Classifier (Eq. 4). The text calls C(z) the probability of the normal class, but Eq. (4)
+trains C towards 1 on labelled anomalies and towards 0 on the unlabelled items
+(NOTES.md). We implement Eq. (4) as written -- C(z) is the probability of *anomaly* --
+each class averaged on its own as in the equation; labelled normals, named among the
+arguments of L3 but absent from its sums, join the class-0 side.
+
+Staged warm start (Sec. 3.7, Algorithm 1): "mean" -- non-variational (z = E^mu, the
+mode), scales fixed to 1 and shapes to 2, log-scale/log-shape branches frozen and not
+run; "scale" -- log-scale branches join, variational from here on; "shape" -- log-shape
+branches join (this is ms-gVAE); "semi" -- the L2 term (ss-ms-gVAE); "classifier" --
+the classifier joins with L3 (c-ss-ms-gVAE). The first three stages see inliers only
+(unlabelled and labelled normal items); the paper names the unlabelled ones for stage 1
+and "inlier data" for stages 2-3, and a labelled normal is an inlier. Ablations without
+GG parts skip the stages that would train nothing. Without labelled items (gamma = 0,
+no labelled normals) the semi-supervised stage is skipped, so ss-ms-gvae equals ms-gvae
+there; without labelled anomalies the classifier stage is skipped.
+
+Score (Sec. 3.6): S(U) = ||E^mu(U)||_2 over all latent scales, for every variant (A3,
+which has no latent loss, keeps it too: it is the family's score).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.engine import PatchData
+from oneclass.errors import OneclassError
+from oneclass.methods import gg
+from oneclass.methods.base import Method
+from oneclass.methods.nets.multiscale import LatentClassifier, MultiscaleDecoder, MultiscaleEncoder
+
+STAGES = ("mean", "scale", "shape", "semi", "classifier")
+
+
+@dataclass
+class StageEpochs:
+    """Epochs per warm-start stage; unset stages train for ``train.epochs``."""
+
+    mean: int | None = None
+    scale: int | None = None
+    shape: int | None = None
+    semi: int | None = None
+    classifier: int | None = None
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a forward pass computes in a stage."""
+
+    scale: bool  # log-scale branches run (else every scale is 1)
+    shape: bool  # log-shape branches run (else every shape is 2)
+    variational: bool  # latent sampled (else z = the mean, the mode)
+    classifier: bool
+
+
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return values[mask].mean() if mask.any() else values.new_zeros(())
+
+
+def hinge_push(values: torch.Tensor, anomalous: torch.Tensor, floor: float) -> torch.Tensor:
+    """Per-item max(0, mean of the normal items' values + floor - value), held constant
+    in the gradient; the bounded stand-in for a negated loss on labelled anomalies."""
+    reference = values[~anomalous] if (~anomalous).any() else values
+    return torch.clamp(reference.detach().mean() + floor - values, min=0)
+
+
+def classifier_loss(logits: torch.Tensor, anomalous: torch.Tensor) -> torch.Tensor:
+    """L3 of Eq. (4): -mean log C over anomalies - mean log(1 - C) over the rest."""
+    return _mean(F.softplus(-logits), anomalous) + _mean(F.softplus(logits), ~anomalous)
+
+
+class GVAE(Method):
+    """c-ss-ms-gVAE: multiscale GG VAE, semi-supervised, with a latent classifier."""
+
+    name = "c-ss-ms-gvae"
+    multiscale: ClassVar[bool] = True
+    latent_model: ClassVar[str] = "gg"
+    image_model: ClassVar[str] = "gg"
+    semi: ClassVar[bool] = True
+    classifier: ClassVar[bool] = True
+
+    @dataclass
+    class Params:
+        scales: int = 4  # S; patches shrink by 2 per scale
+        width: int = 16  # channels of the finest encoder block, doubling per scale
+        latent_channels: int = 4  # latent channels at the finest scale, doubling per scale
+        classifier_hidden: int = 64
+        delta: float = 0.1  # GG regularisers (Sec. 3.2; "around 0.15")
+        eps: float = 0.1
+        tau: float = 0.1
+        lambda2: float = 1.0  # weight of L2, the semi-supervised term
+        lambda3: float = 1.0  # weight of L3, the classifier term
+        margin: float = 0.5  # nats per dimension an anomaly must exceed normals by (see above)
+        epochs: StageEpochs = field(default_factory=StageEpochs)
+        lr: float | None = None  # Adam's learning rate in every stage; unset: train.lr
+        tune_lambda2: list[float] = field(default_factory=list)  # grid tried on validation
+        tune_lambda3: list[float] = field(default_factory=list)
+
+    def __init__(self, params, in_shape, engine):
+        super().__init__(params, in_shape, engine)
+        channels, size, width = self.in_shape
+        p = params
+        if size != width or size % 2 ** p.scales or channels not in (1, 3):
+            raise OneclassError(f"method {self.name}: needs square 1- or 3-channel patches whose side is a "
+                                f"multiple of 2^scales = {2 ** p.scales}, got {channels}x{size}x{width}")
+        if not (0 < p.delta < 1 and 0 < p.tau < 2 and p.eps >= 0):
+            raise OneclassError(f"method {self.name}: needs 0 < delta < 1, 0 < tau < 2 and eps >= 0 "
+                                "(scale 1 and shape 2 must be reachable)")
+        self.reg = gg.Regularisers(p.delta, p.eps, p.tau)
+        self.encoder = engine.track("encoder", MultiscaleEncoder(
+            channels, p.scales, p.width, p.latent_channels, self.multiscale, self.latent_model == "gg"))
+        self.decoder = None
+        if self.image_model != "none":
+            self.decoder = engine.track("decoder", MultiscaleDecoder(
+                channels, p.scales, p.width, self.encoder.latent_channels, self.image_model == "gg"))
+        for head in [*self.encoder.heads.values(), *([self.decoder.head] if self.decoder else [])]:
+            head.start_at(self.reg.fixed_alpha(), self.reg.fixed_beta())
+        self.latent_dims = self.encoder.dims(size)
+        self.net_classifier = None
+        if self.classifier:
+            # drawn from a forked generator: the variants share every other draw, so
+            # c-ss-ms-gvae without labelled anomalies trains exactly as ms-gvae does
+            with torch.random.fork_rng(devices=[]):
+                classifier = LatentClassifier(self.latent_dims, p.classifier_hidden)
+            self.net_classifier = engine.track("classifier", classifier)
+        self.lambda2, self.lambda3 = p.lambda2, p.lambda3
+
+    # -- stages ----------------------------------------------------------------------
+
+    def stages(self) -> list[str]:
+        has_gg = "gg" in (self.latent_model, self.image_model)
+        return ["mean", *(["scale", "shape"] if has_gg else []), *(["semi"] if self.semi else []),
+                *(["classifier"] if self.classifier else [])]
+
+    def mode(self, stage: str) -> Mode:
+        index = STAGES.index(stage)
+        return Mode(scale=index >= 1, shape=index >= 2,
+                    variational=self.latent_model == "gg" and index >= 1, classifier=stage == "classifier")
+
+    def trainable(self, mode: Mode) -> list[torch.nn.Parameter]:
+        """Set ``requires_grad`` for a stage; returns the parameters the stage trains."""
+        for name, param in self.named_parameters():
+            frozen = (("log_scale" in name and not mode.scale) or ("log_shape" in name and not mode.shape)
+                      or (name.startswith("classifier.") and not mode.classifier))
+            param.requires_grad_(not frozen)
+        return [param for _, param in self.named_parameters() if param.requires_grad]
+
+    def named_parameters(self):
+        for key, module in self.engine.modules.items():
+            for name, param in module.named_parameters():
+                yield f"{key}.{name}", param
+
+    # -- losses ----------------------------------------------------------------------
+
+    def _fixed(self, value: torch.Tensor | None, like: torch.Tensor, constant: float) -> torch.Tensor:
+        return value if value is not None else torch.full((), constant, device=like.device)
+
+    def per_item(self, x: torch.Tensor, mode: Mode) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Per-item latent and image terms of Eq. (1), and the latent samples."""
+        reg = self.reg
+        latent = x.new_zeros(len(x))
+        zs = []
+        for mu, alpha, beta in self.encoder(x, mode.scale, mode.shape):
+            if mode.variational:
+                alpha = self._fixed(alpha, mu, reg.fixed_alpha())
+                beta = self._fixed(beta, mu, reg.fixed_beta())
+                z = gg.sample(mu, alpha, beta, reg)
+                kl = 0.5 * z ** 2 + gg.log_density(z, mu, alpha, beta, reg)
+            else:  # the mode: log G(mu; mu, 1, 2) is a constant and left out
+                z = mu.float()
+                kl = 0.5 * z ** 2
+            if self.latent_model != "none":
+                latent = latent + kl.flatten(1).sum(1)
+            zs.append(z)
+        image = x.new_zeros(len(x))
+        if self.decoder is not None:
+            mean, alpha, beta = self.decoder(dict(zip(self.encoder.latent_scales, zs)), mode.scale, mode.shape)
+            if self.image_model == "gg":
+                alpha = self._fixed(alpha, mean, reg.fixed_alpha())
+                beta = self._fixed(beta, mean, reg.fixed_beta())
+                image = -gg.log_density(x, mean, alpha, beta, reg).flatten(1).sum(1)
+            else:
+                image = ((x - mean.float()) ** 2).flatten(1).sum(1)
+        return latent, image, zs
+
+    def objective(self, batch: dict, mode: Mode, semi: bool) -> torch.Tensor:
+        x, roles = batch["x"], batch["roles"]
+        latent, image, zs = self.per_item(x, mode)
+        loss = latent + image
+        if not semi:
+            return loss.mean()
+        anomalous = roles == LABELED_ANOMALY
+        margin = self.params.margin
+        push = latent.new_zeros(len(x))
+        if self.latent_model != "none":
+            push = push + hinge_push(latent, anomalous, margin * self.latent_dims)
+        if self.decoder is not None:
+            push = push + hinge_push(image, anomalous, margin * x[0].numel())
+        l1 = _mean(loss, roles == UNLABELED)
+        l2 = _mean(loss, roles == LABELED_NORMAL) + _mean(push, anomalous)
+        total = l1 + self.lambda2 * l2
+        if mode.classifier:
+            logits = self.net_classifier(torch.cat([z.flatten(1) for z in zs], 1))
+            total = total + self.lambda3 * classifier_loss(logits, anomalous)
+        return total
+
+    # -- training ----------------------------------------------------------------------
+
+    def fit(self, train: PatchData, val: PatchData | None) -> None:
+        engine = self.engine
+        inliers = train.subset(train.roles != LABELED_ANOMALY)
+        stages = self.stages()
+        for stage in (s for s in stages if s in ("mean", "scale", "shape")):
+            self._stage(stage, inliers, semi=False)
+        supervised = [s for s in stages if s in ("semi", "classifier")]
+        if not supervised:
+            return
+        if not (train.roles != UNLABELED).any():
+            engine.log({"stage": "semi", "skipped": "no labelled items (gamma 0): the model stays ms-gVAE"})
+            return
+        if "classifier" in supervised and not (train.roles == LABELED_ANOMALY).any():
+            engine.log({"stage": "classifier", "skipped": "no labelled anomalies"})
+            supervised.remove("classifier")
+        grid = self._grid()
+        if len(grid) == 1:
+            self.lambda2, self.lambda3 = grid[0]
+            for stage in supervised:
+                self._stage(stage, train, semi=True)
+            return
+        self._tune(grid, supervised, train)
+
+    def _grid(self) -> list[tuple[float, float]]:
+        p = self.params
+        lambda3 = (p.tune_lambda3 or [p.lambda3]) if self.classifier else [p.lambda3]
+        return list(itertools.product(p.tune_lambda2 or [p.lambda2], lambda3))
+
+    def _tune(self, grid, stages: list[str], train: PatchData) -> None:
+        """Sec. 3.7: lambda2/lambda3 chosen by validation AUROC, each grid point trained
+        from the same ms-gVAE warm start; the best point's weights are kept."""
+        engine = self.engine
+        if engine.val is None:
+            raise OneclassError(f"method {self.name}: tune_lambda2/tune_lambda3 need a validation set "
+                                "(split.val_fraction > 0)")
+        if engine.resuming:
+            raise OneclassError(f"method {self.name}: a run with a lambda grid cannot be resumed; "
+                                "train it again")
+        warm, best = engine.snapshot(), None
+        for lambda2, lambda3 in grid:
+            engine.restore(warm)
+            self.lambda2, self.lambda3 = lambda2, lambda3
+            for stage in stages:
+                self._stage(stage, train, semi=True, label=f"{stage}[l2={lambda2:g},l3={lambda3:g}]")
+            auroc = engine.val_auroc(self._score)
+            engine.log({"stage": "tune", "lambda2": lambda2, "lambda3": lambda3, "val_auroc": auroc})
+            if best is None or auroc > best[0]:
+                best = (auroc, (lambda2, lambda3), engine.snapshot())
+        auroc, (self.lambda2, self.lambda3), state = best
+        engine.restore(state)
+        engine.log({"stage": "tune", "chosen": {"lambda2": self.lambda2, "lambda3": self.lambda3},
+                    "val_auroc": auroc})
+
+    def _stage(self, stage: str, data: PatchData, semi: bool, label: str | None = None) -> None:
+        cfg, epochs = self.engine.cfg, getattr(self.params.epochs, stage)
+        mode = self.mode(stage)
+        params = self.trainable(mode)
+        self.engine.stage(label or stage, data, lambda batch: self.objective(batch, mode, semi), params,
+                          cfg.epochs if epochs is None else epochs, self.params.lr or cfg.lr, cfg.weight_decay,
+                          scorer=self._score)
+
+    # -- inference ---------------------------------------------------------------------
+
+    def _means(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([mu.flatten(1).float() for mu, _, _ in self.encoder(x, False, False)], 1)
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        return self._means(x).norm(dim=1)
+
+    def score(self, data: PatchData) -> np.ndarray:
+        return self.engine.map(self._score, data)
+
+    def embed(self, data: PatchData) -> np.ndarray:
+        return self.engine.map(self._means, data)
+
+    def explain(self, data: PatchData) -> np.ndarray:
+        """|d S(U) / d U| summed over channels: which pixels move the score."""
+        def saliency(x: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                x = x.detach().requires_grad_(True)
+                self._score(x).sum().backward()
+            return x.grad.abs().sum(1)
+
+        return self.engine.map(saliency, data)
+
+
+class SSMSGVAE(GVAE):
+    """ss-ms-gVAE: c-ss-ms-gVAE without the latent classifier."""
+
+    name = "ss-ms-gvae"
+    classifier = False
+
+
+class MSGVAE(SSMSGVAE):
+    """ms-gVAE: the unsupervised multiscale GG VAE (stages mean, scale, shape)."""
+
+    name = "ms-gvae"
+    supervision = "unsupervised"
+    semi = False
+
+
+class SSGVAE(SSMSGVAE):
+    """ss-gVAE (Sharma & Awate, WACV 2022): one coarsest-scale GG latent, no classifier."""
+
+    name = "ss-gvae"
+    multiscale = False
+
+
+class A0(GVAE):
+    """A0: c-ss-ms-gVAE with a single coarsest-scale latent."""
+
+    name = "gvae-a0"
+    multiscale = False
+
+
+class A1(A0):
+    """A1: A0 without classifier, latent GG model and variational learning; latent loss 0.5||z||^2."""
+
+    name = "gvae-a1"
+    classifier = False
+    latent_model = "norm"
+
+
+class A2(A1):
+    """A2: A1 with a squared reconstruction error in place of the image GG model."""
+
+    name = "gvae-a2"
+    image_model = "squared"
+
+
+class A3(A2):
+    """A3: A2 without the latent loss (close to ss-DCAE)."""
+
+    name = "gvae-a3"
+    latent_model = "none"
+
+
+class A4(A2):
+    """A4: A2 without the decoder and its loss (close to Deep SAD)."""
+
+    name = "gvae-a4"
+    image_model = "none"
