@@ -42,7 +42,8 @@ def _default(field):
     if field.default is not dataclasses.MISSING:
         return field.default
     if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
+        value = field.default_factory()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     return None
 
 
