@@ -183,8 +183,10 @@ def test_ablations_are_configurations():
     assert (A1.latent_model, A1.image_model, A1.classifier, A1.multiscale) == ("norm", "gg", False, False)
     assert (A2.image_model, A3.latent_model, A3.image_model, A4.image_model) == ("squared", "none", "squared", "none")
     assert A4(small(A4), (1, 32, 32), engine()).decoder is None
-    assert A0.stages(A0.__new__(A0)) == ["mean", "scale", "shape", "semi", "classifier"]
-    assert A2.stages(A2.__new__(A2)) == ["mean", "semi"]
+    assert A0.stages() == ["mean", "scale", "shape", "semi", "classifier"]
+    assert A1.stages() == ["mean", "scale", "shape", "semi"]  # the image GG still has scale and shape
+    assert A2.stages() == A3.stages() == A4.stages() == ["mean", "semi"]
+    assert MSGVAE.stages() == ["mean", "scale", "shape"]
 
 
 def test_without_labelled_items_ss_ms_gvae_is_ms_gvae():

@@ -164,10 +164,11 @@ class GVAE(Method):
 
     # -- stages ----------------------------------------------------------------------
 
-    def stages(self) -> list[str]:
-        has_gg = "gg" in (self.latent_model, self.image_model)
-        return ["mean", *(["scale", "shape"] if has_gg else []), *(["semi"] if self.semi else []),
-                *(["classifier"] if self.classifier else [])]
+    @classmethod
+    def stages(cls) -> list[str]:
+        has_gg = "gg" in (cls.latent_model, cls.image_model)
+        return ["mean", *(["scale", "shape"] if has_gg else []), *(["semi"] if cls.semi else []),
+                *(["classifier"] if cls.classifier else [])]
 
     def mode(self, stage: str) -> Mode:
         index = STAGES.index(stage)
@@ -323,8 +324,8 @@ class GVAE(Method):
         def saliency(x: torch.Tensor) -> torch.Tensor:
             with torch.enable_grad():
                 x = x.detach().requires_grad_(True)
-                self._score(x).sum().backward()
-            return x.grad.abs().sum(1)
+                (grad,) = torch.autograd.grad(self._score(x).sum(), x)
+            return grad.abs().sum(1)
 
         return self.engine.map(saliency, data)
 
