@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import time
@@ -178,12 +179,18 @@ class Engine:
     def stage(self, name: str, data: PatchData, loss_fn: Callable[[dict], torch.Tensor],
               params, epochs: int, lr: float, weight_decay: float,
               on_start: Callable[[], None] | None = None,
-              scorer: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+              scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              steps: int | None = None, epoch_stats: Callable[[], dict] | None = None) -> None:
         """Train ``params`` for ``epochs`` on ``data``, minimising the batch mean
         ``loss_fn(batch)``. ``on_start`` runs when the stage begins afresh (not when it is
         resumed). With ``scorer`` and a validation set, validation AUROC is logged each
-        epoch and drives early stopping when configured."""
+        epoch and drives early stopping when configured. ``steps`` counts optimizer steps
+        instead (``epochs`` is then ignored; the last epoch may be partial).
+        ``epoch_stats()`` adds its entries to each epoch's log line."""
         params = list(params)
+        per_epoch = max(1, math.ceil(len(data) / self.cfg.batch_size))
+        if steps is not None:
+            epochs = math.ceil(steps / per_epoch)
         optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
         # step after the optimizer (NOTES.md: the reference stepped it before)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.cfg.lr_milestones, 0.1)
@@ -213,7 +220,9 @@ class Engine:
             for module in self.modules.values():
                 module.train()
             began, total, seen = time.perf_counter(), 0.0, 0
-            for batch in self.batches(data, shuffle_key=(stage_index, epoch)):
+            for step, batch in enumerate(self.batches(data, shuffle_key=(stage_index, epoch))):
+                if steps is not None and epoch * per_epoch + step >= steps:
+                    break
                 with self._autocast():
                     loss = loss_fn(batch)
                 if not torch.isfinite(loss):
@@ -236,6 +245,8 @@ class Engine:
             record = {"stage": name, "epoch": epoch + 1, "epochs": epochs, "loss": total / max(seen, 1),
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                       "patches_per_s": round(self.throughput[-1], 1)}
+            if epoch_stats is not None:
+                record.update(epoch_stats())
             stop = False
             if scorer is not None and self.val is not None:
                 record["val_auroc"] = self.val_auroc(scorer)

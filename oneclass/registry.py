@@ -156,3 +156,7 @@ methods.add("gvae-a1", f"{_M}.gvae:A1",
 methods.add("gvae-a2", f"{_M}.gvae:A2", "Ablation A2: A1 with a squared reconstruction error")
 methods.add("gvae-a3", f"{_M}.gvae:A3", "Ablation A3: A2 without the latent loss (close to ss-DCAE)")
 methods.add("gvae-a4", f"{_M}.gvae:A4", "Ablation A4: A2 without the decoder loss (close to Deep SAD)")
+methods.add("ss-vq-vae", f"{_M}.vqvae:SSVQVAE",
+            "ss-VQ-VAE (Sharma et al. 2023): VQ-VAE with a bounded negated loss on labelled anomalies")
+methods.add("vq-vae", f"{_M}.vqvae:VQVAE", "VQ-VAE (van den Oord et al. 2017), score = ||E(U) - Q(U)||")
+methods.add("ss-vae", f"{_M}.vqvae:SSVAE", "ss-VAE: Gaussian VAE with the ss-VQ-VAE negation (no quantisation)")

@@ -101,7 +101,6 @@ class MultiscaleDecoder(nn.Module):
                  gg: bool = True):
         super().__init__()
         w = widths(width, scales)
-        self.latent_channels = latent_channels
         blocks = {}
         for s in reversed(range(scales)):
             c_in = (w[s] if s < scales - 1 else 0) + latent_channels.get(s, 0)

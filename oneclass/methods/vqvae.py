@@ -1,0 +1,216 @@
+"""ss-VQ-VAE (Sharma et al., DICTA 2023), the unsupervised VQ-VAE, and ss-VAE.
+
+VQ-VAE (ss-vq-vae.txt Sec. III-B): an encoder maps a patch to a grid of D-dimensional
+embeddings E(U); each is replaced by its nearest codebook entry (Eq. 1), the decoder
+reconstructs from the quantised grid Q(U), gradients pass the quantiser straight
+through. Per item (Eq. 2):
+
+    L_normal = ||D(Q) - X||^2 + ||sg[E] - Q||^2 + beta ||E - sg[Q]||^2
+
+The codebook term moves only the codebook, the commitment term only the encoder. Each
+norm is taken as a mean over its elements, as the reference VQ-VAE code does (pixels
+and grid entries then weigh alike whatever the patch size).
+
+ss-VQ-VAE adds, for labelled anomalies, the negated loss of Eq. (3) and minimises
+eta L_normal + (1 - eta) L_anomalous (Eq. 4). Negated, the reconstruction term is
+unbounded below (the decoder can ruin an anomaly's reconstruction without limit), and so
+are the two distance terms. The paper is silent; we bound each part -- an anomaly's
+reconstruction error r, and its distance d = ||E - Q||^2 (codebook plus beta x
+commitment) -- by a hinge on its log-ratio to the batch's normal mean m (held constant
+in the gradient):
+
+    max(0, log(margin * m) - log(r))  +  max(0, log(margin * m_d) - log(d))
+
+so an anomaly stops pulling once it is ``margin`` times worse than the normal items. The
+log matters: a hinge on the plain difference, margin * m - d, pushed with a force that
+grows with the encoder's scale just as the normal items' pull does, and since anomalies
+sit farther out the push won -- every distance grew without limit (1e9 within 40 steps
+on a toy set). The log-ratio's push weakens as 1/d, so the normal term wins at scale.
+
+Score (Eq. 5): s(U) = ||E(U) - Q(U)||_2 over the whole grid. ``explain`` upsamples the
+per-position distance map to the patch; ``embed`` is the grid-averaged encoding.
+
+ss-VAE (the paper's ablation without quantisation): the same encoder gives a mean and a
+log-variance per grid position, a Gaussian sample feeds the decoder, the latent term is
+KL(q || N(0, I)) (mean over grid entries) and the anomaly terms are hinged alike. Its
+score is ||mu(U)||_2 over the grid -- the distance of the encoding from the prior's mean,
+this family's latent-space score (the paper gives none for ss-VAE).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from oneclass.data.splits import LABELED_ANOMALY
+from oneclass.engine import PatchData
+from oneclass.errors import OneclassError
+from oneclass.methods.base import Method
+from oneclass.methods.nets.vq import Codebook, VQDecoder, VQEncoder
+
+
+def quantise(e: torch.Tensor, codebook: Codebook) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Straight-through quantised grid, per-item codebook and commitment terms, code indices."""
+    index = codebook.nearest(e)
+    q = codebook.lookup(index)
+    e = e.float()
+    codebook_term = ((e.detach() - q) ** 2).flatten(1).mean(1)
+    commitment = ((e - q.detach()) ** 2).flatten(1).mean(1)
+    return e + (q - e).detach(), codebook_term, commitment, index
+
+
+def log_ratio_hinge(values: torch.Tensor, roles: torch.Tensor, margin: float) -> torch.Tensor:
+    """Per item: the value itself for normal items; for labelled anomalies
+    max(0, log(margin x mean of the batch's normal values) - log(value))."""
+    anomalous = roles == LABELED_ANOMALY
+    reference = values[~anomalous] if (~anomalous).any() else values
+    floor = torch.finfo(values.dtype).tiny
+    push = torch.clamp(torch.log(margin * reference.detach().mean() + floor) - torch.log(values + floor), min=0)
+    return torch.where(anomalous, push, values)
+
+
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return values[mask].mean() if mask.any() else values.new_zeros(())
+
+
+class _GridAutoencoder(Method):
+    """What VQ-VAE and ss-VAE share: the networks, the bounded semi-supervised objective,
+    training counted in optimizer steps, and scores read off a grid of latent vectors."""
+
+    @dataclass
+    class Params:
+        codes: int = 512  # K (VQ only)
+        dim: int = 64  # D, dimensions of each grid embedding
+        hidden: int = 128
+        residual_hidden: int = 32
+        residual_layers: int = 2
+        beta: float = 1.0  # commitment weight (VQ only)
+        eta: float = 0.5  # weight of L_normal against L_anomalous (Eq. 4)
+        margin: float = 2.0  # anomalies are pushed to margin x the batch's normal terms
+        steps: int = 15000  # optimizer steps (the paper's; shorten for CPUs)
+        lr: float | None = 1e-3  # the paper's Adam rate; null: train.lr
+
+    latent_channels_factor = 1
+
+    def __init__(self, params, in_shape, engine):
+        super().__init__(params, in_shape, engine)
+        channels, height, width = self.in_shape
+        if height % 4 or width % 4 or channels not in (1, 3):
+            raise OneclassError(f"method {self.name}: needs 1- or 3-channel patches whose sides are "
+                                f"multiples of 4, got {channels}x{height}x{width}")
+        p = params
+        self.encoder = engine.track("encoder", VQEncoder(channels, p.hidden, p.residual_hidden,
+                                                         p.residual_layers, p.dim * self.latent_channels_factor))
+        self.decoder = engine.track("decoder", VQDecoder(channels, p.hidden, p.residual_hidden,
+                                                         p.residual_layers, p.dim))
+
+    def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item reconstruction error and latent term."""
+        raise NotImplementedError
+
+    def position_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, h, w): the score's contribution of each grid position (before the root)."""
+        raise NotImplementedError
+
+    def objective(self, batch: dict) -> torch.Tensor:
+        x, roles = batch["x"], batch["roles"]
+        reconstruction, latent = self.terms(x)
+        if self.supervision == "unsupervised":
+            return (reconstruction + latent).mean()
+        p = self.params
+        per_item = log_ratio_hinge(reconstruction, roles, p.margin) + log_ratio_hinge(latent, roles, p.margin)
+        anomalous = roles == LABELED_ANOMALY
+        return p.eta * _mean(per_item, ~anomalous) + (1 - p.eta) * _mean(per_item, anomalous)
+
+    def fit(self, train: PatchData, val: PatchData | None) -> None:
+        if self.supervision == "unsupervised":
+            train = train.subset(train.roles != LABELED_ANOMALY)
+        p, cfg = self.params, self.engine.cfg
+        params = [q for module in self.engine.modules.values() for q in module.parameters()]
+        self.engine.stage("train", train, self.objective, params, 0, p.lr or cfg.lr, cfg.weight_decay,
+                          scorer=self._score, steps=p.steps, epoch_stats=self.epoch_stats)
+
+    epoch_stats = None
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.position_distances(x).flatten(1).sum(1).sqrt()
+
+    def score(self, data: PatchData) -> np.ndarray:
+        return self.engine.map(self._score, data)
+
+    def explain(self, data: PatchData) -> np.ndarray:
+        def upsampled(x: torch.Tensor) -> torch.Tensor:
+            grid = self.position_distances(x).sqrt().unsqueeze(1)
+            return F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+
+        return self.engine.map(upsampled, data)
+
+
+class SSVQVAE(_GridAutoencoder):
+    """ss-VQ-VAE: VQ-VAE with a bounded negated loss on labelled anomalies."""
+
+    name = "ss-vq-vae"
+
+    def __init__(self, params, in_shape, engine):
+        super().__init__(params, in_shape, engine)
+        self.codebook = engine.track("codebook", Codebook(params.codes, params.dim))
+        self._counts = torch.zeros(params.codes, dtype=torch.long)
+
+    def terms(self, x):
+        e = self.encoder(x)
+        quantised, codebook_term, commitment, index = quantise(e, self.codebook)
+        if torch.is_grad_enabled():  # training: count code usage for the epoch log
+            self._counts += torch.bincount(index.flatten().cpu(), minlength=self.params.codes)
+        reconstruction = ((self.decoder(quantised).float() - x) ** 2).flatten(1).mean(1)
+        return reconstruction, codebook_term + self.params.beta * commitment
+
+    def epoch_stats(self) -> dict:
+        """Codebook usage over the epoch's training batches: share of codes used and the
+        perplexity exp(entropy) of the assignments (K if all codes were used evenly)."""
+        counts, self._counts = self._counts, torch.zeros_like(self._counts)
+        share = counts.double() / max(int(counts.sum()), 1)
+        entropy = -(share[share > 0] * share[share > 0].log()).sum()
+        return {"codes_used": round(float((counts > 0).double().mean()), 4),
+                "perplexity": round(float(entropy.exp()), 2)}
+
+    def position_distances(self, x):
+        e = self.encoder(x).float()
+        q = self.codebook.lookup(self.codebook.nearest(e))
+        return ((e - q) ** 2).sum(1)
+
+    def embed(self, data: PatchData) -> np.ndarray:
+        return self.engine.map(lambda x: self.encoder(x).float().mean((2, 3)), data)
+
+
+class VQVAE(SSVQVAE):
+    """VQ-VAE (van den Oord et al. 2017): L_normal only; labelled anomalies unused."""
+
+    name = "vq-vae"
+    supervision = "unsupervised"
+
+
+class SSVAE(_GridAutoencoder):
+    """ss-VAE: Gaussian VAE on the same networks, with the same bounded negation."""
+
+    name = "ss-vae"
+    latent_channels_factor = 2  # mean and log-variance
+
+    def _moments(self, x):
+        mean, log_var = self.encoder(x).float().chunk(2, dim=1)
+        return mean, log_var.clamp(-30, 20)
+
+    def terms(self, x):
+        mean, log_var = self._moments(x)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        kl = 0.5 * (mean ** 2 + log_var.exp() - log_var - 1)
+        reconstruction = ((self.decoder(z).float() - x) ** 2).flatten(1).mean(1)
+        return reconstruction, kl.flatten(1).mean(1)
+
+    def position_distances(self, x):
+        return (self._moments(x)[0] ** 2).sum(1)
+
+    def embed(self, data: PatchData) -> np.ndarray:
+        return self.engine.map(lambda x: self._moments(x)[0].mean((2, 3)), data)
