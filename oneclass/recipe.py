@@ -215,7 +215,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
                 extra[key] = value
                 continue
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             known = ", ".join(fields)
             raise RecipeError(f"{source}: {key_path}: unknown key{hint}; expected one of: {known}")
         hint_type = hints[key]

@@ -102,7 +102,8 @@ def method_class(config: recipes.Recipe):
     A key of the method section that names a method holds that method's own parameters
     (``deep-sad: {pretrain_epochs: 10}``) and applies only when it is the one chosen, so
     one recipe serves several methods (``--set method.name=ss-dcae``); plain keys apply
-    to whichever method is chosen and win over its block."""
+    to whichever method is chosen and win over its block, key by key inside nested
+    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs)."""
     name, source = config.method.name, config.source
     if not name:
         raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
@@ -115,7 +116,15 @@ def method_class(config: recipes.Recipe):
     block = config.method.params.get(name) or {}
     recipes.check_options(cls.Params, block, source, f"method.{name}.")
     recipes.check_options(cls.Params, plain, source, "method.")
-    return cls, recipes.check_options(cls.Params, {**block, **plain}, source, "method.")
+    return cls, recipes.check_options(cls.Params, _merged(block, plain), source, "method.")
+
+
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
 
 
 def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None,

@@ -19,7 +19,7 @@ def test_defaults_and_types(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("patches:\n  sise: 3\n", "r.yaml: patches.sise: unknown key (did you mean patches.'size'?)"),
+    ("patches:\n  sise: 3\n", "r.yaml: patches.sise: unknown key (did you mean 'patches.size'?)"),
     ("patches:\n  size: big\n", "r.yaml: patches.size: expected an integer, got string 'big'"),
     ("patches:\n  size: 3.5\n", "r.yaml: patches.size: expected an integer, got number 3.5"),
     ("pathces:\n  size: 3\n", "r.yaml: pathces: unknown key (did you mean 'patches'?)"),
@@ -62,7 +62,7 @@ def test_resolved_recipe_round_trips(tmp_path):
 def test_plugin_options_are_checked_by_the_cli(tmp_path):
     result = oneclass("extract-patches", "--set", "dataset.normall=3", "--out", tmp_path / "o")
     assert result.returncode == 2
-    assert "dataset.normall: unknown key (did you mean dataset.'normal'?)" in result.stderr
+    assert "dataset.normall: unknown key (did you mean 'dataset.normal'?)" in result.stderr
 
 
 def test_recipe_drives_extraction_and_flags_win(tmp_path):
@@ -95,3 +95,14 @@ def test_a_method_block_applies_only_to_its_method():
     data["method"]["deep-sad"] = 5
     with pytest.raises(OneclassError, match=r"method.deep-sad: expected a mapping"):
         method_class(recipes.from_dict(data, "r.yaml"))
+
+
+def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
+    from oneclass.runs import method_class
+
+    path = tmp_path / "r.yaml"
+    path.write_text("method:\n  name: ss-ms-gvae\n  ss-ms-gvae: {epochs: {mean: 4, scale: 2, semi: 5}}\n")
+    _, params = method_class(recipes.load(path, ["method.epochs.semi=8"]))
+    assert (params.epochs.mean, params.epochs.scale, params.epochs.semi, params.epochs.shape) == (4, 2, 8, None)
+    with pytest.raises(OneclassError, match=r"method.epochs.sem: unknown key \(did you mean 'method.epochs.semi'"):
+        method_class(recipes.load(path, ["method.epochs.sem=8"]))

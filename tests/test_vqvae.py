@@ -71,6 +71,21 @@ def test_score_is_the_distance_between_encoding_and_codes_by_hand():
     assert method.embed(PatchData(images, np.arange(1)))[0] == pytest.approx([0.775, 0.675])
 
 
+def test_data_initialised_codes_are_training_encodings():
+    images, _ = easy_set(20, 0)
+    data = PatchData(images, np.arange(20), roles=np.zeros(20, np.int8))
+    method = SSVQVAE(small(SSVQVAE, codes=30), (1, 32, 32), engine())
+    method.on_start(data)
+    encodings = torch.from_numpy(method.engine.map(method.encoder, data)).permute(0, 2, 3, 1).reshape(-1, 8)
+    codes = method.codebook.embeddings.detach()
+    assert all(((encodings - code) ** 2).sum(1).min() < 1e-10 for code in codes)
+    assert len({tuple(code.tolist()) for code in codes}) == 30  # 20 x 64 positions: drawn without repeats
+    uniform = SSVQVAE(small(SSVQVAE, codebook_init="uniform"), (1, 32, 32), engine())
+    before = uniform.codebook.embeddings.detach().clone()
+    uniform.on_start(data)
+    assert torch.equal(uniform.codebook.embeddings, before) and before.abs().max() <= 1 / 16
+
+
 def test_log_ratio_hinge_by_hand():
     values = torch.tensor([1.0, 3.0, 2.0, 10.0], requires_grad=True)
     roles = torch.tensor([UNLABELED, UNLABELED, LABELED_ANOMALY, LABELED_ANOMALY])
