@@ -258,7 +258,7 @@ class Engine:
             self.log(record)
             if stop:
                 self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
-                           "val_auroc": best["auroc"]})
+                          "val_auroc": best["auroc"]})
                 break
         if best is not None:
             self.restore(best)

@@ -47,6 +47,7 @@ def test_same_recipe_and_seed_give_identical_scores(run, tiny, tmp_path):
     assert (tmp_path / "b/scores/test.csv").read_text() == (run / "scores/test.csv").read_text()
     other = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "c",
                      "--seed", "1", "-q")
+    assert other.returncode == 0, other.stderr
     assert (tmp_path / "c/scores/test.csv").read_text() != (run / "scores/test.csv").read_text()
 
 

@@ -128,10 +128,14 @@ def test_codebook_usage_statistics_by_hand():
     assert method._counts.sum() == 0  # reset for the next epoch
 
 
-def test_long_training_with_anomalies_stays_finite(tmp_path):
-    _, _, scores = _train(SSVQVAE, steps=150, log_dir=tmp_path, lr=3e-3)
+@pytest.mark.parametrize("init", ["data", "uniform"])
+def test_long_training_with_anomalies_stays_bounded(init, tmp_path):
+    """A hinge on the plain difference grew every distance to 1e9 within 40 steps here;
+    the log-ratio hinge keeps the loss small and lets it settle."""
+    _, _, scores = _train(SSVQVAE, steps=150, log_dir=tmp_path, lr=3e-3, codebook_init=init)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert np.isfinite(scores).all() and all(0 <= loss < 1 for loss in losses)
+    assert np.isfinite(scores).all() and all(0 <= loss < 5 for loss in losses)
+    assert max(losses[-5:]) < 0.1
 
 
 @pytest.mark.parametrize("cls", [SSVQVAE, VQVAE, SSVAE], ids=lambda c: c.name)

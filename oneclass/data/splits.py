@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oneclass.data.patches import NORMAL
 from oneclass.errors import OneclassError
 
 UNLABELED, LABELED_NORMAL, LABELED_ANOMALY = 0, 1, -1  # DeepSAD's semi-targets

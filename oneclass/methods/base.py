@@ -51,3 +51,9 @@ class Method:
         for name, module in self.engine.modules.items():
             prefix = f"{name}."
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the items where ``mask`` holds; 0 (keeping the graph's dtype and device)
+    when none does, so a batch without one kind of item adds nothing to a loss."""
+    return values[mask].mean() if mask.any() else values.new_zeros(())

@@ -63,7 +63,7 @@ from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
 from oneclass.engine import PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods import gg
-from oneclass.methods.base import Method
+from oneclass.methods.base import Method, masked_mean
 from oneclass.methods.nets.multiscale import LatentClassifier, MultiscaleDecoder, MultiscaleEncoder
 
 STAGES = ("mean", "scale", "shape", "semi", "classifier")
@@ -90,10 +90,6 @@ class Mode:
     classifier: bool
 
 
-def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return values[mask].mean() if mask.any() else values.new_zeros(())
-
-
 def hinge_push(values: torch.Tensor, anomalous: torch.Tensor, floor: float) -> torch.Tensor:
     """Per-item max(0, mean of the normal items' values + floor - value), held constant
     in the gradient; the bounded stand-in for a negated loss on labelled anomalies."""
@@ -103,7 +99,7 @@ def hinge_push(values: torch.Tensor, anomalous: torch.Tensor, floor: float) -> t
 
 def classifier_loss(logits: torch.Tensor, anomalous: torch.Tensor) -> torch.Tensor:
     """L3 of Eq. (4): -mean log C over anomalies - mean log(1 - C) over the rest."""
-    return _mean(F.softplus(-logits), anomalous) + _mean(F.softplus(logits), ~anomalous)
+    return masked_mean(F.softplus(-logits), anomalous) + masked_mean(F.softplus(logits), ~anomalous)
 
 
 class GVAE(Method):
@@ -234,8 +230,8 @@ class GVAE(Method):
             push = push + hinge_push(latent, anomalous, margin * self.latent_dims)
         if self.decoder is not None:
             push = push + hinge_push(image, anomalous, margin * x[0].numel())
-        l1 = _mean(loss, roles == UNLABELED)
-        l2 = _mean(loss, roles == LABELED_NORMAL) + _mean(push, anomalous)
+        l1 = masked_mean(loss, roles == UNLABELED)
+        l2 = masked_mean(loss, roles == LABELED_NORMAL) + masked_mean(push, anomalous)
         total = l1 + self.lambda2 * l2
         if mode.classifier:
             logits = self.net_classifier(torch.cat([z.flatten(1) for z in zs], 1))

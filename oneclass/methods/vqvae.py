@@ -49,7 +49,7 @@ from torch.nn import functional as F
 from oneclass.data.splits import LABELED_ANOMALY
 from oneclass.engine import PatchData
 from oneclass.errors import OneclassError
-from oneclass.methods.base import Method
+from oneclass.methods.base import Method, masked_mean
 from oneclass.methods.nets.vq import Codebook, VQDecoder, VQEncoder
 
 
@@ -71,10 +71,6 @@ def log_ratio_hinge(values: torch.Tensor, roles: torch.Tensor, margin: float) ->
     floor = torch.finfo(values.dtype).tiny
     push = torch.clamp(torch.log(margin * reference.detach().mean() + floor) - torch.log(values + floor), min=0)
     return torch.where(anomalous, push, values)
-
-
-def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return values[mask].mean() if mask.any() else values.new_zeros(())
 
 
 class _GridAutoencoder(Method):
@@ -124,7 +120,7 @@ class _GridAutoencoder(Method):
         p = self.params
         per_item = log_ratio_hinge(reconstruction, roles, p.margin) + log_ratio_hinge(latent, roles, p.margin)
         anomalous = roles == LABELED_ANOMALY
-        return p.eta * _mean(per_item, ~anomalous) + (1 - p.eta) * _mean(per_item, anomalous)
+        return p.eta * masked_mean(per_item, ~anomalous) + (1 - p.eta) * masked_mean(per_item, anomalous)
 
     def fit(self, train: PatchData, val: PatchData | None) -> None:
         if self.supervision == "unsupervised":
