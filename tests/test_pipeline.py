@@ -203,3 +203,24 @@ def test_scoring_an_image_with_other_channels_fails(run, tmp_path):
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(rgb)
     line = one_error_line(oneclass("score", run, rgb))
     assert "rgb.png: 3 channel(s), the run was trained on 1" in line
+
+
+def test_training_log_lines_name_skipped_stages_tuning_and_codebook_use():
+    from oneclass.cli.console import err
+    from oneclass.cli.train import _report
+
+    events = [
+        {"stage": "train", "epoch": 2, "epochs": 9, "loss": 0.5, "patches_per_s": 100.0,
+         "codes_used": 0.125, "perplexity": 30.04},
+        {"stage": "semi", "skipped": "no labelled items (gamma 0): the model stays ms-gVAE"},
+        {"stage": "tune", "lambda2": 0.1, "lambda3": 10.0, "val_auroc": 0.75},
+        {"stage": "tune", "chosen": {"lambda2": 0.1, "lambda3": 10.0}, "val_auroc": 0.75},
+    ]
+    with err.capture() as captured:
+        for event in events:
+            _report(event)
+    lines = captured.get().splitlines()
+    assert "codes used 12.5% (perplexity 30.0)" in lines[0]
+    assert lines[1:] == ["  semi: skipped, no labelled items (gamma 0): the model stays ms-gVAE",
+                         "  tried lambda2 0.1, lambda3 10: val AUROC 0.7500",
+                         "  tuned: lambda2 0.1, lambda3 10 (val AUROC 0.7500)"]

@@ -127,8 +127,18 @@ def _report(event: dict) -> None:
                   f"unused {c['unused']}")
     elif "epoch" in event:
         val = f"  val AUROC {event['val_auroc']:.4f}" if "val_auroc" in event else ""
+        codes = (f"  codes used {event['codes_used']:.1%} (perplexity {event['perplexity']:.1f})"
+                 if "codes_used" in event else "")
         err.print(f"  {event['stage']} {event['epoch']}/{event['epochs']}  loss {event['loss']:.5g}"
-                  f"{val}  {event['patches_per_s']:.0f} patches/s")
+                  f"{val}{codes}  {event['patches_per_s']:.0f} patches/s")
+    elif "skipped" in event:
+        err.print(f"  {event['stage']}: skipped, {event['skipped']}")
+    elif "chosen" in event:
+        chosen = ", ".join(f"{key} {value:g}" for key, value in event["chosen"].items())
+        err.print(f"  tuned: {chosen} (val AUROC {event['val_auroc']:.4f})")
+    elif event.get("stage") == "tune":
+        err.print(f"  tried lambda2 {event['lambda2']:g}, lambda3 {event['lambda3']:g}: "
+                  f"val AUROC {event['val_auroc']:.4f}")
     elif "early_stop" in event:
         err.print(f"  early stop after epoch {event['early_stop']}; best epoch {event['best_epoch']} "
                   f"(val AUROC {event['val_auroc']:.4f})")
