@@ -123,3 +123,22 @@ def test_synthetic_is_deterministic_and_prefix_stable(tmp_path):
     assert (sa.images[:n] == sb.images[:n]).all()
     assert {r["subclass"] for r in sb.index if r["label"] == "1"} == {"bead", "film"}
     assert sa.meta["sources"][0]["files"][0]["sha256"] == sb.meta["sources"][0]["files"][0]["sha256"]
+
+
+def test_a_plugin_lists_its_items_once_per_instance():
+    """Cache key, subclasses and extraction share one listing (one directory walk, one
+    warning); callers get their own list to change."""
+    from oneclass.data.datasets.synthetic import SyntheticDataset
+
+    calls = []
+
+    class Counted(SyntheticDataset):
+        def items(self):
+            calls.append(1)
+            return super().items()
+
+    dataset = Counted(None, SyntheticDataset.Options(normal=2, anomalous=2, height=64, width=64))
+    first = dataset.items()
+    first.clear()
+    assert len(dataset.items()) == 4 and dataset.subclasses() and len(calls) == 1
+    assert len(Counted(None, SyntheticDataset.Options(normal=1, anomalous=1, height=64, width=64)).items()) == 2

@@ -162,7 +162,7 @@ class SSVQVAE(_GridAutoencoder):
     def __init__(self, params, in_shape, engine):
         super().__init__(params, in_shape, engine)
         self.codebook = engine.track("codebook", Codebook(params.codes, params.dim))
-        self._counts = torch.zeros(params.codes, dtype=torch.long)
+        self._counts = torch.zeros(params.codes, dtype=torch.long, device=engine.device)
 
     def on_start(self, train: PatchData) -> None:
         """``codebook_init: data`` (default): the codes start as the encodings of K random
@@ -181,15 +181,15 @@ class SSVQVAE(_GridAutoencoder):
     def terms(self, x):
         e = self.encoder(x)
         quantised, codebook_term, commitment, index = quantise(e, self.codebook)
-        if torch.is_grad_enabled():  # training: count code usage for the epoch log
-            self._counts += torch.bincount(index.flatten().cpu(), minlength=self.params.codes)
+        if torch.is_grad_enabled():  # training: count code usage on the device, read once an epoch
+            self._counts += torch.bincount(index.flatten(), minlength=self.params.codes)
         reconstruction = ((self.decoder(quantised).float() - x) ** 2).flatten(1).mean(1)
         return reconstruction, codebook_term + self.params.beta * commitment
 
     def epoch_stats(self) -> dict:
         """Codebook usage over the epoch's training batches: share of codes used and the
         perplexity exp(entropy) of the assignments (K if all codes were used evenly)."""
-        counts, self._counts = self._counts, torch.zeros_like(self._counts)
+        counts, self._counts = self._counts.cpu(), torch.zeros_like(self._counts)
         share = counts.double() / max(int(counts.sum()), 1)
         entropy = -(share[share > 0] * share[share > 0].log()).sum()
         return {"codes_used": round(float((counts > 0).double().mean()), 4),

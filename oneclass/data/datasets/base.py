@@ -7,6 +7,7 @@ knows how to load its pixels and its label map; extraction does the rest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,15 @@ class Dataset:
         self.root = root
         self.options = options
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "items" in cls.__dict__:
+            cls.items = _listed_once(cls.__dict__["items"])
+
     def items(self) -> list[Item]:
+        """The dataset's items. A plugin's ``items`` runs once per instance: the store's
+        cache key, the subclasses and the extraction all read the same listing, and its
+        warnings are printed once."""
         raise NotImplementedError
 
     def subclasses(self) -> list[str]:
@@ -123,3 +132,13 @@ def sorted_images(folder: Path) -> list[Path]:
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
+
+
+def _listed_once(items):
+    @functools.wraps(items)
+    def listed(self) -> list[Item]:
+        if "_items" not in self.__dict__:
+            self._items = items(self)
+        return list(self._items)
+
+    return listed

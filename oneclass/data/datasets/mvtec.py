@@ -47,8 +47,7 @@ with a warning: an anomalous image without its mask cannot be labelled per patch
                         missing.append(source)
                         continue
                     items.append(ImageItem(source, sub.name, image_path=path, mask_paths=[mask]))
-        if missing and not getattr(self, "_warned", False):  # items() runs for the cache key and the extraction
-            self._warned = True
+        if missing:
             print(f"warning: {self.root}: skipped {len(missing)} anomalous image(s) without a mask "
                   f"(e.g. {missing[0]}); set dataset.missing_masks=error to stop instead",
                   file=sys.stderr)
