@@ -7,6 +7,12 @@ written, so a folder without that suffix is always complete. It holds:
     data.json     store, split members, counts model.pt     the learned state
     log.jsonl     one line per epoch           scores/      val.csv, test.csv
     metrics.json  test and validation metrics  maps/        test.npy (methods that explain)
+    .oneclass     the marker: what kind of folder oneclass wrote here
+
+Only folders carrying the marker (or, written before it existed, a run's env.json or a
+store's meta.json) are ever replaced by ``--overwrite``: whatever else ``--out`` names is
+refused before any work starts, and the old folder goes only once its replacement is
+complete.
 """
 
 from __future__ import annotations
@@ -25,20 +31,44 @@ from typing import Iterable, TextIO
 import numpy as np
 
 from oneclass import __version__
-from oneclass.errors import OneclassError
+from oneclass.errors import OneclassError, OutputError
 
 RUN_FORMAT = 1
 RUN_FILES = ("recipe.yaml", "env.json", "data.json", "model.pt", "log.jsonl",
              "scores/val.csv", "scores/test.csv", "metrics.json")
 SCORE_COLUMNS = ("id", "source", "x", "y", "label", "subclass", "score")
 PARTIAL = ".partial"
+CHECKPOINT = "checkpoint.pt"  # in an unfinished run: what --resume continues from
+MARKER = ".oneclass"
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name in the same folder, then rename it to ``path``.
+    A failure removes the temporary file and becomes one line naming ``path``."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write via a temporary name in the same folder, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def save_torch(path: Path, obj) -> None:
+    """torch.save through memory: a full disk then fails as an OSError with its own words
+    (torch's file writer reports it as an opaque RuntimeError)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def write_json(path: Path, data) -> None:
@@ -150,6 +180,94 @@ def parse_scores(text: str, name: str) -> ScoreTable:
             raise OneclassError(f"{name}: row {number - 1}: bad score or label "
                                 f"({record.get('score')!r}, {record.get('label')!r})") from None
     return ScoreTable(name, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float))
+
+
+# -- destinations: what may be written, and what may be replaced ---------------------
+
+
+def mark(folder: Path, kind: str) -> None:
+    """Mark ``folder`` as a oneclass ``kind`` ("run" or "store")."""
+    write_json(folder / MARKER, {"kind": kind, "oneclass": __version__})
+
+
+def folder_kind(path: Path) -> str | None:
+    """"run" or "store" for a folder oneclass wrote; None for anything else."""
+    if not path.is_dir():
+        return None
+    try:
+        if (path / MARKER).is_file():
+            kind = json.loads((path / MARKER).read_text()).get("kind")
+            return kind if kind in ("run", "store") else None
+        # folders written before the marker: a run's env.json, a store's meta.json
+        if "run_format" in json.loads((path / "env.json").read_text()):
+            return "run"
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    try:
+        return "store" if "oneclass_version" in json.loads((path / "meta.json").read_text()) else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def check_destination(path: Path, kind: str, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse, before any work, a ``kind`` folder destination that cannot be written or
+    must not be replaced: an existing file, an existing folder without ``--overwrite``,
+    a folder oneclass did not write (or of another kind), a read-only place."""
+    if path.is_symlink() or path.exists():
+        if not path.is_dir():
+            raise OneclassError(f"{path}: exists and is not a folder ({flag} names the {kind} folder to write)")
+        found = folder_kind(path)
+        if found != kind:
+            what = f"a oneclass {found} folder" if found else f"a folder oneclass did not write (no {MARKER} marker)"
+            raise OneclassError(f"{path}: exists and is {what}; oneclass replaces only its own {kind} "
+                                f"folders: choose another {flag} or remove it yourself")
+        if not overwrite:
+            raise OneclassError(f"{path}: {kind} folder exists; pass --overwrite to replace it")
+    check_writable(path.parent)
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written."""
+    if path.is_dir():
+        raise OneclassError(f"{flag}: {path} is a folder; name the file to write")
+    check_writable(path.parent)
+
+
+def check_writable(folder: Path) -> None:
+    """``folder``, or the nearest part of it that exists, must be a writable folder
+    (missing parents are created when writing starts)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OneclassError(f"{existing}: not a folder, so nothing can be written under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{existing}: not writable (read-only file system or no permission)")
+
+
+def replace_folder(built: Path, out: Path, kind: str) -> None:
+    """Move the completed folder ``built`` to ``out``. A folder already at ``out`` must be
+    a oneclass ``kind`` (checked again: it may have changed since the run began) and is
+    removed only once the new one is in place."""
+    trash = None
+    if out.is_symlink() or out.exists():
+        if folder_kind(out) != kind:
+            raise OneclassError(f"{out}: no longer a oneclass {kind} folder; the new one is kept at {built}")
+        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(trash)
+    built.rename(out)
+    if trash is not None:
+        discard(trash)
+
+
+def discard(path: Path) -> None:
+    """Remove a folder oneclass built (a symbolic link goes, never its target)."""
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- run folders --------------------------------------------------------------------

@@ -26,9 +26,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from oneclass.artifacts import CHECKPOINT, save_torch
 from oneclass.errors import OneclassError
 
-CHECKPOINT = "checkpoint.pt"
 
 
 class TrainingDiverged(OneclassError):
@@ -128,9 +128,7 @@ class Engine:
                  "scaler": scaler.state_dict(), "best": best, "throughput": list(self.throughput),
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
-        tmp = self.run_dir / (CHECKPOINT + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.run_dir / CHECKPOINT)
+        save_torch(self.run_dir / CHECKPOINT, state)
 
     def log(self, record: dict) -> None:
         if self.run_dir is not None:

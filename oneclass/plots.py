@@ -4,10 +4,11 @@ written under a temporary name and renamed."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from oneclass.artifacts import write_atomic
 
 
 def _pyplot():
@@ -20,9 +21,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=150, bbox_inches="tight"))
 
 
 def auc_vs_gamma(groups: list[dict], path: Path) -> None:

@@ -36,7 +36,7 @@ class DatasetSection:
 
 @dataclass
 class PatchesSection:
-    size: int = 64
+    size: int | None = None  # default 64; left out with whole_image
     stride: int | None = None  # default: size (non-overlapping)
     mask_frac: float = 0.05
     resize: int | None = None
@@ -44,6 +44,7 @@ class PatchesSection:
     max_per_image: int | None = None
     channels: int | None = None  # 1 (grayscale) or 3 (RGB); default: the images' own
     workers: int = 1
+    whole_image: bool = False  # one item per image, resized to resize x resize
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,11 +15,12 @@ import numpy as np
 
 from oneclass import recipe as recipes
 from oneclass import registry
-from oneclass.artifacts import (PARTIAL, RUN_FORMAT, RunFolder, environment, write_json,
-                                write_scores, write_text)
+from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, RunFolder, check_destination,
+                                check_writable, discard, environment, folder_kind, mark,
+                                replace_folder, save_torch, write_json, write_scores, write_text)
 from oneclass.data.datasets.base import Item, Loaded
 from oneclass.data.store import PatchStore
-from oneclass.errors import OneclassError
+from oneclass.errors import OneclassError, OutputError
 
 Report = Callable[[dict], None]
 
@@ -48,7 +48,7 @@ def extraction_params(config: recipes.Recipe):
     p = config.patches
     return ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
                          level=p.level, max_per_image=p.max_per_image, channels=p.channels,
-                         seed=config.seed, workers=p.workers)
+                         seed=config.seed, workers=p.workers, whole_image=p.whole_image)
 
 
 def store_key(dataset, params) -> str:
@@ -130,7 +130,12 @@ def _merged(base: dict, override: dict) -> dict:
 def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None,
               resume: bool = False, overwrite: bool = False,
               report: Report | None = None) -> Path:
-    """Train one run into ``out`` (built as ``out.partial``); returns ``out``."""
+    """Train one run into ``out`` (built as ``out.partial``); returns ``out``.
+
+    Nothing is deleted or written before the recipe, the destination, the data, the split
+    and the method have all been checked; a folder already at ``out`` goes only once the
+    new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
+    to resume from."""
     from oneclass.data.splits import make_split
     from oneclass.engine import Engine, PatchData
 
@@ -140,6 +145,8 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     _check_folder(config, out, partial, resume, overwrite)
     if store is None:
         store = obtain_store(config, report)
+    else:
+        check_store_matches(store, config)
     if len(store) == 0:
         raise OneclassError(f"{store.path}: the patch store is empty")
     labels = store.labels.astype(np.int64)
@@ -149,11 +156,37 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
         raise OneclassError(f"method {cls.name}: needs labelled anomalies; set split.gamma > 0 "
                             f"(got {config.split.gamma})")
     report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
-    if not resume:
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir()
     in_shape = tuple(store.images.shape[1:])
+    val = PatchData(store.images, split.val, labels=labels[split.val])
+    engine = Engine(config.train, config.seed, partial, resume=resume, val=val, report=report)
+    method = cls(params, in_shape, engine)
+    if not resume:
+        try:
+            if partial.exists():
+                discard(partial)  # checked to be an unfinished oneclass run
+            partial.mkdir(parents=True)
+            mark(partial, "run")
+        except OSError as exc:
+            raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
+    try:
+        _train_into(config, partial, store, split, labels, cls, params, in_shape, val, engine, method, resume)
+        replace_folder(partial, out, "run")
+    except BaseException as exc:
+        kept = (partial / CHECKPOINT).is_file()
+        if not kept:
+            discard(partial)
+        if isinstance(exc, OSError):
+            where = (f"; the unfinished run is kept in {partial}: free space, then resume it "
+                     f"with --resume" if kept else "")
+            raise OutputError(f"{exc.filename or partial}: cannot write: {exc.strerror or exc}{where}") from None
+        raise
+    return out
+
+
+def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
+                val, engine, method, resume: bool) -> None:
+    from oneclass.engine import PatchData
+
     if not resume:
         write_text(partial / "recipe.yaml", config.to_yaml())
         write_json(partial / "data.json", {
@@ -161,10 +194,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             "image_shape": list(in_shape), "extraction": store.meta.get("params", {}),
             "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
             "counts": split.counts, "members": split.members()})
-    val = PatchData(store.images, split.val, labels=labels[split.val])
-    engine = Engine(config.train, config.seed, partial, resume=resume, val=val, report=report)
     write_json(partial / "env.json", environment(engine.device))
-    method = cls(params, in_shape, engine)
     began = time.perf_counter()
     method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
     train_seconds = time.perf_counter() - began
@@ -178,16 +208,36 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)
-    (partial / "checkpoint.pt").unlink(missing_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
-    return out
+    (partial / CHECKPOINT).unlink(missing_ok=True)
+
+
+# recipe keys of the patches section and the store meta's names for them
+_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "resize", "level", "max_per_image", "channels")
+
+
+def check_store_matches(store: PatchStore, config: recipes.Recipe) -> None:
+    """A store given with --store must have been cut as the recipe says, or the run's
+    recipe.yaml would describe other data than its data.json."""
+    made = store.meta.get("params") or {}
+    params = extraction_params(config)
+    params.check()
+    wanted = asdict(params)
+    made = {"whole_image": False, **made}  # stores written before whole images existed
+    keys = [k for k in _STORE_KEYS if not (k == "channels" and wanted[k] is None)]
+    if made.get("max_per_image") is not None:
+        keys.append("seed")  # the seed drew the kept patches
+    differ = [f"patches.{k} (recipe {wanted[k]!r}, store {made.get(k)!r})" if k != "seed" else
+              f"seed (recipe {wanted[k]!r}, store {made.get(k)!r})"
+              for k in keys if made.get(k) != wanted[k]]
+    dataset = (store.meta.get("dataset") or {}).get("name")
+    if dataset != config.dataset.name:
+        differ.insert(0, f"dataset.name (recipe {config.dataset.name!r}, store {dataset!r})")
+    if differ:
+        raise OneclassError(f"{store.path}: the store was not cut as {config.source} says: "
+                            f"{'; '.join(differ)}; use a matching store or set these keys with --set")
 
 
 def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: bool) -> None:
-    if not out.parent.is_dir():
-        raise OneclassError(f"{out.parent}: parent folder of --out does not exist")
     if resume:
         if not partial.is_dir():
             done = " (it finished: nothing to resume)" if out.is_dir() else ""
@@ -200,21 +250,21 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
                                 f"with (section {', '.join(changed)}); resume with the same recipe")
+        check_writable(partial)
         return
-    if out.exists() and not overwrite:
-        raise OneclassError(f"{out}: run folder exists; pass --overwrite to replace it")
-    if partial.exists() and not overwrite:
-        raise OneclassError(f"{partial}: an unfinished run is there; pass --resume to continue "
-                            f"it or --overwrite to start again")
+    check_destination(out, "run", overwrite)
+    if partial.is_symlink() or partial.exists():
+        if not overwrite:
+            raise OneclassError(f"{partial}: an unfinished run is there; pass --resume to continue "
+                                f"it or --overwrite to start again")
+        if folder_kind(partial) != "run":
+            raise OneclassError(f"{partial}: not an unfinished oneclass run (no {MARKER} marker); "
+                                f"--overwrite only replaces runs: remove it yourself or choose another --out")
 
 
 def _save_model(path: Path, name: str, params, in_shape, method) -> None:
-    import torch
-
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": RUN_FORMAT, "method": name, "params": asdict(params),
-                "in_shape": list(in_shape), "state": method.state_dict()}, tmp)
-    os.replace(tmp, path)
+    save_torch(path, {"format": RUN_FORMAT, "method": name, "params": asdict(params),
+                      "in_shape": list(in_shape), "state": method.state_dict()})
 
 
 def _score_sets(method, store: PatchStore, split, labels: np.ndarray, partial: Path) -> dict:
@@ -333,8 +383,8 @@ def _cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
     from oneclass.data.patches import NORMAL
     from oneclass.data.readers import read_image
 
-    fields = {k: params[k] for k in ("size", "stride", "mask_frac", "resize", "level", "channels")
-              if k in params}
+    fields = {k: params[k] for k in ("size", "stride", "mask_frac", "resize", "level", "channels",
+                                     "whole_image") if k in params}
     extract = ExtractParams(**{**fields, "level": 0, "max_per_image": None})
     extract.check()
     channels = shape[0]

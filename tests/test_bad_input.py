@@ -80,17 +80,6 @@ def test_bad_flags(tmp_path, flag, value, expect):
     _fails(tmp_path, flag, value, expect=expect)
 
 
-def test_existing_output_needs_overwrite(tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
-    result = oneclass("extract-patches", "--out", tmp_path / "out")
-    assert result.returncode == 2 and "output folder exists; pass --overwrite" in result.stderr
-    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
-    result = oneclass("extract-patches", "--out", tmp_path / "out", "--overwrite", "-q")
-    assert result.returncode == 0 and (tmp_path / "out" / "meta.json").exists()
-    assert not (tmp_path / "out" / "keep.txt").exists()
-
-
 def test_level_on_a_plain_image_dataset(tmp_path):
     _fails(tmp_path, "--level", "1", expect="--level: dataset 'synthetic' has no pyramid levels")
 

@@ -20,8 +20,8 @@ def test_defaults_and_types(tmp_path):
 
 @pytest.mark.parametrize("text,message", [
     ("patches:\n  sise: 3\n", "r.yaml: patches.sise: unknown key (did you mean 'patches.size'?)"),
-    ("patches:\n  size: big\n", "r.yaml: patches.size: expected an integer, got string 'big'"),
-    ("patches:\n  size: 3.5\n", "r.yaml: patches.size: expected an integer, got number 3.5"),
+    ("patches:\n  size: big\n", "r.yaml: patches.size: expected an integer or null, got string 'big'"),
+    ("patches:\n  size: 3.5\n", "r.yaml: patches.size: expected an integer or null, got number 3.5"),
     ("pathces:\n  size: 3\n", "r.yaml: pathces: unknown key (did you mean 'patches'?)"),
     ("split:\n  group_by: sources\n", "split.group_by: expected one of 'source', 'none', got 'sources' (did you mean 'source'?)"),
     ("train:\n  amp: 1\n", "train.amp: expected true or false, got integer 1"),

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from oneclass.artifacts import check_output_file
 from oneclass.cli.console import err
 from oneclass.errors import OneclassError
 
@@ -38,6 +39,8 @@ def evaluate(
         raise OneclassError(f"--format: expected csv or json, got {format!r}")
     if plot is not None and plot.suffix.lower() != ".png":
         raise OneclassError(f"--plot: {plot}: expected a .png file name")
+    if plot is not None:
+        check_output_file(plot, "--plot")
     stdin = sys.stdin.read() if "-" in inputs else None
     results = load_inputs(inputs, stdin)
     groups = [g.summary() for g in group(results)]
@@ -57,8 +60,6 @@ def evaluate(
     if plot is not None:
         from oneclass.plots import auc_vs_gamma
 
-        if not plot.parent.is_dir():
-            raise OneclassError(f"--plot: {plot.parent}: no such folder")
         if not any(g["gamma"] is not None for g in groups):
             raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
         auc_vs_gamma(groups, plot)

@@ -17,6 +17,7 @@ _FLAG_KEYS = {
     "stride": "patches.stride", "mask_frac": "patches.mask_frac", "resize": "patches.resize",
     "level": "patches.level", "max_per_image": "patches.max_per_image",
     "channels": "patches.channels", "workers": "patches.workers", "seed": "seed",
+    "whole_image": "patches.whole_image",
 }
 
 
@@ -32,6 +33,10 @@ def extract_patches(
     mask_frac: Optional[float] = typer.Option(
         None, "--mask-frac", help="A patch is anomalous iff this fraction of its mask is set. [default: 0.05]"),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize patches to N x N (area averaging)."),
+    whole_image: Optional[bool] = typer.Option(
+        None, "--whole-image/--patches", show_default=False,
+        help="One item per image, resized to --resize x --resize, anomalous when its mask marks "
+        "any pixel or it lies in an anomalous folder. [default: --patches]"),
     level: Optional[int] = typer.Option(None, "--level", help="Pyramid level of whole-slide images. [default: 0]"),
     max_per_image: Optional[int] = typer.Option(
         None, "--max-per-image", help="Keep at most K patches per image, drawn at random with --seed."),
@@ -56,7 +61,8 @@ def extract_patches(
 
     flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
              "mask_frac": mask_frac, "resize": resize, "level": level,
-             "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed}
+             "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed,
+             "whole_image": whole_image}
     values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     config = recipes.load(recipe, set_ or [], values)
     plugin = make_dataset(config)

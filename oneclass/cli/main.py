@@ -54,3 +54,7 @@ def run() -> None:
     except OneclassError as exc:
         print(f"oneclass: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a read or write the commands did not foresee: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"oneclass: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)

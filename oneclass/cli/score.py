@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from oneclass.artifacts import format_scores, open_run, write_text
+from oneclass.artifacts import check_output_file, format_scores, open_run, write_text
 from oneclass.errors import OneclassError
 
 
@@ -34,6 +34,8 @@ def score(
 
     if format not in ("csv", "jsonl"):
         raise OneclassError(f"--format: expected csv or jsonl, got {format!r}")
+    if output is not None:
+        check_output_file(output, "--output")
     folder = open_run(run)
     lines = sys.stdin.read().splitlines() if input == "-" else None
     images, index, known = scoring_input(folder, input, lines)

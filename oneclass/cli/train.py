@@ -53,6 +53,11 @@ def train(
         try:
             path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
                              report=reporter)
+        except KeyboardInterrupt:
+            _interrupted(target, [str(recipe), "--out", str(target), "--seed", str(config.seed),
+                                  *(["--store", str(store)] if store else []),
+                                  *(["--device", device] if device else []),
+                                  *(f"--set={item}" for item in set_ or [])])
         finally:
             if reporter is not None:
                 reporter.close()
@@ -61,18 +66,32 @@ def train(
         print(path, flush=True)
 
 
+def _interrupted(target: Path, args: list[str]) -> None:
+    """Ctrl-C: one line saying what is kept and the command that goes on, exit 130."""
+    import shlex
+    import sys
+
+    from oneclass.artifacts import CHECKPOINT, PARTIAL
+
+    partial = target.with_name(target.name + PARTIAL)
+    if (partial / CHECKPOINT).is_file():
+        again = shlex.join(["oneclass", "train", *args, "--resume"])
+        print(f"oneclass: interrupted; the checkpoint is {partial / CHECKPOINT}; resume with: {again}",
+              file=sys.stderr)
+    else:
+        print("oneclass: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
+    raise SystemExit(130)
+
+
 def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
     if out is None:
         out = Path("runs") / f"{recipe.stem}-{config.method.name}-gamma{config.split.gamma:g}"
         if repeats == 1:
-            out = out.with_name(f"{out.name}-seed{config.seed}")
-            out.parent.mkdir(exist_ok=True)
-            return out
+            return out.with_name(f"{out.name}-seed{config.seed}")
     if repeats == 1:
         return out
     if out.exists() and not out.is_dir():
         raise OneclassError(f"{out}: not a folder (with --repeats, --out holds one run per seed)")
-    out.mkdir(parents=True, exist_ok=True)
     return out / f"seed-{config.seed}"
 
 

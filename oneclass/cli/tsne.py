@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from oneclass.artifacts import open_run, write_json
+from oneclass.artifacts import check_output_file, open_run, write_json
 from oneclass.cli.console import err
 from oneclass.errors import OneclassError
 
@@ -43,6 +43,7 @@ def tsne(
     out = out or folder.path / f"tsne-{split}.png"
     if out.suffix.lower() != ".png":
         raise OneclassError(f"--out: {out}: expected a .png file name")
+    check_output_file(out, "--out")
     method = load_method(folder, device)
     if method.embed is None:
         raise OneclassError(f"method {method.name}: has no latent space (no embed); t-SNE needs one")

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from oneclass import __version__
+from oneclass.artifacts import check_destination
 from oneclass.data import patches as P
 from oneclass.data.datasets.base import Dataset, Item
 from oneclass.data.store import StoreWriter
@@ -22,7 +23,7 @@ REGION = 2048  # longest side of a slide region read at once (level pixels)
 
 @dataclass
 class ExtractParams:
-    size: int
+    size: int | None = None  # default 64; unset with whole_image
     stride: int | None = None
     mask_frac: float = 0.05
     resize: int | None = None
@@ -31,14 +32,29 @@ class ExtractParams:
     channels: int | None = None
     seed: int = 0
     workers: int = 1
+    whole_image: bool = False  # one item per image, resized to resize x resize
 
     def check(self) -> None:
-        if self.size <= 0:
-            raise OneclassError(f"--size: must be a positive number of pixels, got {self.size}")
-        if self.stride is None:
-            self.stride = self.size
-        if self.stride <= 0:
-            raise OneclassError(f"--stride: must be positive, got {self.stride}")
+        if self.whole_image:
+            for flag, value in (("--size", self.size), ("--stride", self.stride),
+                                ("--max-per-image", self.max_per_image)):
+                if value is not None:
+                    raise OneclassError(f"{flag}: not used with --whole-image (each image is one "
+                                        f"item, resized to --resize); leave it out")
+            if self.resize is None or self.resize <= 0:
+                raise OneclassError(f"--resize: --whole-image needs the side of the square every "
+                                    f"image is resized to (e.g. 128), got {self.resize}")
+            if self.level:
+                raise OneclassError("--level: --whole-image takes plain images, not slide levels")
+        else:
+            if self.size is None:
+                self.size = 64
+            if self.size <= 0:
+                raise OneclassError(f"--size: must be a positive number of pixels, got {self.size}")
+            if self.stride is None:
+                self.stride = self.size
+            if self.stride <= 0:
+                raise OneclassError(f"--stride: must be positive, got {self.stride}")
         if not 0 < self.mask_frac <= 1:
             raise OneclassError(f"--mask-frac: must lie in (0, 1], got {self.mask_frac}")
         if self.resize is not None and self.resize <= 0:
@@ -92,6 +108,11 @@ def _grid(height: int, width: int, params: ExtractParams) -> tuple[np.ndarray, n
 def run_image(task: ImageTask) -> P.PatchChunk:
     item, params = task.item, task.params
     loaded = item.load()
+    if params.whole_image:
+        chunk = P.whole_image(loaded.image, loaded.labels, loaded.categories, item.subclass,
+                              params.resize, task.channels)
+        chunk.source = item.source
+        return chunk
     height, width = loaded.image.shape[:2]
     if params.size > min(height, width):
         raise OneclassError(f"{item.source}: patch size {params.size} is larger than the image "
@@ -174,12 +195,16 @@ def extract(
 ) -> tuple[Path, dict]:
     """Extract a dataset into a patch store at ``out``; returns (path, meta)."""
     params.check()
+    check_destination(out, "store", overwrite)
     items = dataset.items()
     if not items:
         raise OneclassError(f"{dataset.root}: no images found for dataset {dataset.name!r} "
                             f"(see `oneclass list datasets --verbose` for its layout)")
     if params.level and not dataset.is_slide:
         raise OneclassError(f"--level: dataset {dataset.name!r} has no pyramid levels; only slide datasets do")
+    if params.whole_image and dataset.is_slide:
+        raise OneclassError(f"--whole-image: dataset {dataset.name!r} holds whole-slide images, "
+                            f"which are cut into patches")
     # default: the images' own channel count (the first image's; the rest are converted)
     channels = params.channels or (3 if dataset.is_slide else items[0].load().image.shape[2])
     sources = []
@@ -198,7 +223,7 @@ def extract(
             writer.append(chunk)
             if on_task:
                 on_task(chunk)
-        out_size = params.resize or params.size
+        out_size = params.resize if params.whole_image else params.resize or params.size
         meta = {
             "oneclass_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -167,6 +167,35 @@ def cut_and_resize(
     return images, masks
 
 
+def whole_image(
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    categories: list[str],
+    subclass: str,
+    side: int,
+    channels: int,
+) -> PatchChunk:
+    """An image as one item, resized to side x side (area averaging / linear per axis, so
+    the aspect ratio is not kept). It is anomalous when its mask marks any pixel or its
+    subclass is a defect type (an anomalous folder without masks); the subclass is the
+    most frequent defect type of the mask, else the item's own."""
+    height, width = image.shape[:2]
+    rows, cols = resize_matrix(height, side), resize_matrix(width, side)
+    pixels = np.einsum("yh,hwc,xw->cyx", rows, image.astype(np.float32), cols)
+    images = _round(_convert_channels(pixels[None], channels))
+    mask = np.zeros((1, side, side), dtype=np.uint8)
+    frac = 0.0
+    if labels is not None and categories and labels.any():
+        anomalous = labels > 0
+        frac = float(anomalous.mean())
+        mask[0] = (rows @ anomalous.astype(np.float32) @ cols.T) >= 0.5
+        counts = np.bincount(labels[anomalous].ravel(), minlength=len(categories) + 1)[1:]
+        subclass = categories[int(counts.argmax())]
+    label = int(subclass != NORMAL)
+    return PatchChunk(images, mask, np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([frac]),
+                      np.array([label], dtype=np.int8), [subclass], "")
+
+
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, C) → (H//f, W//f, C) float32 means of f x f blocks (image kept channel-last)."""
     height, width = image.shape[0] // factor, image.shape[1] // factor

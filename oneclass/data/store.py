@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from oneclass.data.patches import PatchChunk
-from oneclass.errors import OneclassError
+from oneclass.artifacts import check_destination, mark, replace_folder
+from oneclass.errors import OneclassError, OutputError
 
 INDEX_COLUMNS = ["id", "source", "x", "y", "label", "anomaly_frac", "subclass"]
 _HEADER_BYTES = 128  # npy v1.0 header, padded; room for any realistic shape
@@ -76,23 +78,39 @@ class StoreWriter:
     """Builds a patch store in ``<out>.tmp-<pid>`` and renames it to ``out`` on commit."""
 
     def __init__(self, out: Path, overwrite: bool = False):
+        check_destination(out, "store", overwrite)
         self.out = out
-        if out.exists() and not overwrite:
-            raise OneclassError(f"{out}: output folder exists; pass --overwrite to replace it")
-        if not out.parent.exists():
-            raise OneclassError(f"{out.parent}: parent folder of --out does not exist")
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir()
         self._images: NpyStreamWriter | None = None
         self._masks: NpyStreamWriter | None = None
-        self._index = open(self.tmp / "index.csv", "w", newline="")
-        self._index.write(",".join(INDEX_COLUMNS) + "\n")
         self.count = 0
         self.counts: dict[tuple[int, str], int] = {}
+        self._index = None
+        try:
+            with self._writing():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if self.tmp.exists():
+                    shutil.rmtree(self.tmp)
+                self.tmp.mkdir()
+                self._index = open(self.tmp / "index.csv", "w", newline="")
+                self._index.write(",".join(INDEX_COLUMNS) + "\n")
+        except BaseException:
+            self.abort()
+            raise
+
+    @contextmanager
+    def _writing(self):
+        """A failed write (full disk, read-only place) becomes one line naming the store."""
+        try:
+            yield
+        except OSError as exc:
+            raise OutputError(f"{self.out}: cannot write the patch store: {exc.strerror or exc}") from None
 
     def append(self, chunk: PatchChunk) -> None:
+        with self._writing():
+            self._append(chunk)
+
+    def _append(self, chunk: PatchChunk) -> None:
         if self._images is None:
             self._images = NpyStreamWriter(self.tmp / "images.npy", chunk.images.shape[1:])
             self._masks = NpyStreamWriter(self.tmp / "masks.npy", chunk.masks.shape[1:])
@@ -112,6 +130,10 @@ class StoreWriter:
         self.count += len(chunk)
 
     def commit(self, meta: dict[str, Any], empty_shape: tuple[int, ...]) -> tuple[Path, dict]:
+        with self._writing():
+            return self._commit(meta, empty_shape)
+
+    def _commit(self, meta: dict[str, Any], empty_shape: tuple[int, ...]) -> tuple[Path, dict]:
         if self._images is None:  # no patch at all: still a valid, empty store
             self._images = NpyStreamWriter(self.tmp / "images.npy", empty_shape)
             self._masks = NpyStreamWriter(self.tmp / "masks.npy", empty_shape[1:])
@@ -123,21 +145,16 @@ class StoreWriter:
                 "counts": [{"label": lab, "subclass": sub, "count": n}
                            for (lab, sub), n in sorted(self.counts.items())]}
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        trash = None
-        if self.out.exists():
-            trash = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            self.out.rename(trash)
-        self.tmp.rename(self.out)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() else trash.unlink()
+        mark(self.tmp, "store")
+        replace_folder(self.tmp, self.out, "store")
         return self.out, meta
 
     def abort(self) -> None:
-        for writer in (self._images, self._masks):
-            if writer is not None and not writer._file.closed:
-                writer._file.close()
-        if not self._index.closed:
-            self._index.close()
+        files = [w._file for w in (self._images, self._masks) if w is not None] + [self._index]
+        for file in files:
+            if file is not None and not file.closed:
+                with suppress(OSError):  # closing flushes, and a full disk refuses that too
+                    file.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
