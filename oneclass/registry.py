@@ -130,6 +130,8 @@ datasets.add("busi", f"{_D}.busi:BUSIDataset",
              "Breast ultrasound (BUSI): normal, benign and malignant with merged masks")
 datasets.add("malaria", f"{_D}.malaria:MalariaDataset",
              "BBBC041 malaria blood smears; infected-cell boxes become anomalous regions")
+datasets.add("mnist", f"{_D}.mnist:MNISTDataset",
+             "MNIST digits, one-vs-rest: the normal_classes digits are normal, the others anomalous")
 datasets.add("camelyon16", f"{_D}.slides:Camelyon16Dataset",
              "CAMELYON16 whole-slide images with tumour polygons (ASAP XML or JSON)")
 datasets.add("wsi", f"{_D}.slides:WSIDataset",
