@@ -52,8 +52,9 @@ class SplitSection:
     """The semi-supervised protocol; see oneclass/data/splits.py."""
 
     gamma: float = 0.0  # M / (L + M + N): labelled anomalies' share of the training set
+    labeled_anomalies: int | None = None  # M as a count (few-shot), instead of gamma
     labeled_normal: int = 0  # L
-    contamination: float = 0.1  # anomalies' share of the unlabelled training items
+    contamination: float = 0.1  # polluting anomalies' share of the training set L + M + N
     seen_subclasses: Union[list[str], str, None] = None  # labelled anomalies' subclasses; "half"
     train_size: int | None = None  # L + M + N; default: the largest the pool allows
     val_fraction: float = 0.1  # of the sources (or patches) set aside for validation
@@ -87,6 +88,8 @@ class TrainSection:
 @dataclass
 class EvaluateSection:
     pixel_auroc: bool = True  # when the method draws maps and the store has masks
+    image_score: Literal["max", "mean", "topk_mean"] = "topk_mean"  # patch scores → image score
+    image_topk: float = 0.1  # share of an image's patches that topk_mean averages (DevNet)
 
 
 @dataclass

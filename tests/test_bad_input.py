@@ -111,3 +111,21 @@ def test_no_images_fails_and_a_one_patch_store_is_valid(tmp_path):
     assert result.returncode == 0, result.stderr
     store = PatchStore.open(tmp_path / "one")
     assert len(store) == 1 and store.images.shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--whole-image", "--resize", "32", "--size", "16"], "--size: not used with --whole-image"),
+    (["--whole-image", "--resize", "32", "--stride", "16"], "--stride: not used with --whole-image"),
+    (["--whole-image"], "--resize: --whole-image needs the side of the square"),
+])
+def test_whole_image_flags(tmp_path, args, expect):
+    _fails(tmp_path, *args, expect=expect)
+
+
+def test_whole_image_refuses_slides(tmp_path):
+    from oneclass.data.datasets.synthetic import write_synthetic_slide
+
+    (tmp_path / "slides").mkdir()
+    write_synthetic_slide(tmp_path / "slides" / "tumor_001.tif", 512, 512, tile=256)
+    _fails(tmp_path, "-d", "camelyon16", "--root", tmp_path / "slides", "--whole-image", "--resize", "32",
+           expect="--whole-image: dataset 'camelyon16' holds whole-slide images")

@@ -79,3 +79,31 @@ def test_sampling_keeps_grid_order_and_is_seeded():
     b = P.sample_positions(ys, xs, 10, np.random.default_rng(5))
     assert a[0].tolist() == b[0].tolist() and len(a[0]) == 10
     assert a[0].tolist() == sorted(a[0].tolist())
+
+
+def test_whole_image_is_one_item_resized_by_block_means():
+    # a 4 x 6 image → 2 x 2: each output pixel is the mean of a 2-row x 3-column block
+    image = np.arange(24, dtype=np.uint8).reshape(4, 6, 1) * 10
+    labels = np.zeros((4, 6), dtype=np.uint8)
+    labels[0:2, 0:2] = 1  # 4 of the 6 pixels of the top-left block
+    labels[3, 5] = 2  # one pixel of the bottom-right block, another type
+    chunk = P.whole_image(image, labels, ["scratch", "hole"], "good", 2, 1)
+    blocks = image[:, :, 0].reshape(2, 2, 2, 3).mean(axis=(1, 3))
+    assert chunk.images.shape == (1, 1, 2, 2)
+    assert chunk.images[0, 0].tolist() == np.rint(blocks).astype(np.uint8).tolist()
+    assert chunk.masks[0].tolist() == [[1, 0], [0, 0]]  # 4/6 >= 0.5, 1/6 < 0.5
+    assert chunk.label.tolist() == [1] and chunk.subclass == ["scratch"]  # 4 pixels beat 1
+    assert chunk.anomaly_frac.tolist() == [5 / 24]
+    assert chunk.x.tolist() == [0] and chunk.y.tolist() == [0]
+
+
+def test_whole_image_label_comes_from_the_mask_or_the_subclass():
+    image = np.full((5, 7, 3), 200, dtype=np.uint8)
+    normal = P.whole_image(image, None, [], "good", 4, 1)
+    assert normal.label.tolist() == [0] and normal.subclass == ["good"]
+    assert normal.images.shape == (1, 1, 4, 4) and (normal.images == 200).all()  # luma of grey
+    unmasked = P.whole_image(image, None, [], "crack", 4, 3)  # an anomalous folder, no mask
+    assert unmasked.label.tolist() == [1] and unmasked.subclass == ["crack"]
+    assert unmasked.masks.sum() == 0 and unmasked.anomaly_frac.tolist() == [0.0]
+    empty = P.whole_image(image, np.zeros((5, 7), np.uint8), ["crack"], "good", 4, 3)
+    assert empty.label.tolist() == [0]  # an empty mask marks nothing

@@ -62,3 +62,52 @@ def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
     again = oneclass(*args, "--overwrite", env=env, cwd=root)
     assert again.returncode == 0 and "(cached)" in again.stderr
     assert (tmp_path / "run/scores/test.csv").read_text() == scores  # cached store, same seed
+
+
+def _image_folder(root: Path, normal: int = 16, anomalous: int = 10) -> Path:
+    """Whole images of mixed sizes: smooth noise, anomalies with a bright disc; no masks."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(48, 64), (64, 64), (40, 56), (72, 50)]
+    for kind, count in (("normal", normal), ("anomalous/disc", anomalous)):
+        (root / kind).mkdir(parents=True)
+        for i in range(count):
+            height, width = sizes[i % len(sizes)]
+            pixels = rng.normal(100, 12, (height, width)).clip(0, 255)
+            if kind != "normal":
+                yy, xx = np.mgrid[:height, :width]
+                pixels[(yy - height // 2) ** 2 + (xx - width // 3) ** 2 < (min(height, width) // 4) ** 2] = 250
+            Image.fromarray(pixels.astype(np.uint8)).save(root / kind / f"{i:02d}.png")
+    return root
+
+
+def test_folder_recipe_trains_on_whole_images_of_mixed_sizes(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    args = ["train", "recipes/folder.yaml", "--set", f"dataset.root={root}", "--out", tmp_path / "run",
+            "--set", "patches.resize=32", "--set", "train.epochs=3", "--set", "method.pretrain_epochs=2"]
+    done = oneclass(*args, env={"ONECLASS_CACHE": str(tmp_path / "cache")}, cwd=RECIPES[0].parent.parent)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "run/scores/test.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    sources = [row[1] for row in rows]
+    assert len(sources) == len(set(sources)) > 0  # one score per test image
+    assert {row[2] for row in rows} == {"0"} and {row[3] for row in rows} == {"0"}
+    assert {row[5] for row in rows} == {"good", "disc"}
+    data = json.loads((tmp_path / "run/data.json").read_text())
+    assert data["image_shape"] == [1, 32, 32] and data["extraction"]["whole_image"] is True
+
+
+def test_mnist_recipe_takes_other_normal_classes(tmp_path):
+    """The issue's command, shortened: digit 3 normal, the shared t10k files only."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data {SHARED_DATA} not present (only in the team checkout and CI)")
+    args = ["train", "recipes/mnist.yaml", "--set", "dataset.normal_classes=[3]", "--out", tmp_path / "run",
+            "--set", "dataset.max_per_class=60", "--set", "train.epochs=3", "--set", "method.pretrain_epochs=2"]
+    done = oneclass(*args, env={"ONECLASS_CACHE": str(tmp_path / "cache")}, cwd=RECIPES[0].parent.parent)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["dataset"] == "mnist" and 0 <= metrics["test"]["auroc"] <= 1
+    test = (tmp_path / "run/scores/test.csv").read_text()
+    assert "digit-3" not in test and "digit-7" in test

@@ -3,6 +3,8 @@ determinism, open-set subclasses and infeasible requests."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -30,13 +32,13 @@ def split(**kw):
 
 
 @pytest.mark.parametrize("gamma,contamination,train_size", [
-    (0.0, 0.1, 600), (0.05, 0.1, 600), (0.2, 0.1, 600), (0.2, 0.0, 500), (0.5, 0.2, 300)])
+    (0.0, 0.1, 600), (0.05, 0.1, 600), (0.2, 0.1, 600), (0.2, 0.0, 500), (0.5, 0.1, 300)])
 def test_training_counts_follow_the_definitions(gamma, contamination, train_size):
     sp, labels, _, _ = split(gamma=gamma, contamination=contamination, train_size=train_size,
                              labeled_normal=20)
     m = round(gamma * train_size)  # M
     n = train_size - 20 - m  # N, unlabelled
-    polluting = round(contamination * n)
+    polluting = round(contamination * train_size)  # the papers pollute the training set
     roles = sp.train_roles
     assert len(sp.train) == train_size
     assert (roles == LABELED_ANOMALY).sum() == m
@@ -48,6 +50,39 @@ def test_training_counts_follow_the_definitions(gamma, contamination, train_size
     assert labels[sp.train[roles == UNLABELED]].sum() == polluting
     assert sp.counts["train"] == {"labeled_normal": 20, "unlabeled": n, "labeled_anomaly": m,
                                   "polluting": polluting, "total": train_size, "gamma": m / train_size}
+
+
+@pytest.mark.parametrize("shots", [1, 5, 10])
+def test_few_shot_labels_are_a_count(shots):
+    sp, labels, _, _ = split(labeled_anomalies=shots, contamination=0.02, train_size=500)
+    roles = sp.train_roles
+    assert (roles == LABELED_ANOMALY).sum() == shots and labels[sp.train[roles == LABELED_ANOMALY]].all()
+    assert labels[sp.train[roles == UNLABELED]].sum() == 10  # 2% of 500
+    assert sp.counts["train"]["gamma"] == shots / 500
+
+
+def test_default_train_size_gives_the_gamma_asked():
+    for gamma, contamination in ((0.2, 0.1), (0.05, 0.1), (0.0, 0.1)):
+        sp, labels, _, _ = split(gamma=gamma, contamination=contamination)
+        counts = sp.counts["train"]
+        assert abs(counts["gamma"] - gamma) <= 0.5 / counts["total"] + 1e-12
+        assert abs(counts["polluting"] - contamination * counts["total"]) <= 0.5
+        # the largest set: one more item would need more normal or anomalous items than the pool has
+        pool = sp.counts["pools"]["train"]
+        bigger = counts["total"] + 1
+        need_normal = bigger - round(gamma * bigger) - round(contamination * bigger)
+        need_anomalous = round(gamma * bigger) + round(contamination * bigger)
+        assert need_normal > pool["normal"] or need_anomalous > pool["anomalous"]
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"gamma": 0.1, "labeled_anomalies": 5}, "split.labeled_anomalies: give either split.gamma (0.1) or"),
+    ({"labeled_anomalies": -1}, "split.labeled_anomalies: must be >= 0"),
+    ({"labeled_anomalies": 100000}, "split.labeled_anomalies: 100000 asked, the training pool holds"),
+])
+def test_bad_few_shot_requests(kw, message):
+    with pytest.raises(SplitError, match=re.escape(message)):
+        split(**kw)
 
 
 def test_sets_are_disjoint_and_whole_sources_stay_together():

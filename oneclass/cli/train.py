@@ -17,7 +17,7 @@ def train(
     recipe: Path = typer.Argument(..., help="A YAML recipe (see recipes/)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Run folder; with --repeats, the folder of seed-S runs. "
-        "[default: runs/RECIPE-METHOD-gammaG-seedS]"),
+        "[default: runs/RECIPE-METHOD-gammaG-seedS, shotsN for split.labeled_anomalies]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the (first) run. [default: the recipe's]"),
     repeats: int = typer.Option(1, "--repeats", "-r", min=1, help="Run seeds S, S+1, ..., S+R-1."),
     store: Optional[Path] = typer.Option(None, "--store", help="Use this patch store instead of "
@@ -48,7 +48,9 @@ def train(
     for k in range(repeats):
         config.seed = first + k
         target = _run_path(config, recipe, out, repeats)
-        header = f"[bold]run[/] {target} ({config.method.name}, gamma {config.split.gamma}, seed {config.seed})"
+        shots = config.split.labeled_anomalies
+        labels = f"{shots} labelled anomalies" if shots is not None else f"gamma {config.split.gamma}"
+        header = f"[bold]run[/] {target} ({config.method.name}, {labels}, seed {config.seed})"
         reporter = None if quiet else _Reporter(header)
         try:
             path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
@@ -85,7 +87,9 @@ def _interrupted(target: Path, args: list[str]) -> None:
 
 def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
     if out is None:
-        out = Path("runs") / f"{recipe.stem}-{config.method.name}-gamma{config.split.gamma:g}"
+        shots = config.split.labeled_anomalies
+        labels = f"shots{shots}" if shots is not None else f"gamma{config.split.gamma:g}"
+        out = Path("runs") / f"{recipe.stem}-{config.method.name}-{labels}"
         if repeats == 1:
             return out.with_name(f"{out.name}-seed{config.seed}")
     if repeats == 1:

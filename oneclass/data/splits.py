@@ -2,9 +2,10 @@
 
 Definitions (c-ss-ms-gvae.txt Sec. 4, ss-vq-vae.txt, Ruff et al. 2020):
 
-- the training set has N unlabelled items (assumed normal, but a share
-  ``contamination`` of them is in truth anomalous), L labelled normal and M labelled
-  anomalous items; ``gamma = M / (L + M + N)`` (0 is the unsupervised case);
+- the training set has N unlabelled items (assumed normal, but some are in truth
+  anomalous: ``contamination`` of the whole training set, as the papers pollute it), L
+  labelled normal and M labelled anomalous items; ``gamma = M / (L + M + N)`` (0 is the
+  unsupervised case), or M given as a count, ``labeled_anomalies`` (DevNet's few shots);
 - labelled anomalies come only from the ``seen_subclasses``; the polluting anomalies and
   the test set hold every subclass (the open-set case);
 - the validation set holds inliers and outliers (thresholds, hyperparameters, early
@@ -89,6 +90,12 @@ def _check(section) -> None:
 
     if not 0 <= section.gamma <= 0.5:
         bad("gamma", f"must lie in [0, 0.5], got {section.gamma}")
+    if section.labeled_anomalies is not None:
+        if section.gamma:
+            bad("labeled_anomalies", f"give either split.gamma ({section.gamma}) or "
+                f"split.labeled_anomalies ({section.labeled_anomalies}), not both")
+        if section.labeled_anomalies < 0:
+            bad("labeled_anomalies", f"must be >= 0, got {section.labeled_anomalies}")
     if not 0 <= section.contamination < 1:
         bad("contamination", f"must lie in [0, 1), got {section.contamination}")
     if section.labeled_normal < 0:
@@ -197,28 +204,38 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
     seen_mask = np.isin(subclasses[anomalous], seen)
     labelable = rng.permutation(anomalous[seen_mask])
     gamma, c, n_lab_normal = section.gamma, section.contamination, section.labeled_normal
+    shots = section.labeled_anomalies
+    if shots is not None and shots > len(labelable):
+        seen_text = f" of subclasses {', '.join(seen)}" if section.seen_subclasses is not None else ""
+        raise SplitError(f"split.labeled_anomalies: {shots} asked, the training pool holds "
+                         f"{len(labelable)} anomalous patches{seen_text} to label")
 
     def need(total: int) -> tuple[int, int, int, int]:
-        m = round(gamma * total)
+        m = shots if shots is not None else round(gamma * total)
         n = total - n_lab_normal - m
-        polluting = round(c * n)
+        polluting = round(c * total)  # a share of the whole training set, as the papers pollute
         return m, n, polluting, n - polluting
 
     def feasible(total: int) -> bool:
         m, n, polluting, clean = need(total)
-        return (n > 0 and m <= len(labelable) and m + polluting <= len(anomalous)
+        return (n > 0 and clean >= 0 and m <= len(labelable) and m + polluting <= len(anomalous)
                 and clean + n_lab_normal <= len(normal))
 
     if section.train_size is not None:
         total = section.train_size
     else:
-        # the largest training set the pool allows, from the three constraints
-        bounds = [(len(normal) - n_lab_normal) / (1 - c) + n_lab_normal]
-        if gamma > 0:
-            bounds.append(len(labelable) / gamma)
-        if gamma > 0 or c > 0:
-            share = gamma + c * (1 - gamma)  # anomalies' share when L is small
-            bounds.append(len(anomalous) / share)
+        # the largest training set the pool allows: normal items fill (1 - gamma - c) of
+        # it (or all but c and the M shots), anomalies gamma + c (or M shots + c)
+        if shots is None:
+            bounds = [len(normal) / max(1 - gamma - c, 1e-9)]
+            if gamma > 0:
+                bounds.append(len(labelable) / gamma)
+            if gamma + c > 0:
+                bounds.append(len(anomalous) / (gamma + c))
+        else:
+            bounds = [(len(normal) + shots) / (1 - c)]
+            if c > 0:
+                bounds.append((len(anomalous) - shots) / c)
         total = int(math.floor(min(bounds))) + 1
         while total > 0 and not feasible(total):
             total -= 1
@@ -226,7 +243,8 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
         m, n, polluting, clean = need(max(total, 1))
         seen_text = f" of subclasses {', '.join(seen)}" if section.seen_subclasses is not None else ""
         raise SplitError(
-            f"split: a training set of {total} at gamma {gamma} and contamination {c} needs "
+            f"split: a training set of {total} at "
+            f"{f'{shots} labelled anomalies' if shots is not None else f'gamma {gamma}'} and contamination {c} needs "
             f"{m} labelled anomalies{seen_text}, {polluting} polluting anomalies and "
             f"{clean + n_lab_normal} normal patches; the training pool has {len(labelable)} "
             f"labelable and {len(anomalous)} anomalous in all, and {len(normal)} normal "
