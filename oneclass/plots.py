@@ -59,9 +59,9 @@ def tsne_map(points: np.ndarray, outcomes: list[str], title: str, path: Path) ->
             kind = "anomalous" if outcome in ("TP", "FN") else "normal"
             ax.scatter(points[pick, 0], points[pick, 1], c=colour, marker=marker, s=12,
                        linewidths=0.8, label=f"{outcome} ({kind}, {int(pick.sum())})")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # off the points
     _save(fig, path)
     plt.close(fig)
