@@ -25,23 +25,46 @@ def _save(fig, path: Path) -> None:
 
 
 def auc_vs_gamma(groups: list[dict], path: Path) -> None:
-    """One panel per dataset; one line per method: mean test AUROC +- std against gamma."""
+    """One panel per dataset: mean test AUROC ± sample std over runs against gamma, a line
+    per method (the papers' Figs. 4, 8, 11); with a single gamma a line means nothing, so
+    the panel is a bar per method. The legend gives each method's number of runs, and
+    the chance level (0.5) is drawn."""
     plt = _pyplot()
     datasets = sorted({g["dataset"] for g in groups})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         rows = [g for g in groups if g["dataset"] == dataset and g["gamma"] is not None]
-        for method in sorted({g["method"] for g in rows}):
-            points = sorted((g["gamma"], g["auroc_mean"], g["auroc_std"]) for g in rows if g["method"] == method)
-            gammas, means, stds = map(np.array, zip(*points))
-            ax.errorbar(gammas, means, yerr=stds, marker="o", capsize=3, label=method)
-        ax.set_title(dataset or "scores")
-        ax.set_xlabel("gamma (labelled anomalies / training set)")
-        ax.set_ylabel("test AUROC")
+        methods = sorted({g["method"] for g in rows})
+        gammas = sorted({g["gamma"] for g in rows})
+        for i, method in enumerate(methods):
+            points = sorted((g["gamma"], g["auroc_mean"], g["auroc_std"] or 0.0, g["n"])
+                            for g in rows if g["method"] == method)
+            xs, means, stds, runs = map(np.array, zip(*points))
+            label = f"{method} (n = {_runs(runs)})"
+            if len(gammas) == 1:
+                ax.bar(i, means[0], width=0.6, yerr=stds[0], capsize=3, label=label)
+            else:
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+        if len(gammas) == 1:
+            ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+            ax.set_xlim(-0.8, max(len(methods), 2) - 0.2)
+            ax.set_title(f"{dataset or 'scores'}, gamma {gammas[0]:g}")
+        else:
+            ax.set_title(dataset or "scores")
+            ax.set_xlabel("gamma (labelled anomalies / training set)")
+        ax.set_ylabel("test AUROC (mean ± std over runs)")
+        ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
     plt.close(fig)
+
+
+def _runs(counts: np.ndarray) -> str:
+    """Runs per point: one number, or the range where gammas had different counts."""
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low}" if low == high else f"{low}-{high}"
 
 
 OUTCOME_STYLE = {"TP": ("tab:red", "o"), "FN": ("tab:red", "x"),
