@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -92,6 +93,48 @@ class EvaluateSection:
     image_topk: float = 0.1  # share of an image's patches that topk_mean averages (DevNet)
 
 
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed values: [low, high], either end open or absent."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}")
+
+
+_POSITIVE, _COUNT, _SHARE = Range(1), Range(0), Range(0, 1, low_open=True, high_open=True)
+
+# every numeric key's allowed values, checked at load (list keys: each element)
+RANGES = {
+    "seed": _COUNT, "split.seed": _COUNT,
+    "patches.size": _POSITIVE, "patches.stride": _POSITIVE, "patches.resize": _POSITIVE,
+    "patches.mask_frac": Range(0, 1, low_open=True), "patches.level": _COUNT,
+    "patches.max_per_image": _POSITIVE, "patches.channels": Range(1, 3), "patches.workers": _POSITIVE,
+    "split.gamma": Range(0, 0.5), "split.labeled_anomalies": _COUNT, "split.labeled_normal": _COUNT,
+    "split.contamination": Range(0, 1, high_open=True), "split.train_size": _POSITIVE,
+    "split.val_fraction": _SHARE, "split.test_fraction": _SHARE, "split.test_size": _POSITIVE,
+    "train.epochs": _POSITIVE, "train.batch_size": _POSITIVE, "train.lr": Range(0, low_open=True),
+    "train.weight_decay": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
+    "evaluate.image_topk": Range(0, 1, low_open=True),
+}
+
+# what a person writes as a number but YAML 1.1 reads as a string: 1e-4, 1E-4, +2e3
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 @dataclass
 class Recipe:
     seed: int = 0
@@ -103,11 +146,17 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     source: str = field(default="<defaults>", repr=False, compare=False)
+    # key path → what set it on the command line ("--set 'k=v'", "--device"), for errors
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def where(self, key_path: str) -> str:
+        """What to blame for a key's value: the command-line option that set it, else the file."""
+        return origin(self.origins, key_path, self.source)
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self):
-            if f.name == "source":
+            if f.name in ("source", "origins"):
                 continue
             value = getattr(self, f.name)
             out[f.name] = _section_to_dict(value) if dataclasses.is_dataclass(value) else value
@@ -133,9 +182,11 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
 
 
 def load(path: str | Path | None, overrides: list[str] = (),
-         values: dict[str, Any] | None = None) -> Recipe:
+         values: dict[str, Any] | None = None, flags: dict[str, str] | None = None) -> Recipe:
     """Read a recipe file (or start from defaults when path is None), then apply the
-    ``--set key=value`` overrides, then ``values`` (key path → value, from explicit flags)."""
+    ``--set key=value`` overrides, then ``values`` (key path → value, from explicit flags
+    named in ``flags``, key path → flag). Errors name what set the key: the file, the
+    ``--set`` or the flag."""
     source = "<defaults>"
     data: dict[str, Any] = {}
     if path is not None:
@@ -158,14 +209,29 @@ def load(path: str | Path | None, overrides: list[str] = (),
             data = {}
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: a recipe must be a mapping of sections")
+    origins: dict[str, str] = {}
     for item in overrides:
-        apply_override(data, item)
+        origins[apply_override(data, item)] = f"--set {item!r}"
     for key, value in (values or {}).items():
-        _set_path(data, key.split("."), value, key)
-    return from_dict(data, source)
+        where = (flags or {}).get(key, key)
+        _set_path(data, key.split("."), value, where)
+        origins[key] = where
+    return from_dict(data, source, origins)
 
 
-def apply_override(data: dict[str, Any], item: str) -> None:
+def origin(origins: dict[str, str], key_path: str, source: str) -> str:
+    """The command-line option that set ``key_path`` or a section above it, else ``source``."""
+    parts = key_path.split(".")
+    for end in range(len(parts), 0, -1):
+        found = origins.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    below = [where for key, where in origins.items() if key.startswith(key_path + ".")]
+    return below[0] if below else source
+
+
+def apply_override(data: dict[str, Any], item: str) -> str:
+    """Apply one ``section.key=value`` override (the value parsed as YAML); returns the key."""
     """Apply one ``section.key=value`` override; the value is parsed as a YAML scalar."""
     key, sep, raw = item.partition("=")
     key = key.strip()
@@ -176,6 +242,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         value = raw
     _set_path(data, key.split("."), value, f"--set {item!r}")
+    return key
 
 
 def _set_path(data: dict[str, Any], parts: list[str], value: Any, where: str) -> None:
@@ -190,30 +257,33 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, where: str) ->
     node[parts[-1]] = value
 
 
-def from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    recipe = _build(Recipe, data, source, "")
+def from_dict(data: dict[str, Any], source: str = "<recipe>", origins: dict[str, str] | None = None) -> Recipe:
+    recipe = _build(Recipe, data, source, "", origins or {})
     recipe.source = source
+    recipe.origins = dict(origins or {})
     return recipe
 
 
-def check_options(cls: type, data: dict[str, Any], source: str, prefix: str) -> Any:
+def check_options(cls: type, data: dict[str, Any], source: str, prefix: str,
+                  origins: dict[str, str] | None = None) -> Any:
     """Build a plugin's options dataclass, failing on unknown keys and wrong types."""
-    return _build(cls, data, source, prefix)
+    return _build(cls, data, source, prefix, origins or {})
 
 
-def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+def _build(cls: type, data: Any, source: str, prefix: str, origins: dict[str, str]) -> Any:
     where = prefix.rstrip(".") or "recipe"
     if not isinstance(data, dict):
-        raise RecipeError(f"{source}: {where}: expected a mapping, got {_describe(data)}")
+        raise RecipeError(f"{origin(origins, where, source)}: {where}: expected a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in ("source", "origins")}
     open_field = _OPEN_SECTIONS.get(cls)
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in data.items():
         key_path = f"{prefix}{key}"
+        blame = origin(origins, key_path, source)
         if not isinstance(key, str):
-            raise RecipeError(f"{source}: {key_path}: keys must be strings")
+            raise RecipeError(f"{blame}: {key_path}: keys must be strings")
         if key not in fields or key == open_field:
             if open_field is not None:
                 extra[key] = value
@@ -221,15 +291,26 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             known = ", ".join(fields)
-            raise RecipeError(f"{source}: {key_path}: unknown key{hint}; expected one of: {known}")
+            raise RecipeError(f"{blame}: {key_path}: unknown key{hint}; expected one of: {known}")
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
-            values[key] = _build(hint_type, value if value is not None else {}, source, f"{key_path}.")
+            values[key] = _build(hint_type, value if value is not None else {}, source, f"{key_path}.", origins)
         else:
-            values[key] = coerce(value, hint_type, f"{source}: {key_path}")
+            values[key] = coerce(value, hint_type, f"{blame}: {key_path}")
+            _check_range(values[key], key_path, f"{blame}: {key_path}")
     if open_field is not None:
         values[open_field] = extra
     return cls(**values)
+
+
+def _check_range(value: Any, key_path: str, where: str) -> None:
+    allowed = RANGES.get(key_path)
+    if allowed is None or value is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if item not in allowed:
+            raise RecipeError(f"{where}: must be {'in ' if allowed.high is not None else ''}{allowed}, "
+                              f"got {item!r}")
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -269,6 +350,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
             return float(value)
     elif hint is str:
         if isinstance(value, str):

@@ -70,10 +70,10 @@ def test_patch_larger_than_image(tmp_path):
 
 
 @pytest.mark.parametrize("flag,value,expect", [
-    ("--stride", "0", "--stride: must be positive"),
-    ("--stride", "-3", "--stride: must be positive"),
-    ("--mask-frac", "0", "--mask-frac: must lie in (0, 1]"),
-    ("--mask-frac", "1.5", "--mask-frac: must lie in (0, 1]"),
+    ("--stride", "0", "--stride: patches.stride: must be >= 1, got 0"),
+    ("--stride", "-3", "--stride: patches.stride: must be >= 1, got -3"),
+    ("--mask-frac", "0", "--mask-frac: patches.mask_frac: must be in (0, 1], got 0.0"),
+    ("--mask-frac", "1.5", "--mask-frac: patches.mask_frac: must be in (0, 1], got 1.5"),
     ("--channels", "2", "--channels: must be 1 or 3"),
 ])
 def test_bad_flags(tmp_path, flag, value, expect):

@@ -106,3 +106,57 @@ def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
     assert (params.epochs.mean, params.epochs.scale, params.epochs.semi, params.epochs.shape) == (4, 2, 8, None)
     with pytest.raises(OneclassError, match=r"method.epochs.sem: unknown key \(did you mean 'method.epochs.semi'"):
         method_class(recipes.load(path, ["method.epochs.sem=8"]))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train:\n  epochs: 0\n", "r.yaml: train.epochs: must be >= 1, got 0"),
+    ("train:\n  epochs: -1\n", "r.yaml: train.epochs: must be >= 1, got -1"),
+    ("train:\n  batch_size: 0\n", "r.yaml: train.batch_size: must be >= 1, got 0"),
+    ("train:\n  lr: -1\n", "r.yaml: train.lr: must be > 0, got -1.0"),
+    ("train:\n  lr_milestones: [5, 0]\n", "r.yaml: train.lr_milestones: must be >= 1, got 0"),
+    ("split:\n  gamma: 0.6\n", "r.yaml: split.gamma: must be in [0, 0.5], got 0.6"),
+    ("split:\n  val_fraction: 0\n", "r.yaml: split.val_fraction: must be in (0, 1), got 0.0"),
+    ("patches:\n  mask_frac: 0\n", "r.yaml: patches.mask_frac: must be in (0, 1], got 0.0"),
+    ("patches:\n  channels: 4\n", "r.yaml: patches.channels: must be in [1, 3], got 4"),
+    ("seed: -2\n", "r.yaml: seed: must be >= 0, got -2"),
+    ("evaluate:\n  image_topk: 0\n", "r.yaml: evaluate.image_topk: must be in (0, 1], got 0.0"),
+])
+def test_numeric_keys_are_range_checked_at_load(tmp_path, text, message):
+    with pytest.raises(recipes.RecipeError) as info:
+        recipes.load(_write(tmp_path, text))
+    assert str(info.value).endswith(message), str(info.value)
+
+
+@pytest.mark.parametrize("written,value", [("1e-4", 1e-4), ("1E-4", 1e-4), (".5", 0.5), ("5.", 5.0),
+                                           ("+2e-3", 2e-3), ("3", 3.0)])
+def test_every_number_a_person_writes_is_a_number(tmp_path, written, value):
+    assert recipes.load(_write(tmp_path, f"train:\n  lr: {written}\n")).train.lr == value
+    assert recipes.load(None, [f"train.lr={written}"]).train.lr == value
+
+
+@pytest.mark.parametrize("bad", ["1e-4x", "e5", "1.2.3", "nan"])
+def test_strings_that_are_not_numbers_stay_refused(bad):
+    with pytest.raises(recipes.RecipeError, match="train.lr: expected a number"):
+        recipes.load(None, [f"train.lr={bad}"])
+
+
+def test_errors_name_the_option_that_set_the_key(tmp_path):
+    path = _write(tmp_path, "train:\n  lr: 0.1\n")
+    cases = [(["train.lr=abc"], {}, "--set 'train.lr=abc': train.lr: expected a number"),
+             (["train.epochs=0"], {}, "--set 'train.epochs=0': train.epochs: must be >= 1"),
+             (["trian.lr=1"], {}, "--set 'trian.lr=1': trian: unknown key (did you mean 'train'?)"),
+             ([], {"train.batch_size": 0}, "--batch-size: train.batch_size: must be >= 1")]
+    for sets, values, message in cases:
+        with pytest.raises(recipes.RecipeError) as info:
+            recipes.load(path, sets, values, {k: "--batch-size" for k in values})
+        assert str(info.value).startswith(message), str(info.value)
+    with pytest.raises(recipes.RecipeError, match=r"^.*r\.yaml: train\.epochs: must be >= 1"):
+        recipes.load(_write(tmp_path, "train:\n  epochs: 0\n"), ["train.lr=0.5"])  # the file's own key
+
+
+def test_cli_names_the_flag_not_the_recipe(tmp_path):
+    result = oneclass("train", "recipes/demo.yaml", "--set", "train.epochs=0", "--out", tmp_path / "r",
+                      cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert result.returncode == 2
+    assert result.stderr.strip() == "oneclass: error: --set 'train.epochs=0': train.epochs: must be >= 1, got 0"
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()

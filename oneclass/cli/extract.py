@@ -64,7 +64,8 @@ def extract_patches(
              "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed,
              "whole_image": whole_image}
     values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
-    config = recipes.load(recipe, set_ or [], values)
+    names = {_FLAG_KEYS[k]: "--" + k.replace("_", "-") for k in flags}
+    config = recipes.load(recipe, set_ or [], values, names)
     plugin = make_dataset(config)
     params = extraction_params(config)
     with _Progress(quiet) as progress:

@@ -42,7 +42,7 @@ def train(
     from oneclass.runs import train_run
 
     values = {"train.device": device} if device else {}
-    config = recipes.load(recipe, set_ or [], values)
+    config = recipes.load(recipe, set_ or [], values, {"train.device": "--device"})
     first = config.seed if seed is None else seed
     patch_store = PatchStore.open(store) if store else None
     for k in range(repeats):
