@@ -129,3 +129,56 @@ def test_whole_image_refuses_slides(tmp_path):
     write_synthetic_slide(tmp_path / "slides" / "tumor_001.tif", 512, 512, tile=256)
     _fails(tmp_path, "-d", "camelyon16", "--root", tmp_path / "slides", "--whole-image", "--resize", "32",
            expect="--whole-image: dataset 'camelyon16' holds whole-slide images")
+
+
+def test_noisy_mask_is_refused_naming_the_way_out_and_taken_with_a_threshold(tmp_path):
+    from oneclass.data.store import PatchStore
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:10, :10] = 255
+    mask[10, :10] = 37  # an anti-aliased edge
+    mask[20, 20] = 3  # compression noise
+    root = _folder(tmp_path / "d", mask=mask)
+    _fails(tmp_path, "-d", "folder", "--root", root, "--size", 10,
+           expect="b_mask.png: mask values must be {0, 1} or {0, 255}, found 0, 3, 37, 255; if the "
+                  "others are edge or compression noise, set patches.mask_threshold (--mask-threshold")
+    done = oneclass("extract-patches", "-d", "folder", "--root", root, "--size", 10, "--mask-frac", 0.5,
+                    "--mask-threshold", 128, "--out", tmp_path / "s", "-q")
+    assert done.returncode == 0, done.stderr
+    store = PatchStore.open(tmp_path / "s")
+    anomalous = [(r["source"], r["x"], r["y"]) for r in store.index if r["label"] == "1"]
+    assert anomalous == [("anomalous/crack/b.png", "0", "0")]  # 37 and 3 are below 128
+    assert store.meta["params"]["mask_threshold"] == 128
+    low = oneclass("extract-patches", "-d", "folder", "--root", root, "--size", 10, "--mask-frac", 0.01,
+                   "--mask-threshold", 2, "--out", tmp_path / "t", "-q")
+    assert low.returncode == 0, low.stderr
+    labels = {(r["x"], r["y"]): r["label"] for r in PatchStore.open(tmp_path / "t").index
+              if r["source"] == "anomalous/crack/b.png"}
+    assert labels[("0", "10")] == "1" and labels[("20", "20")] == "1"  # the edge row and the speck
+    _fails(tmp_path, "-d", "folder", "--root", root, "--mask-threshold", 0,
+           expect="--mask-threshold: patches.mask_threshold: must be in [1, 65535], got 0")
+
+
+def test_reader_warnings_do_not_reach_stderr(tmp_path):
+    """A TIFF with a corrupt tag (its data said to run past the end of the file): Pillow
+    warns and reads the pixels; the user sees only oneclass's own output."""
+    import struct
+
+    from PIL import Image, TiffImagePlugin
+
+    root = _folder(tmp_path / "d")
+    path = root / "normal" / "a.tif"
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[270] = "x" * 20  # ImageDescription
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(path, tiffinfo=tags)
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd:ifd + 2])[0], 12):
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 270:
+            data[entry + 4:entry + 8] = struct.pack("<I", 10**6)  # a million bytes of description
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="Tag data larger than file"):
+        with Image.open(path) as im:
+            im.load()  # the file does make Pillow warn
+    done = oneclass("extract-patches", "-d", "folder", "--root", root, "--size", 8, "--out", tmp_path / "s", "-q")
+    assert done.returncode == 0 and done.stderr == "", done.stderr

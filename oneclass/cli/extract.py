@@ -17,7 +17,7 @@ _FLAG_KEYS = {
     "stride": "patches.stride", "mask_frac": "patches.mask_frac", "resize": "patches.resize",
     "level": "patches.level", "max_per_image": "patches.max_per_image",
     "channels": "patches.channels", "workers": "patches.workers", "seed": "seed",
-    "whole_image": "patches.whole_image",
+    "whole_image": "patches.whole_image", "mask_threshold": "patches.mask_threshold",
 }
 
 
@@ -33,6 +33,9 @@ def extract_patches(
     mask_frac: Optional[float] = typer.Option(
         None, "--mask-frac", help="A patch is anomalous iff this fraction of its mask is set. [default: 0.05]"),
     resize: Optional[int] = typer.Option(None, "--resize", help="Resize patches to N x N (area averaging)."),
+    mask_threshold: Optional[int] = typer.Option(
+        None, "--mask-threshold", help="For masks with values other than {0, 1} or {0, 255}: "
+        "pixels at or above this value are anomalous. [default: refuse such masks]"),
     whole_image: Optional[bool] = typer.Option(
         None, "--whole-image/--patches", show_default=False,
         help="One item per image, resized to --resize x --resize, anomalous when its mask marks "
@@ -62,7 +65,7 @@ def extract_patches(
     flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
              "mask_frac": mask_frac, "resize": resize, "level": level,
              "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed,
-             "whole_image": whole_image}
+             "whole_image": whole_image, "mask_threshold": mask_threshold}
     values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     names = {_FLAG_KEYS[k]: "--" + k.replace("_", "-") for k in flags}
     config = recipes.load(recipe, set_ or [], values, names)

@@ -14,7 +14,7 @@ import numpy as np
 from oneclass import __version__
 from oneclass.artifacts import check_destination
 from oneclass.data import patches as P
-from oneclass.data.datasets.base import Dataset, Item
+from oneclass.data.datasets.base import Dataset, ImageItem, Item
 from oneclass.data.store import StoreWriter
 from oneclass.errors import OneclassError
 
@@ -33,6 +33,7 @@ class ExtractParams:
     seed: int = 0
     workers: int = 1
     whole_image: bool = False  # one item per image, resized to resize x resize
+    mask_threshold: int | None = None  # masks not strictly binary: pixels >= it are anomalous
 
     def check(self) -> None:
         if self.whole_image:
@@ -67,6 +68,8 @@ class ExtractParams:
             raise OneclassError(f"--channels: must be 1 or 3, got {self.channels}")
         if self.workers < 1:
             raise OneclassError(f"--workers: must be >= 1, got {self.workers}")
+        if self.mask_threshold is not None and self.mask_threshold < 1:
+            raise OneclassError(f"--mask-threshold: must be >= 1, got {self.mask_threshold}")
 
 
 @dataclass
@@ -210,6 +213,8 @@ def extract(
     sources = []
     tasks: list = []
     for item in items:
+        if isinstance(item, ImageItem):
+            item.mask_threshold = params.mask_threshold
         sources.append(dataset.describe_source(item))
         if dataset.is_slide:
             tasks.extend(plan_slide(item, params, dataset.options.tissue_frac, channels))

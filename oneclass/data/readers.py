@@ -7,6 +7,7 @@ Whole-slide images are opened through OpenSlide in :mod:`oneclass.data.slides`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,10 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(_to_uint8(array, path))
 
 
-def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a binary mask as (H, W) bool; values must be {0, 1} or {0, 255}."""
+def read_mask(path: Path, shape: tuple[int, int] | None = None, threshold: int | None = None) -> np.ndarray:
+    """Read a binary mask as (H, W) bool. Values must be {0, 1} or {0, 255}; a mask with
+    other values (anti-aliased edges, compression noise) is refused unless ``threshold``
+    is given, and then pixels at or above it are anomalous."""
     array = _read_any(path, mask=True)
     if array.ndim == 3:
         if array.shape[2] in (2, 4):  # drop alpha
@@ -47,12 +50,16 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         array = array[..., 0]
     if array.dtype != bool:
         values = np.unique(array)
-        if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
+        if set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}:
+            array = array > 0
+        elif threshold is not None:
+            array = array >= threshold
+        else:
             shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
             raise ImageReadError(
-                f"{path}: mask values must be {{0, 1}} or {{0, 255}}, found {shown}"
-            )
-        array = array > 0
+                f"{path}: mask values must be {{0, 1}} or {{0, 255}}, found {shown}; if the "
+                f"others are edge or compression noise, set patches.mask_threshold "
+                f"(--mask-threshold, e.g. 128) to count pixels at or above it as anomalous")
     if shape is not None and array.shape != tuple(shape):
         raise ImageReadError(
             f"{path}: mask size {array.shape[1]}x{array.shape[0]} does not match its image "
@@ -82,6 +89,14 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _read_any(path: Path, mask: bool = False) -> np.ndarray:
+    # decoders warn about what they can read past (corrupt EXIF, odd tags): the pixels
+    # either come back, or the failure becomes one error line; nothing else reaches stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _decode(path, mask)
+
+
+def _decode(path: Path, mask: bool) -> np.ndarray:
     try:
         from PIL import Image
 

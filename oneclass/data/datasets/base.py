@@ -50,6 +50,7 @@ class ImageItem(Item):
 
     image_path: Path = None
     mask_paths: list[Path] = field(default_factory=list)
+    mask_threshold: int | None = None  # for masks that are not strictly binary (extraction sets it)
 
     def load(self) -> Loaded:
         image = read_image(self.image_path)
@@ -57,7 +58,7 @@ class ImageItem(Item):
             return Loaded(image, None, [])
         merged = np.zeros(image.shape[:2], dtype=bool)
         for mask_path in self.mask_paths:
-            merged |= read_mask(mask_path, image.shape[:2])
+            merged |= read_mask(mask_path, image.shape[:2], self.mask_threshold)
         if not merged.any():
             return Loaded(image, None, [])
         category = self.subclass if self.subclass != NORMAL else "anomaly"
