@@ -9,6 +9,10 @@ written, so a folder without that suffix is always complete. It holds:
     metrics.json  test and validation metrics  maps/        test.npy (methods that explain)
     .oneclass     the marker: what kind of folder oneclass wrote here
 
+Patch-level runs also write ``scores/val_images.csv`` and ``scores/test_images.csv``
+(IMAGE_COLUMNS: one row per source image, its patch scores aggregated); they are
+optional when reading, as runs on whole-image stores and older runs have none.
+
 Only folders carrying the marker (or, written before it existed, a run's env.json or a
 store's meta.json) are ever replaced by ``--overwrite``: whatever else ``--out`` names is
 refused before any work starts, and the old folder goes only once its replacement is
@@ -37,6 +41,8 @@ RUN_FORMAT = 1
 RUN_FILES = ("recipe.yaml", "env.json", "data.json", "model.pt", "log.jsonl",
              "scores/val.csv", "scores/test.csv", "metrics.json")
 SCORE_COLUMNS = ("id", "source", "x", "y", "label", "subclass", "score")
+# scores/{val,test}_images.csv of patch runs; optional: runs written before them lack them
+IMAGE_COLUMNS = ("source", "label", "subclass", "patches", "score")
 PARTIAL = ".partial"
 CHECKPOINT = "checkpoint.pt"  # in an unfinished run: what --resume continues from
 MARKER = ".oneclass"
@@ -111,16 +117,18 @@ def environment(device) -> dict:
 # -- score tables -------------------------------------------------------------------
 
 
-def format_scores(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
-    """Write score rows (dicts with SCORE_COLUMNS) as CSV or JSON lines."""
+def format_scores(rows: Iterable[dict], fmt: str, out: TextIO,
+                  columns: tuple[str, ...] = SCORE_COLUMNS) -> None:
+    """Write score rows (dicts with ``columns``: SCORE_COLUMNS, or IMAGE_COLUMNS for
+    image tables) as CSV or JSON lines."""
     if fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps({k: row[k] for k in SCORE_COLUMNS}) + "\n")
+            out.write(json.dumps({k: row[k] for k in columns}) + "\n")
         return
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SCORE_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row[k]) for k in SCORE_COLUMNS])
+        writer.writerow([_cell(row[k]) for k in columns])
 
 
 def _cell(value) -> str:
@@ -131,10 +139,15 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_scores(path: Path, rows: list[dict]) -> None:
+def write_scores(path: Path, rows: list[dict], columns: tuple[str, ...] = SCORE_COLUMNS) -> None:
     buffer = io.StringIO()
-    format_scores(rows, "csv", buffer)
+    format_scores(rows, "csv", buffer, columns)
     write_text(path, buffer.getvalue())
+
+
+def write_image_scores(path: Path, rows: list[dict]) -> None:
+    """An image table (IMAGE_COLUMNS): one row per source image."""
+    write_scores(path, rows, IMAGE_COLUMNS)
 
 
 @dataclass
@@ -142,6 +155,9 @@ class ScoreTable:
     name: str
     labels: np.ndarray  # int, -1 where unknown
     scores: np.ndarray
+    # per row, where the table has the column (None otherwise); "" and null read as None
+    sources: list[str | None] | None = None
+    subclasses: list[str | None] | None = None
 
     @property
     def known(self) -> np.ndarray:
@@ -179,7 +195,14 @@ def parse_scores(text: str, name: str) -> ScoreTable:
         except (TypeError, ValueError):
             raise OneclassError(f"{name}: row {number - 1}: bad score or label "
                                 f"({record.get('score')!r}, {record.get('label')!r})") from None
-    return ScoreTable(name, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float))
+    columns = {c: [_text(r.get(c)) for r in records] if any(c in r for r in records) else None
+               for c in ("source", "subclass")}
+    return ScoreTable(name, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float),
+                      sources=columns["source"], subclasses=columns["subclass"])
+
+
+def _text(value) -> str | None:
+    return None if value in ("", None) else str(value)
 
 
 # -- destinations: what may be written, and what may be replaced ---------------------
@@ -284,6 +307,19 @@ class RunFolder:
     def scores(self, split: str) -> ScoreTable:
         path = self.path / "scores" / f"{split}.csv"
         return parse_scores(path.read_text(), str(path))
+
+    def image_scores(self, split: str) -> ScoreTable | None:
+        """scores/SPLIT_images.csv, or None where the run has none (whole-image runs, and
+        runs written before image tables existed)."""
+        path = self.path / "scores" / f"{split}_images.csv"
+        if not path.is_file():
+            return None
+        return parse_scores(path.read_text(), str(path))
+
+    @property
+    def whole_image(self) -> bool:
+        """Whether the run's items are whole images (one per source) rather than patches."""
+        return bool((self.data.get("extraction") or {}).get("whole_image"))
 
 
 def open_run(path: str | Path) -> RunFolder:

@@ -4,6 +4,9 @@ true-negative rate on normals."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import numpy as np
 
 from oneclass.errors import OneclassError
@@ -78,6 +81,102 @@ def evaluate_scores(labels, scores, name: str, val: tuple | None = None) -> dict
         _check(val_labels, val_scores, f"{name} (validation)")
         out["at_val_threshold"] = confusion(labels, scores, youden_threshold(val_labels, val_scores))
     return out
+
+
+# -- image level: patch scores aggregated per source image ----------------------------
+
+IMAGE_SCORES = ("max", "mean", "topk_mean")
+
+
+def check_image_rule(how: str, k: float) -> None:
+    """``evaluate.image_score`` and ``evaluate.image_topk`` as the recipe gives them."""
+    if how not in IMAGE_SCORES:
+        raise OneclassError(f"evaluate.image_score: expected one of {', '.join(IMAGE_SCORES)}, got {how!r}")
+    if how == "topk_mean" and not (isinstance(k, (int, float)) and 0 < k <= 1):
+        raise OneclassError(f"evaluate.image_topk: the share of an image's patches averaged by "
+                            f"topk_mean must lie in (0, 1], got {k!r}")
+
+
+def image_rule(how: str, k: float) -> dict:
+    """The aggregation as metrics.json records it (k only where it is used)."""
+    return {"image_score": how, "image_topk": float(k)} if how == "topk_mean" else {"image_score": how}
+
+
+def describe_rule(rule: dict) -> str:
+    """``topk_mean(0.1)``, ``max``, ``mean``: the aggregation in one word, for tables."""
+    how = rule.get("image_score", "")
+    return f"{how}({rule['image_topk']:g})" if how == "topk_mean" and "image_topk" in rule else how
+
+
+def topk_count(n: int, k: float) -> int:
+    """How many of an image's ``n`` patch scores topk_mean averages: ceil(k·n), at least 1.
+    k·n is rounded to 9 decimals first, so 0.1·30 counts 3 patches, not 4 (it is
+    3.0000000000000004 in floating point)."""
+    return min(n, max(1, math.ceil(round(k * n, 9))))
+
+
+def image_score(scores, how: str = "topk_mean", k: float = 0.1) -> float:
+    """One image's score from its patch scores: their maximum, their mean, or (DevNet's
+    top-k rule) the mean of the ceil(k·n) highest."""
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if len(scores) == 0:
+        raise ValueError("an image needs at least one patch score")
+    if how == "max":
+        return float(scores.max())
+    if how == "mean":
+        return float(scores.mean())
+    if how == "topk_mean":
+        return float(np.sort(scores)[::-1][:topk_count(len(scores), k)].mean())
+    check_image_rule(how, k)
+    raise AssertionError(how)
+
+
+def aggregate_images(sources, labels, subclasses, scores, how: str = "topk_mean",
+                     k: float = 0.1) -> list[dict]:
+    """One row per source image (artifacts.IMAGE_COLUMNS), sorted by source.
+
+    Label: 1 (anomalous) when any of the image's patches is anomalous, else 0 when all are
+    known to be normal, else None (unknown; a label < 0 or None is unknown). Subclass: the
+    most frequent subclass among the anomalous patches (ties: the first in alphabetical
+    order; None when they carry none), "good" for a normal image, None when unknown."""
+    check_image_rule(how, k)
+    members: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        members.setdefault(str(source), []).append(i)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    subclasses = list(subclasses) if subclasses is not None else [None] * len(scores)
+    out = []
+    for source in sorted(members):
+        rows = members[source]
+        known = [None if labels[i] is None or int(labels[i]) < 0 else int(labels[i]) for i in rows]
+        if 1 in known:
+            label = 1
+            counts = Counter(subclasses[i] for i, lab in zip(rows, known) if lab == 1 and subclasses[i])
+            subclass = min(counts, key=lambda s: (-counts[s], s)) if counts else None
+        elif None in known:
+            label, subclass = None, None
+        else:
+            label, subclass = 0, "good"
+        out.append({"source": source, "label": label, "subclass": subclass, "patches": len(rows),
+                    "score": image_score(scores[rows], how, k)})
+    return out
+
+
+def image_metrics(labels, scores, rule: dict, what: str = "images") -> tuple[dict | None, str | None]:
+    """(metrics, None) — AUROC, AUPRC, images, anomalous images and the aggregation ``rule``
+    — where the images with known labels hold both classes; else (None, why not)."""
+    labels = np.asarray([-1 if lab is None else int(lab) for lab in labels], dtype=int)
+    scores = np.asarray(scores, dtype=float)
+    known = labels >= 0
+    labels, scores = labels[known], scores[known]
+    n, n_pos = int(len(labels)), int(labels.sum())
+    if n_pos in (0, n):
+        return None, (f"{what}: image AUROC needs normal and anomalous images; got {n - n_pos} "
+                      f"normal and {n_pos} anomalous")
+    if not np.isfinite(scores).all():
+        raise OneclassError(f"{what}: image scores contain NaN or infinity")
+    return {"n": n, "anomalous": n_pos, "auroc": auroc(labels, scores), "auprc": auprc(labels, scores),
+            "aggregation": dict(rule)}, None
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:

@@ -1,5 +1,13 @@
 """Evaluation of score tables and runs: per-input metrics, mean +- std over repeats
-grouped by (dataset, method, gamma), and paired Wilcoxon tests between methods."""
+grouped by (dataset, method, gamma), and paired Wilcoxon tests between methods.
+
+Image level: a patch run's scores/test_images.csv (patch scores aggregated per source
+image at training, by the recipe's ``evaluate.image_score``) gives image AUROC/AUPRC
+beside the patch ones; a patch run written before those tables existed is aggregated
+here from scores/test.csv by its recipe's rule, and a score table with a ``source``
+column by the default rule (topk_mean, k = 0.1). Image metrics are left out where
+every item already is an image (whole-image runs, tables with one row per source) and
+where the images hold one class only."""
 
 from __future__ import annotations
 
@@ -11,7 +19,11 @@ import numpy as np
 
 from oneclass.artifacts import ScoreTable, open_run, parse_scores
 from oneclass.errors import OneclassError
-from oneclass.metrics import evaluate_scores, wilcoxon
+from oneclass.metrics import (aggregate_images, check_image_rule, describe_rule, evaluate_scores,
+                              image_metrics, image_rule, wilcoxon)
+
+# the aggregation used for score tables given to evaluate (EvaluateSection's defaults)
+TABLE_IMAGE_SCORE, TABLE_IMAGE_TOPK = "topk_mean", 0.1
 
 
 @dataclass
@@ -28,6 +40,10 @@ class Result:
         row = {"input": self.name, "dataset": self.dataset, "method": self.method,
                "gamma": self.gamma, "seed": self.seed, "n": m["n"], "anomalous": m["anomalous"],
                "auroc": m["auroc"], "auprc": m["auprc"], "pixel_auroc": m.get("pixel_auroc")}
+        image = m.get("image") or {}
+        row.update({"images": image.get("n"), "anomalous_images": image.get("anomalous"),
+                    "image_auroc": image.get("auroc"), "image_auprc": image.get("auprc"),
+                    "image_score": describe_rule(image["aggregation"]) if image else None})
         for key in ("at_equal_error", "at_val_threshold"):
             short = "eer" if key == "at_equal_error" else "val"
             for k, v in (m.get(key) or {}).items():
@@ -45,14 +61,21 @@ class Group:
 
     def summary(self) -> dict:
         out = {"dataset": self.dataset, "method": self.method, "gamma": self.gamma, "n": len(self.results)}
-        for key in ("auroc", "auprc", "pixel_auroc"):
-            values = [r.metrics.get(key) for r in self.results if r.metrics.get(key) is not None]
+        for key in ("auroc", "auprc", "pixel_auroc", "image_auroc", "image_auprc"):
+            values = [v for v in (_metric(r.metrics, key) for r in self.results) if v is not None]
             out[f"{key}_mean"] = float(np.mean(values)) if values else None
             out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
         accuracies = [r.metrics["at_val_threshold"]["accuracy"] for r in self.results
                       if "at_val_threshold" in r.metrics]
         out["val_threshold_accuracy_mean"] = float(np.mean(accuracies)) if accuracies else None
         return out
+
+
+def _metric(metrics: dict, key: str):
+    """A patch metric (``auroc``), or an image one (``image_auroc``: metrics["image"]["auroc"])."""
+    if key.startswith("image_"):
+        return (metrics.get("image") or {}).get(key[len("image_"):])
+    return metrics.get(key)
 
 
 def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result]:
@@ -79,6 +102,7 @@ def _from_table(table: ScoreTable) -> Result:
     if not known.any():
         raise OneclassError(f"{table.name}: no row has a label; evaluation needs ground truth")
     metrics = evaluate_scores(table.labels[known], table.scores[known], table.name)
+    metrics["image"] = _table_images(table)
     return Result(table.name, metrics, method=Path(table.name).stem if table.name != "-" else "-")
 
 
@@ -90,10 +114,48 @@ def _from_run(path: Path) -> Result:
     pixel = run.metrics.get("test", {}).get("pixel_auroc")
     if pixel is not None:
         metrics["pixel_auroc"] = pixel
+    metrics["image"] = _run_images(run, test)
     split = run.recipe.get("split") or {}
     return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),
                   method=(run.recipe.get("method") or {}).get("name", ""),
                   gamma=split.get("gamma"), seed=run.recipe.get("seed"))
+
+
+def _table_images(table: ScoreTable) -> dict | None:
+    """Image metrics of a score table whose rows name their source image, aggregated by
+    the default rule; None without sources, with one row per source (the row metrics
+    already are image metrics) or with one class among the images."""
+    sources = table.sources
+    if sources is None or any(s is None for s in sources) or len(set(sources)) == len(sources):
+        return None
+    rows = aggregate_images(sources, table.labels.tolist(), table.subclasses, table.scores,
+                            TABLE_IMAGE_SCORE, TABLE_IMAGE_TOPK)
+    found, _ = image_metrics([r["label"] for r in rows], [r["score"] for r in rows],
+                             image_rule(TABLE_IMAGE_SCORE, TABLE_IMAGE_TOPK), table.name)
+    return found
+
+
+def _run_images(run, test: ScoreTable) -> dict | None:
+    """Image metrics of a run: from scores/test_images.csv; for a patch run written before
+    image tables existed, from scores/test.csv aggregated by the recipe's rule; None for
+    whole-image runs and where the test images hold one class only."""
+    if run.whole_image:
+        return None
+    section = run.recipe.get("evaluate") or {}
+    how, k = section.get("image_score", TABLE_IMAGE_SCORE), section.get("image_topk", TABLE_IMAGE_TOPK)
+    recorded = (run.metrics.get("test") or {}).get("image") or {}
+    rule = recorded.get("aggregation") or image_rule(how, k)
+    table = run.image_scores("test")
+    if table is not None:
+        labels, scores, name = table.labels.tolist(), table.scores, table.name
+    elif test.sources is not None and all(s is not None for s in test.sources):
+        check_image_rule(how, k)
+        rows = aggregate_images(test.sources, test.labels.tolist(), test.subclasses, test.scores, how, k)
+        labels, scores, name = [r["label"] for r in rows], [r["score"] for r in rows], test.name
+    else:
+        return None
+    found, _ = image_metrics(labels, scores, rule, name)
+    return found
 
 
 def group(results: list[Result]) -> list[Group]:

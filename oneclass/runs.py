@@ -17,7 +17,8 @@ from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, RunFolder, check_destination,
                                 check_writable, discard, environment, folder_kind, mark,
-                                replace_folder, save_torch, write_json, write_scores, write_text)
+                                replace_folder, save_torch, write_image_scores, write_json, write_scores,
+                                write_text)
 from oneclass.data.datasets.base import Item, Loaded
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
@@ -37,9 +38,13 @@ def make_dataset(config: recipes.Recipe):
     """The dataset plugin named by the recipe, with its options checked."""
     section = config.dataset
     cls = registry.datasets.get(section.name)
-    options = recipes.check_options(cls.Options, section.options, config.source, "dataset.")
     root = Path(section.root).expanduser() if section.root else None
-    return cls(root, options)
+    return cls(root, make_dataset_options(config))
+
+
+def make_dataset_options(config: recipes.Recipe):
+    cls = registry.datasets.get(config.dataset.name)
+    return recipes.check_options(cls.Options, config.dataset.options, config.source, "dataset.", config.origins)
 
 
 def extraction_params(config: recipes.Recipe):
@@ -48,7 +53,8 @@ def extraction_params(config: recipes.Recipe):
     p = config.patches
     return ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
                          level=p.level, max_per_image=p.max_per_image, channels=p.channels,
-                         seed=config.seed, workers=p.workers, whole_image=p.whole_image)
+                         seed=config.seed, workers=p.workers, whole_image=p.whole_image,
+                         mask_threshold=p.mask_threshold)
 
 
 def store_key(dataset, params) -> str:
@@ -114,9 +120,10 @@ def method_class(config: recipes.Recipe):
         if key in known and not isinstance(block, dict):
             raise OneclassError(f"{source}: method.{key}: expected a mapping of {key}'s parameters")
     block = config.method.params.get(name) or {}
-    recipes.check_options(cls.Params, block, source, f"method.{name}.")
-    recipes.check_options(cls.Params, plain, source, "method.")
-    return cls, recipes.check_options(cls.Params, _merged(block, plain), source, "method.")
+    origins = config.origins
+    recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
+    recipes.check_options(cls.Params, plain, source, "method.", origins)
+    return cls, recipes.check_options(cls.Params, _merged(block, plain), source, "method.", origins)
 
 
 def _merged(base: dict, override: dict) -> dict:
@@ -199,7 +206,7 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
     method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
     train_seconds = time.perf_counter() - began
     _save_model(partial / "model.pt", cls.name, params, in_shape, method)
-    metrics = _score_sets(method, store, split, labels, partial)
+    metrics = _score_sets(method, store, split, labels, partial, config.evaluate)
     metrics = {"method": cls.name, "dataset": config.dataset.name, "gamma": config.split.gamma,
                "seed": config.seed, **metrics,
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
@@ -212,7 +219,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
 
 
 # recipe keys of the patches section and the store meta's names for them
-_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "resize", "level", "max_per_image", "channels")
+_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "mask_threshold", "resize", "level",
+               "max_per_image", "channels")
 
 
 def check_store_matches(store: PatchStore, config: recipes.Recipe) -> None:
@@ -229,9 +237,14 @@ def check_store_matches(store: PatchStore, config: recipes.Recipe) -> None:
     differ = [f"patches.{k} (recipe {wanted[k]!r}, store {made.get(k)!r})" if k != "seed" else
               f"seed (recipe {wanted[k]!r}, store {made.get(k)!r})"
               for k in keys if made.get(k) != wanted[k]]
-    dataset = (store.meta.get("dataset") or {}).get("name")
-    if dataset != config.dataset.name:
-        differ.insert(0, f"dataset.name (recipe {config.dataset.name!r}, store {dataset!r})")
+    dataset = store.meta.get("dataset") or {}
+    if dataset.get("name") != config.dataset.name:
+        differ.insert(0, f"dataset.name (recipe {config.dataset.name!r}, store {dataset.get('name')!r})")
+    else:  # the plugin's options decide which images and labels the store holds
+        options = asdict(make_dataset_options(config))
+        made_options = dataset.get("options") or {}
+        differ[:0] = [f"dataset.{k} (recipe {options[k]!r}, store {made_options.get(k)!r})"
+                      for k in options if k in made_options and made_options[k] != options[k]]
     if differ:
         raise OneclassError(f"{store.path}: the store was not cut as {config.source} says: "
                             f"{'; '.join(differ)}; use a matching store or set these keys with --set")
@@ -267,19 +280,59 @@ def _save_model(path: Path, name: str, params, in_shape, method) -> None:
                       "in_shape": list(in_shape), "state": method.state_dict()})
 
 
-def _score_sets(method, store: PatchStore, split, labels: np.ndarray, partial: Path) -> dict:
-    """Score validation and test into scores/*.csv; test metrics use the validation threshold."""
-    from oneclass.engine import PatchData
-    from oneclass.metrics import evaluate_scores
+def _score_sets(method, store: PatchStore, split, labels: np.ndarray, partial: Path,
+                evaluate: recipes.EvaluateSection | None = None) -> dict:
+    """Score validation and test into scores/*.csv; test metrics use the validation threshold.
 
+    A patch-level run also writes scores/{val,test}_images.csv, one row per source image
+    with its patches' scores aggregated by ``evaluate.image_score``, and records image
+    AUROC/AUPRC as ``image`` in each set's metrics (null, with ``image_absent`` saying
+    why, where the images hold one class only). A whole-image store's items already are
+    images: no image tables, ``image`` null."""
+    from oneclass.engine import PatchData
+    from oneclass.metrics import check_image_rule, evaluate_scores
+
+    evaluate = evaluate or recipes.EvaluateSection()
+    whole = bool((store.meta.get("params") or {}).get("whole_image"))
+    if not whole:
+        check_image_rule(evaluate.image_score, evaluate.image_topk)
     (partial / "scores").mkdir(exist_ok=True)
-    results = {}
+    results, images = {}, {}
     for name, rows in (("val", split.val), ("test", split.test)):
         scores = method.score(PatchData(store.images, rows, labels=labels[rows]))
-        write_scores(partial / "scores" / f"{name}.csv", score_rows(store.index, rows, scores))
+        patch_rows = score_rows(store.index, rows, scores)
+        write_scores(partial / "scores" / f"{name}.csv", patch_rows)
+        if not whole:
+            images[name] = _image_rows(patch_rows, evaluate)
+            write_image_scores(partial / "scores" / f"{name}_images.csv", images[name])
         results[name] = (labels[rows], scores)
-    return {"test": evaluate_scores(*results["test"], "test", val=results["val"]),
-            "val": evaluate_scores(*results["val"], "validation")}
+    metrics = {"test": evaluate_scores(*results["test"], "test", val=results["val"]),
+               "val": evaluate_scores(*results["val"], "validation")}
+    for name, what in (("test", "test"), ("val", "validation")):
+        if whole:
+            metrics[name].update(image=None, image_absent="whole-image store: every item is an "
+                                 "image, so the item metrics are the image metrics")
+        else:
+            metrics[name].update(_image_entry(images[name], evaluate, what))
+    return metrics
+
+
+def _image_rows(patch_rows: list[dict], evaluate: recipes.EvaluateSection) -> list[dict]:
+    """Score rows of one set → one row per source image (artifacts.IMAGE_COLUMNS)."""
+    from oneclass.metrics import aggregate_images
+
+    return aggregate_images([r["source"] for r in patch_rows], [int(r["label"]) for r in patch_rows],
+                            [r["subclass"] for r in patch_rows], [r["score"] for r in patch_rows],
+                            evaluate.image_score, evaluate.image_topk)
+
+
+def _image_entry(image_rows: list[dict], evaluate: recipes.EvaluateSection, what: str) -> dict:
+    """``{"image": metrics}``, or ``{"image": None, "image_absent": why}``."""
+    from oneclass.metrics import image_metrics, image_rule
+
+    found, why = image_metrics([r["label"] for r in image_rows], [r["score"] for r in image_rows],
+                               image_rule(evaluate.image_score, evaluate.image_topk), f"{what} images")
+    return {"image": found} if found is not None else {"image": None, "image_absent": why}
 
 
 def _draw_maps(method, store: PatchStore, rows: np.ndarray, partial: Path, test_metrics: dict,

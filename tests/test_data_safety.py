@@ -155,6 +155,9 @@ def test_store_cut_otherwise_than_the_recipe_says_is_refused(tiny, tmp_path):
     _one_line(result, 2, "the store was not cut as", "patches.size (recipe 64, store 32)",
               "dataset.name (recipe 'folder', store 'synthetic')")
     assert not list(tmp_path.iterdir())
+    other = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "r",
+                     "--set", "dataset.normal=7")
+    _one_line(other, 2, "dataset.normal (recipe 7, store 6)")
 
 
 # -- full and read-only disks --------------------------------------------------------

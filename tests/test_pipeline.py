@@ -156,7 +156,7 @@ def one_error_line(done) -> str:
 @pytest.mark.parametrize("sets,message", [
     (["method.name=deep-sd"], "unknown method 'deep-sd' (did you mean 'deep-sad'?)"),
     (["method.margin=0.1"], "method.margin: unknown key"),
-    (["split.gamma=0.7"], "split.gamma: must lie in [0, 0.5], got 0.7"),
+    (["split.gamma=0.7"], "split.gamma: must be in [0, 0.5], got 0.7"),
     (["split.seen_subclasses=[scratch]"], "split.seen_subclasses: no anomalous patches of subclass 'scratch'"),
     (["method.name=binclass", "split.gamma=0"], "method binclass: needs labelled anomalies; set split.gamma > 0"),
 ])

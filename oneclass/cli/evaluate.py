@@ -32,6 +32,11 @@ def evaluate(
     with confusion counts (anomalous = positive) and accuracy. Runs are grouped by
     dataset, method and gamma (mean +- sample std over repeats), and methods are compared
     by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed.
+
+    Image level: for patch runs, image AUROC and AUPRC from scores/test_images.csv (each
+    source image's patch scores aggregated by the recipe's evaluate.image_score); score
+    tables with a source column are aggregated by topk_mean (k = 0.1). Shown where both
+    classes are present among the images.
     """
     from oneclass.report import compare_methods, group, load_inputs
 
@@ -74,23 +79,34 @@ def _pm(mean, std) -> str:
 def _tables(results, groups, tests) -> None:
     from rich.table import Table
 
+    # image columns only where some input has image metrics (patch runs, tables with sources)
+    images = any(r.metrics.get("image") for r in results)
     table = Table(title="test metrics (mean ± std over repeats)", title_justify="left")
-    for column in ("dataset", "method", "gamma", "runs", "AUROC", "AUPRC", "acc@val thr", "pixel AUROC"):
+    for column in ("dataset", "method", "gamma", "runs", "AUROC", "AUPRC", "acc@val thr", "pixel AUROC",
+                   *(("image AUROC", "image AUPRC") if images else ())):
         table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
     for g in groups:
         acc = g["val_threshold_accuracy_mean"]
         table.add_row(g["dataset"], g["method"], "" if g["gamma"] is None else f"{g['gamma']:g}",
                       str(g["n"]), _pm(g["auroc_mean"], g["auroc_std"]), _pm(g["auprc_mean"], g["auprc_std"]),
-                      "" if acc is None else f"{acc:.3f}", _pm(g["pixel_auroc_mean"], g["pixel_auroc_std"]))
+                      "" if acc is None else f"{acc:.3f}", _pm(g["pixel_auroc_mean"], g["pixel_auroc_std"]),
+                      *((_pm(g["image_auroc_mean"], g["image_auroc_std"]),
+                         _pm(g["image_auprc_mean"], g["image_auprc_std"])) if images else ()))
     err.print(table)
     if len(results) <= 12:
         detail = Table(title="per input", title_justify="left")
-        for column in ("input", "AUROC", "EER threshold", "TP/FN/TN/FP", "accuracy"):
+        for column in ("input", "AUROC", "EER threshold", "TP/FN/TN/FP", "accuracy",
+                       *(("image AUROC", "images (anomalous)", "image score") if images else ())):
             detail.add_column(column)
         for r in results:
             at = r.metrics["at_equal_error"]
+            row = r.flat()
+            extra = ("" if row["image_auroc"] is None else f"{row['image_auroc']:.4f}",
+                     "" if row["images"] is None else f"{row['images']} ({row['anomalous_images']})",
+                     row["image_score"] or "")
             detail.add_row(r.name, f"{r.metrics['auroc']:.4f}", f"{at['threshold']:.5g}",
-                           f"{at['tp']}/{at['fn']}/{at['tn']}/{at['fp']}", f"{at['accuracy']:.3f}")
+                           f"{at['tp']}/{at['fn']}/{at['tn']}/{at['fp']}", f"{at['accuracy']:.3f}",
+                           *(extra if images else ()))
         err.print(detail)
     if tests:
         paired = Table(title="paired Wilcoxon signed-rank tests (test AUROC)", title_justify="left")

@@ -34,7 +34,8 @@ def train(
     Patches are extracted once per distinct dataset, extraction parameters and source
     files and cached (ONECLASS_CACHE, default ~/.cache/oneclass). A run folder holds
     recipe.yaml (resolved), env.json, data.json (store hash, split members, counts),
-    model.pt, log.jsonl, scores/val.csv, scores/test.csv and metrics.json; it is built as
+    model.pt, log.jsonl, scores/val.csv, scores/test.csv (patch runs also
+    scores/*_images.csv, one row per source image) and metrics.json; it is built as
     OUT.partial and renamed when complete. Each run folder's path is printed on stdout,
     one per line, so `run=$(oneclass train r.yaml)` works.
     """
