@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -69,6 +70,12 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    deterministic_mode(deterministic)
+
+
+def deterministic_mode(deterministic: bool) -> None:
+    """cuDNN without autotuning, in its deterministic mode; with ``deterministic``, torch's
+    deterministic algorithms too. Touches no random number generator."""
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     if deterministic:
@@ -76,9 +83,32 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True)
 
 
+@contextmanager
+def keep_global_rng() -> Iterator[None]:
+    """Put the global Python, NumPy and torch generators (and CUDA's, where CUDA is
+    already initialised) back as they were on leaving the block.
+
+    Building a method draws its initial weights from torch's global generator; wrap a
+    build whose weights are about to be replaced by loaded ones (scoring a finished run)
+    so that loading leaves a caller's random state alone."""
+    python, numpy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+
+
 class Engine:
     def __init__(self, train, seed: int, run_dir: Path | None = None, resume: bool = False,
-                 val: PatchData | None = None, report: Callable[[dict], None] | None = None):
+                 val: PatchData | None = None, report: Callable[[dict], None] | None = None,
+                 seed_global: bool = True):
+        """``seed_global`` (training): seed the global generators now, before the method
+        built on this engine draws its initial weights, so that a recipe and a seed give
+        the same weights. An engine for scoring a finished run (``seed_global=False``)
+        leaves them alone; batch order never depends on them (it is drawn from ``seed``)."""
         self.cfg = train
         self.seed = seed
         self.device = resolve_device(train.device)
@@ -90,7 +120,10 @@ class Engine:
         self.stages_done: list[str] = []
         self.throughput: list[float] = []
         self._resume = self._load_checkpoint() if resume else None
-        seed_everything(seed, train.deterministic)
+        if seed_global:
+            seed_everything(seed, train.deterministic)
+        else:
+            deterministic_mode(train.deterministic)
 
     # -- modules and checkpoints -------------------------------------------------
 

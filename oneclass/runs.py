@@ -365,7 +365,7 @@ def load_method(run: RunFolder, device: str = "auto"):
     """The run's trained method, ready to score (weights loaded with weights_only)."""
     import torch
 
-    from oneclass.engine import Engine
+    from oneclass.engine import Engine, keep_global_rng
 
     config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
     config.train.device = device
@@ -376,8 +376,8 @@ def load_method(run: RunFolder, device: str = "auto"):
         raise OneclassError(f"{run.path / 'model.pt'}: cannot load the model: {exc}") from None
     if saved.get("format") != RUN_FORMAT or saved.get("method") != cls.name:
         raise OneclassError(f"{run.path / 'model.pt'}: not a {cls.name} model of run format {RUN_FORMAT}")
-    engine = Engine(config.train, config.seed)
-    method = cls(params, tuple(saved["in_shape"]), engine)
+    with keep_global_rng():  # the build draws initial weights that the loaded ones replace
+        method = cls(params, tuple(saved["in_shape"]), Engine(config.train, config.seed, seed_global=False))
     method.load_state_dict(saved["state"])
     return method
 
