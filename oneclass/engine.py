@@ -1,10 +1,13 @@
-"""The training loop shared by the deep methods.
+"""The trainer shared by the deep methods.
 
-A method trains in named stages (e.g. autoencoder pretraining, then the one-class
-objective). The engine owns everything around the loss: device, seeding, batches read
-straight from the memory-mapped patch store, optional AMP, lr milestones, progress, one
-JSON line per epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early
-stopping on validation AUROC and a guard against non-finite losses.
+A method owns its networks (:class:`oneclass.methods.base.Method`) and trains in named
+stages (e.g. autoencoder pretraining, then the one-class objective), each described by a
+:class:`Stage` spec: what is trained, with which optimizer, learning rates, schedule,
+gradient clipping, frozen modules and frozen batch-norm statistics, for how many epochs
+or steps. The trainer owns everything around the loss: device, seeding, batches read
+straight from the memory-mapped patch store, optional AMP, progress, one JSON line per
+epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
+validation AUROC and a guard against non-finite losses, for every stage alike.
 
 Resuming is exact: the batch order of an epoch is drawn from (seed, stage, epoch), and
 the checkpoint holds modules, optimizer, scheduler, scaler and torch RNG states, so an
@@ -13,7 +16,6 @@ interrupted run that is resumed ends with the same weights as an uninterrupted o
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -22,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -53,15 +55,16 @@ class PatchData:
         return PatchData(self.images, self.rows[keep], pick(self.roles), pick(self.labels))
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; errors name ``key``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise OneclassError(f"train.device: unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+        raise OneclassError(f"{key}: unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise OneclassError(f"train.device: {name!r} asked, but no CUDA device is available")
+        raise OneclassError(f"{key}: {name!r} asked, but no CUDA device is available")
     return device
 
 
@@ -101,14 +104,53 @@ def keep_global_rng() -> Iterator[None]:
             np.random.set_state(numpy)
 
 
-class Engine:
+@dataclass
+class Stage:
+    """One stage of a method's training. ``params`` is a list of parameters, or of
+    parameter groups (``{"params": [...], "lr": 1e-4}``) with their own settings."""
+
+    name: str
+    params: list
+    lr: float
+    epochs: int = 1
+    steps: int | None = None  # optimizer steps instead of epochs (the last epoch may be partial)
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["multistep", "step", "cosine", "constant"] = "multistep"
+    milestones: tuple[int, ...] = ()  # multistep: epochs after which lr is multiplied by lr_factor
+    step_size: int = 1  # step: every step_size epochs
+    lr_factor: float = 0.1
+    clip: float | None = None  # the gradients' global norm is clipped to this
+    frozen: tuple[str, ...] = ()  # method modules held fixed: no gradients, eval mode
+    frozen_bn: tuple[str, ...] = ()  # method modules whose batch-norm statistics stay fixed
+    batch_size: int | None = None  # default: the trainer's (train.batch_size)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(self.params, lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        return kind(self.params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def make_schedule(self, optimizer, epochs: int):
+        """Stepped once per epoch, after the optimizer (NOTES.md: the reference stepped it
+        before)."""
+        lr = torch.optim.lr_scheduler
+        if self.schedule == "step":
+            return lr.StepLR(optimizer, self.step_size, self.lr_factor)
+        if self.schedule == "cosine":
+            return lr.CosineAnnealingLR(optimizer, max(epochs, 1))
+        milestones = list(self.milestones) if self.schedule == "multistep" else []
+        return lr.MultiStepLR(optimizer, milestones, self.lr_factor)
+
+
+class Trainer:
+    """Runs a method's stages. Building one for training seeds Python, NumPy and torch
+    from ``seed``; scoring a finished run needs no trainer and touches no global state."""
+
     def __init__(self, train, seed: int, run_dir: Path | None = None, resume: bool = False,
-                 val: PatchData | None = None, report: Callable[[dict], None] | None = None,
-                 seed_global: bool = True):
-        """``seed_global`` (training): seed the global generators now, before the method
-        built on this engine draws its initial weights, so that a recipe and a seed give
-        the same weights. An engine for scoring a finished run (``seed_global=False``)
-        leaves them alone; batch order never depends on them (it is drawn from ``seed``)."""
+                 val: PatchData | None = None, report: Callable[[dict], None] | None = None):
         self.cfg = train
         self.seed = seed
         self.device = resolve_device(train.device)
@@ -116,35 +158,33 @@ class Engine:
         self.run_dir = run_dir
         self.val = val
         self.report = report or (lambda record: None)
-        self.modules: dict[str, torch.nn.Module] = {}
+        self.method = None
         self.stages_done: list[str] = []
         self.throughput: list[float] = []
         self._resume = self._load_checkpoint() if resume else None
-        if seed_global:
-            seed_everything(seed, train.deterministic)
-        else:
-            deterministic_mode(train.deterministic)
+        seed_everything(seed, train.deterministic)
 
-    # -- modules and checkpoints -------------------------------------------------
+    def spec(self, name: str, params, **settings) -> Stage:
+        """A stage with the train section's lr, epochs, weight decay and milestones,
+        unless ``settings`` give others."""
+        cfg = self.cfg
+        base = {"lr": cfg.lr, "epochs": cfg.epochs, "weight_decay": cfg.weight_decay,
+                "milestones": tuple(cfg.lr_milestones)}
+        return Stage(name, list(params), **{**base, **settings})
 
-    def track(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
-        """Put a module on the device and into every checkpoint."""
-        self.modules[name] = module.to(self.device)
-        return module
+    def attach(self, method) -> None:
+        """Train ``method``: its modules go to the trainer's device and into checkpoints."""
+        self.method = method
+        method.to(self.device, self.amp)
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return self.method.modules
 
     @property
     def resuming(self) -> bool:
         """True until the checkpoint being resumed has been caught up with."""
         return self._resume is not None
-
-    def snapshot(self) -> dict:
-        """A copy of every tracked module's state, for :meth:`restore`."""
-        return {"modules": {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}}
-
-    def restore(self, state: dict) -> None:
-        for key, module in self.modules.items():
-            if key in state["modules"]:
-                module.load_state_dict(state["modules"][key])
 
     def _load_checkpoint(self) -> dict:
         path = self.run_dir / CHECKPOINT
@@ -175,61 +215,46 @@ class Engine:
                 batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
         """Batches in store order, or shuffled by a generator seeded from ``shuffle_key``.
         ``x`` is float in [0, 1] on the device; ``roles``/``labels`` come along."""
+        from oneclass.methods.base import batch_pixels
+
         size = batch_size or self.cfg.batch_size
         order = np.arange(len(data))
         if shuffle_key is not None:
             order = np.random.default_rng([self.seed, *shuffle_key]).permutation(len(data))
         for start in range(0, len(order), size):
             take = np.sort(order[start:start + size])  # sorted rows read the memmap forwards
-            pixels = torch.from_numpy(np.ascontiguousarray(data.images[data.rows[take]]))
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory()
-            batch = {"x": pixels.to(self.device, non_blocking=True).float().div_(255)}
+            batch = {"x": batch_pixels(data, take, self.device)}
             for key in ("roles", "labels"):
                 values = getattr(data, key)
                 if values is not None:
                     batch[key] = torch.from_numpy(np.asarray(values[take])).to(self.device)
             yield batch
 
-    @torch.no_grad()
-    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData) -> np.ndarray:
-        """Apply ``fn`` to every batch in eval mode; outputs concatenated in row order."""
-        for module in self.modules.values():
-            module.eval()
-        out = []
-        for batch in self.batches(data, batch_size=max(self.cfg.batch_size, 256)):
-            with self._autocast():
-                out.append(fn(batch["x"]).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0,), dtype=np.float32)
-
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
 
     # -- the loop ------------------------------------------------------------------
 
-    def stage(self, name: str, data: PatchData, loss_fn: Callable[[dict], torch.Tensor],
-              params, epochs: int, lr: float, weight_decay: float,
+    def stage(self, spec: Stage, data: PatchData, loss_fn: Callable[[dict], torch.Tensor],
               on_start: Callable[[], None] | None = None,
               scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
-              steps: int | None = None, epoch_stats: Callable[[], dict] | None = None) -> None:
-        """Train ``params`` for ``epochs`` on ``data``, minimising the batch mean
-        ``loss_fn(batch)``. ``on_start`` runs when the stage begins afresh (not when it is
-        resumed). With ``scorer`` and a validation set, validation AUROC is logged each
-        epoch and drives early stopping when configured. ``steps`` counts optimizer steps
-        instead (``epochs`` is then ignored; the last epoch may be partial).
-        ``epoch_stats()`` adds its entries to each epoch's log line."""
-        params = list(params)
-        per_epoch = max(1, math.ceil(len(data) / self.cfg.batch_size))
-        if steps is not None:
-            epochs = math.ceil(steps / per_epoch)
-        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        # step after the optimizer (NOTES.md: the reference stepped it before)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.cfg.lr_milestones, 0.1)
+              epoch_stats: Callable[[], dict] | None = None) -> None:
+        """Train as ``spec`` says, minimising the batch mean ``loss_fn(batch)``.
+        ``on_start`` runs when the stage begins afresh (not when it is resumed). With
+        ``scorer`` and a validation set, validation AUROC is logged each epoch and drives
+        early stopping when configured. ``epoch_stats()`` adds its entries to each
+        epoch's log line."""
+        name, steps, batch_size = spec.name, spec.steps, spec.batch_size or self.cfg.batch_size
+        per_epoch = max(1, math.ceil(len(data) / batch_size))
+        epochs = math.ceil(steps / per_epoch) if steps is not None else spec.epochs
+        optimizer = spec.make_optimizer()
+        scheduler = spec.make_schedule(optimizer, epochs)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        trained = [p for group in optimizer.param_groups for p in group["params"]]
         start, best = 0, None
         resume = self._resume
         if resume is not None:
-            self.restore(resume)
+            self.method.restore(resume)
             if name in resume["stages_done"]:
                 self.stages_done.append(name)
                 return
@@ -247,59 +272,83 @@ class Engine:
             on_start()
         patience = self.cfg.early_stopping
         stage_index = len(self.stages_done)
-        for epoch in range(start, epochs):
-            for module in self.modules.values():
-                module.train()
-            began, total, seen = time.perf_counter(), 0.0, 0
-            for step, batch in enumerate(self.batches(data, shuffle_key=(stage_index, epoch))):
-                if steps is not None and epoch * per_epoch + step >= steps:
+        with _frozen([self.modules[k] for k in spec.frozen]):
+            for epoch in range(start, epochs):
+                self._train_mode(spec)
+                began, total, seen = time.perf_counter(), 0.0, 0
+                for step, batch in enumerate(self.batches(data, (stage_index, epoch), batch_size)):
+                    if steps is not None and epoch * per_epoch + step >= steps:
+                        break
+                    with self._autocast():
+                        loss = loss_fn(batch)
+                    if not torch.isfinite(loss):
+                        where = f" at {self.run_dir / CHECKPOINT}" if self.run_dir and epoch else ""
+                        kept = f"; the last good checkpoint (epoch {epoch}) is kept{where}" if epoch else ""
+                        raise TrainingDiverged(f"stage {name}, epoch {epoch + 1}: the loss became "
+                                               f"{loss.item()} (lower train.lr?){kept}")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if spec.clip is not None:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(trained, spec.clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    n = len(batch["x"])
+                    total += loss.item() * n
+                    seen += n
+                    self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
+                                 "done": seen, "total": len(data)})
+                scheduler.step()
+                seconds = time.perf_counter() - began
+                self.throughput.append(seen / seconds if seconds > 0 else 0.0)
+                record = {"stage": name, "epoch": epoch + 1, "epochs": epochs, "loss": total / max(seen, 1),
+                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                          "patches_per_s": round(self.throughput[-1], 1)}
+                if epoch_stats is not None:
+                    record.update(epoch_stats())
+                stop = False
+                if scorer is not None and self.val is not None:
+                    record["val_auroc"] = self.val_auroc(scorer)
+                    if patience:
+                        if best is None or record["val_auroc"] > best["auroc"]:
+                            best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
+                        stop = epoch + 1 - best["epoch"] >= patience
+                self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
+                self.log(record)
+                if stop:
+                    self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
+                              "val_auroc": best["auroc"]})
                     break
-                with self._autocast():
-                    loss = loss_fn(batch)
-                if not torch.isfinite(loss):
-                    where = f" at {self.run_dir / CHECKPOINT}" if self.run_dir and epoch else ""
-                    kept = f"; the last good checkpoint (epoch {epoch}) is kept{where}" if epoch else ""
-                    raise TrainingDiverged(f"stage {name}, epoch {epoch + 1}: the loss became "
-                                           f"{loss.item()} (lower train.lr?){kept}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                n = len(batch["x"])
-                total += loss.item() * n
-                seen += n
-                self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
-                             "done": seen, "total": len(data)})
-            scheduler.step()
-            seconds = time.perf_counter() - began
-            self.throughput.append(seen / seconds if seconds > 0 else 0.0)
-            record = {"stage": name, "epoch": epoch + 1, "epochs": epochs, "loss": total / max(seen, 1),
-                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                      "patches_per_s": round(self.throughput[-1], 1)}
-            if epoch_stats is not None:
-                record.update(epoch_stats())
-            stop = False
-            if scorer is not None and self.val is not None:
-                record["val_auroc"] = self.val_auroc(scorer)
-                if patience:
-                    if best is None or record["val_auroc"] > best["auroc"]:
-                        best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.snapshot()}
-                    stop = epoch + 1 - best["epoch"] >= patience
-            self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
-            self.log(record)
-            if stop:
-                self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
-                          "val_auroc": best["auroc"]})
-                break
         if best is not None:
-            self.restore(best)
+            self.method.restore(best)
         self.stages_done.append(name)
         self._save_checkpoint(name, epochs, optimizer, scheduler, scaler, None)
+
+    def _train_mode(self, spec: Stage) -> None:
+        for name, module in self.modules.items():
+            module.train(name not in spec.frozen)
+            if name in spec.frozen_bn:
+                for layer in module.modules():
+                    if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                        layer.eval()
 
     def val_auroc(self, scorer) -> float:
         from sklearn.metrics import roc_auc_score
 
-        scores = self.map(scorer, self.val)
+        scores = self.method.map(scorer, self.val)
         if not np.isfinite(scores).all():
             return float("nan")
         return float(roc_auc_score(self.val.labels, scores))
+
+
+@contextmanager
+def _frozen(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """No gradients for these modules' parameters inside the block; restored after."""
+    held = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    for parameter, _ in held:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in held:
+            parameter.requires_grad_(flag)

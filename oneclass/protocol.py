@@ -17,7 +17,7 @@ from oneclass.errors import OneclassError
 SUPERVISION = ("unsupervised", "semi-supervised", "supervised")
 REQUIRED = ("fit", "score", "state_dict", "load_state_dict")  # methods every class has
 OPTIONAL = ("embed", "explain")  # None, or a method
-CONSTRUCTOR = ("params", "in_shape", "engine")  # cls(params, in_shape, engine)
+CONSTRUCTOR = ("params", "in_shape")  # cls(params, in_shape)
 
 
 def method_class_problems(cls, name: str | None = None) -> list[str]:

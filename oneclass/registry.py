@@ -86,6 +86,10 @@ class Registry:
                     f"{self.kind} {name!r} ({entry.origin}) failed to load from "
                     f"{entry.target!r}: {exc}"
                 ) from exc
+            if self.kind == "method":  # a plugin lacking the protocol fails here, in one line
+                from oneclass.protocol import check_method_class
+
+                check_method_class(obj, f"method {name!r} ({entry.origin}) from {entry.target!r}", name=name)
             entry.obj = obj
             if entry.description is None:
                 entry.description = _first_line(

@@ -144,7 +144,8 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
     to resume from."""
     from oneclass.data.splits import make_split
-    from oneclass.engine import Engine, PatchData
+    from oneclass.engine import PatchData, Trainer
+    from oneclass.methods.base import build
 
     report = report or (lambda event: None)
     cls, params = method_class(config)
@@ -165,8 +166,9 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
     in_shape = tuple(store.images.shape[1:])
     val = PatchData(store.images, split.val, labels=labels[split.val])
-    engine = Engine(config.train, config.seed, partial, resume=resume, val=val, report=report)
-    method = cls(params, in_shape, engine)
+    trainer = Trainer(config.train, config.seed, partial, resume=resume, val=val, report=report)
+    method = build(cls, params, in_shape, config.seed, keep_rng=False)  # drawn right after the seeding
+    method.trainer = trainer
     if not resume:
         try:
             if partial.exists():
@@ -176,7 +178,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
         except OSError as exc:
             raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
-        _train_into(config, partial, store, split, labels, cls, params, in_shape, val, engine, method, resume)
+        _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
         replace_folder(partial, out, "run")
     except BaseException as exc:
         kept = (partial / CHECKPOINT).is_file()
@@ -191,7 +193,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
 
 
 def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
-                val, engine, method, resume: bool) -> None:
+                val, trainer, method, resume: bool) -> None:
     from oneclass.engine import PatchData
 
     if not resume:
@@ -201,7 +203,7 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
             "image_shape": list(in_shape), "extraction": store.meta.get("params", {}),
             "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
             "counts": split.counts, "members": split.members()})
-    write_json(partial / "env.json", environment(engine.device))
+    write_json(partial / "env.json", environment(trainer.device))
     began = time.perf_counter()
     method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
     train_seconds = time.perf_counter() - began
@@ -210,8 +212,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
     metrics = {"method": cls.name, "dataset": config.dataset.name, "gamma": config.split.gamma,
                "seed": config.seed, **metrics,
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
-                         "patches_per_s": round(float(np.mean(engine.throughput)), 1)
-                         if engine.throughput else None, "device": str(engine.device)}}
+                         "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
+                         if trainer.throughput else None, "device": str(trainer.device)}}
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)
@@ -365,10 +367,10 @@ def load_method(run: RunFolder, device: str = "auto"):
     """The run's trained method, ready to score (weights loaded with weights_only)."""
     import torch
 
-    from oneclass.engine import Engine, keep_global_rng
+    from oneclass.engine import deterministic_mode, resolve_device
+    from oneclass.methods.base import build
 
     config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
-    config.train.device = device
     cls, params = method_class(config)
     try:
         saved = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
@@ -376,10 +378,10 @@ def load_method(run: RunFolder, device: str = "auto"):
         raise OneclassError(f"{run.path / 'model.pt'}: cannot load the model: {exc}") from None
     if saved.get("format") != RUN_FORMAT or saved.get("method") != cls.name:
         raise OneclassError(f"{run.path / 'model.pt'}: not a {cls.name} model of run format {RUN_FORMAT}")
-    with keep_global_rng():  # the build draws initial weights that the loaded ones replace
-        method = cls(params, tuple(saved["in_shape"]), Engine(config.train, config.seed, seed_global=False))
+    method = build(cls, params, tuple(saved["in_shape"]), config.seed)  # global random state untouched
     method.load_state_dict(saved["state"])
-    return method
+    deterministic_mode(config.train.deterministic)
+    return method.to(resolve_device(device, "--device"), amp=config.train.amp)
 
 
 # -- new inputs -----------------------------------------------------------------------
@@ -414,7 +416,7 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
         raise OneclassError(f"{path}: no such file, folder or patch store")
     # images are converted to the run's channel count only where its recipe asked for it
     convert = (run.recipe.get("patches") or {}).get("channels") is not None
-    return _cut_images(paths, run.data["extraction"], shape, convert)
+    return cut_images(paths, run.data["extraction"], shape, convert)
 
 
 def _shape(shape) -> str:
@@ -431,7 +433,7 @@ class _DecodedImage(Item):
         return Loaded(self.image, None, [])
 
 
-def _cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
+def cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
     from oneclass.data.extract import ExtractParams, ImageTask, run_image
     from oneclass.data.patches import NORMAL
     from oneclass.data.readers import read_image

@@ -169,18 +169,21 @@ def _train_section(quick: bool = False):
 def build(cls, params, in_shape=IN_SHAPE, seed: int = SEED, val=None, quick: bool = False):
     """A method ready to train, as ``runs.train_run`` builds it (``quick``: with the
     shorter ``train`` section of the quick fits)."""
-    from oneclass.engine import Engine
+    from oneclass.engine import Trainer
+    from oneclass.methods.base import build as build_method
 
-    return cls(params, tuple(in_shape), Engine(_train_section(quick), seed, val=val))
+    trainer = Trainer(_train_section(quick), seed, val=val)
+    method = build_method(cls, params, tuple(in_shape), seed, keep_rng=False)
+    method.trainer = trainer
+    return method
 
 
 def reload(cls, params, in_shape, state: dict, seed: int = SEED):
     """A method rebuilt from saved weights, as ``runs.load_method`` builds it: the build
     draws throwaway initial weights, so it leaves the global generators as they were."""
-    from oneclass.engine import Engine, keep_global_rng
+    from oneclass.methods.base import build as build_method
 
-    with keep_global_rng():
-        method = cls(params, tuple(in_shape), Engine(_train_section(), seed, seed_global=False))
+    method = build_method(cls, params, tuple(in_shape), seed)
     method.load_state_dict(state)
     return method
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from oneclass import registry
 from oneclass.data.splits import LABELED_ANOMALY
-from oneclass.engine import Engine, PatchData, keep_global_rng
+from oneclass.engine import PatchData, Trainer, keep_global_rng
 from oneclass.errors import OneclassError
 from oneclass.methods.base import Method
 from oneclass.protocol import check_method_class, method_class_problems
@@ -51,27 +51,27 @@ class Toy(Method):
     class Params:
         scale: float = 1.0
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
-        self.centre = engine.track("centre", _Centre())
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
+        self.centre = self.add("centre", _Centre())
 
     def training_items(self, train: PatchData) -> PatchData:
         return train.subset(train.roles != LABELED_ANOMALY)
 
     def fit(self, train, val):
-        self.centre.c.fill_(float(self.engine.map(_peak, self.training_items(train)).mean()))
+        self.centre.c.fill_(float(self.map(_peak, self.training_items(train)).mean()))
 
     def _score(self, x):
         return self.params.scale * (_peak(x) - self.centre.c)
 
     def score(self, data):
-        return self.engine.map(self._score, data)
+        return self.map(self._score, data)
 
     def embed(self, data):
-        return self.engine.map(lambda x: torch.stack([x.mean((1, 2, 3)), _peak(x)], 1), data)
+        return self.map(lambda x: torch.stack([x.mean((1, 2, 3)), _peak(x)], 1), data)
 
     def explain(self, data):
-        return self.engine.map(lambda x: (x - self.centre.c).sum(1), data)
+        return self.map(lambda x: (x - self.centre.c).sum(1), data)
 
 
 class Inverted(Toy):
@@ -152,7 +152,7 @@ class SupervisedVagueRefusal(SemiRefusesGammaZero):
 class StateFromFit(Toy):
     def fit(self, train, val):
         super().fit(train, val)
-        self.engine.track("extra", _Centre())  # a fresh build has no such module
+        self.add("extra", _Centre())  # a fresh build has no such module
 
 
 class FlatEmbedding(Toy):
@@ -248,7 +248,7 @@ class _NotAMethod:
     (_NotAMethod, "no `Params` dataclass"),
     (_NotAMethod, "no `score` method"),
     (_NotAMethod, "`embed` is neither None nor a method"),
-    (_NotAMethod, "its constructor does not take (params, in_shape, engine)"),
+    (_NotAMethod, "its constructor does not take (params, in_shape)"),
     (Toy, "its `name` is 'toy', registered as 'my-toy'"),
     (len, "not a class but builtin_function_or_method"),
 ])
@@ -280,13 +280,17 @@ def _same(a, b) -> bool:
     return a[0] == b[0] and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
 
 
-def test_an_engine_for_scoring_does_not_seed_but_one_for_training_does():
+def test_building_to_load_does_not_seed_but_a_trainer_does():
+    from oneclass.methods.base import build
+
     train = TrainSection(device="cpu")
     torch.manual_seed(99)
     before = _states()
-    Engine(train, seed=0, seed_global=False)
+    first = build(Toy, Toy.Params(), (1, 8, 8), seed=3)
     assert _same(before, _states())
-    Engine(train, seed=0)
+    again = build(Toy, Toy.Params(), (1, 8, 8), seed=3)
+    assert all(torch.equal(first.state_dict()[k], again.state_dict()[k]) for k in first.state_dict())
+    Trainer(train, seed=0)
     seeded = _states()
     torch.manual_seed(0)
     assert torch.equal(seeded[2], torch.get_rng_state())  # training runs seed as before

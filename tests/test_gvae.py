@@ -18,7 +18,7 @@ from oneclass.methods import gg
 from oneclass.methods.gvae import A0, A1, A2, A3, A4, GVAE, MSGVAE, SSGVAE, SSMSGVAE, classifier_loss, hinge_push
 from oneclass.metrics import auroc
 from oneclass.registry import methods
-from test_methods import easy_set, engine
+from test_methods import easy_set, engine, make
 
 VARIANTS = [GVAE, SSMSGVAE, MSGVAE, SSGVAE, A0, A1, A2, A3, A4]
 
@@ -29,7 +29,7 @@ def small(cls, **kw):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_shapes_through_all_scales(channels):
-    method = GVAE(GVAE.Params(), (channels, 32, 32), engine())
+    method = make(GVAE, GVAE.Params(), (channels, 32, 32), engine())
     x = torch.rand(5, channels, 32, 32)
     heads = method.encoder(x)
     assert [tuple(t.shape) for t in heads[0]] == [(5, 4, 16, 16)] * 3
@@ -37,13 +37,13 @@ def test_shapes_through_all_scales(channels):
     image = method.decoder({s: mu for s, (mu, _, _) in zip(method.encoder.latent_scales, heads)})
     assert [tuple(t.shape) for t in image] == [(5, channels, 32, 32)] * 3
     assert method.latent_dims == 1920 and method.embed(PatchData((x * 255).byte().numpy(), np.arange(5))).shape == (5, 1920)
-    single = SSGVAE(SSGVAE.Params(), (channels, 32, 32), engine())
+    single = make(SSGVAE, SSGVAE.Params(), (channels, 32, 32), engine())
     assert [tuple(mu.shape) for mu, _, _ in single.encoder(x)] == [(5, 32, 2, 2)]
     assert single.latent_dims == 128
 
 
 def test_bigger_patches_and_fewer_scales():
-    method = GVAE(small(GVAE, scales=3), (1, 64, 64), engine())
+    method = make(GVAE, small(GVAE, scales=3), (1, 64, 64), engine())
     assert [tuple(mu.shape[1:]) for mu, _, _ in method.encoder(torch.rand(2, 1, 64, 64))] == \
         [(2, 32, 32), (4, 16, 16), (8, 8, 8)]
 
@@ -55,7 +55,7 @@ def test_bigger_patches_and_fewer_scales():
 ])
 def test_unusable_shapes_and_regularisers_are_refused(shape, params, message):
     with pytest.raises(OneclassError, match=message):
-        GVAE(GVAE.Params(**params), shape, engine())
+        make(GVAE, GVAE.Params(**params), shape, engine())
 
 
 def test_hinge_push_and_classifier_loss_match_hand_computations():
@@ -75,7 +75,7 @@ def test_hinge_push_and_classifier_loss_match_hand_computations():
 
 def test_per_item_terms_of_eq_1_by_hand():
     """One latent scale of one dimension, an image of one pixel, tiny enough to do by hand."""
-    method = GVAE(small(GVAE), (1, 32, 32), engine())
+    method = make(GVAE, small(GVAE), (1, 32, 32), engine())
     reg = method.reg
     mu, alpha, beta = torch.tensor([[0.3]]), torch.tensor([[0.2]]), torch.tensor([[-0.4]])
     image_params = (torch.tensor([[0.6]]), torch.tensor([[-1.0]]), torch.tensor([[0.5]]))
@@ -103,7 +103,7 @@ def test_per_item_terms_of_eq_1_by_hand():
 
 
 def test_objective_of_eq_5_by_hand():
-    method = GVAE(small(GVAE, lambda2=0.5, lambda3=2.0, margin=1.0), (1, 32, 32), engine())
+    method = make(GVAE, small(GVAE, lambda2=0.5, lambda3=2.0, margin=1.0), (1, 32, 32), engine())
     latent = torch.tensor([1.0, 3.0, 2.0, 5.0])
     image = torch.tensor([10.0, 12.0, 14.0, 2000.0])
     zs = [torch.zeros(4, 1)]
@@ -135,7 +135,7 @@ def test_staged_schedule_freezes_exactly_the_branches_it_should():
     roles = np.where(labels == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
     data = PatchData(images, np.arange(len(images)), roles=roles)
     eng = engine(epochs=1)
-    method = GVAE(small(GVAE), (1, 32, 32), eng)
+    method = make(GVAE, small(GVAE), (1, 32, 32), eng)
     assert method.stages() == list(EXPECTED_TRAINABLE)
     for stage, (scale, shape, classifier) in EXPECTED_TRAINABLE.items():
         mode = method.mode(stage)
@@ -156,7 +156,7 @@ def test_staged_schedule_freezes_exactly_the_branches_it_should():
 
 
 def test_a_joining_branch_starts_at_the_value_it_was_held_at():
-    method = GVAE(small(GVAE), (1, 32, 32), engine())
+    method = make(GVAE, small(GVAE), (1, 32, 32), engine())
     mu, alpha, beta = method.encoder(torch.rand(3, 1, 32, 32))[0]
     assert torch.allclose(method.reg.scale(alpha), torch.tensor(1.0))
     assert torch.allclose(method.reg.shape(beta), torch.tensor(2.0))
@@ -169,7 +169,7 @@ def test_every_variant_is_registered_and_trains(cls, tmp_path):
     roles = np.where(labels == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
     eng = engine(epochs=1)
     eng.run_dir = tmp_path
-    method = cls(small(cls), (1, 32, 32), eng)
+    method = make(cls, small(cls), (1, 32, 32), eng)
     method.fit(PatchData(images, np.arange(len(images)), roles=roles), None)
     stages = [json.loads(line)["stage"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert stages == method.stages()
@@ -182,7 +182,7 @@ def test_every_variant_is_registered_and_trains(cls, tmp_path):
 def test_ablations_are_configurations():
     assert (A1.latent_model, A1.image_model, A1.classifier, A1.multiscale) == ("norm", "gg", False, False)
     assert (A2.image_model, A3.latent_model, A3.image_model, A4.image_model) == ("squared", "none", "squared", "none")
-    assert A4(small(A4), (1, 32, 32), engine()).decoder is None
+    assert make(A4, small(A4), (1, 32, 32), engine()).decoder is None
     assert A0.stages() == ["mean", "scale", "shape", "semi", "classifier"]
     assert A1.stages() == ["mean", "scale", "shape", "semi"]  # the image GG still has scale and shape
     assert A2.stages() == A3.stages() == A4.stages() == ["mean", "semi"]
@@ -194,7 +194,7 @@ def test_without_labelled_items_ss_ms_gvae_is_ms_gvae():
     data = PatchData(images, np.arange(64), roles=np.zeros(64, np.int8))
     scores = []
     for cls in (MSGVAE, SSMSGVAE, GVAE):
-        method = cls(small(cls), (1, 32, 32), engine(epochs=1))
+        method = make(cls, small(cls), (1, 32, 32), engine(epochs=1))
         method.fit(data, None)
         scores.append(method.score(data))
     np.testing.assert_array_equal(scores[0], scores[1])
@@ -207,7 +207,7 @@ def _fit_easy(cls, seed=0, **params):
     roles = np.where(labels[train_rows] == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
     eng = engine(epochs=2)
     eng.seed = seed
-    method = cls(cls.Params(**params), (1, 32, 32), eng)
+    method = make(cls, cls.Params(**params), (1, 32, 32), eng)
     method.fit(PatchData(images, train_rows, roles=roles), None)
     test_rows = np.r_[np.arange(160, 240), np.arange(280, 300)]
     return labels[test_rows], method.score(PatchData(images, test_rows))
@@ -229,7 +229,7 @@ def test_lambda_grid_is_tuned_on_validation(tmp_path):
     val = PatchData(images, val_rows, labels=labels[val_rows])
     eng = engine(epochs=1)
     eng.val, eng.run_dir = val, tmp_path
-    method = SSMSGVAE(small(SSMSGVAE, tune_lambda2=[0.1, 10.0]), (1, 32, 32), eng)
+    method = make(SSMSGVAE, small(SSMSGVAE, tune_lambda2=[0.1, 10.0]), (1, 32, 32), eng)
     method.fit(PatchData(images, train_rows, roles=roles), val)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     tried = [r for r in records if r["stage"] == "tune" and "lambda2" in r]

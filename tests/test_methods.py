@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
-from oneclass.engine import Engine, PatchData, TrainingDiverged
+from oneclass.engine import PatchData, Stage, Trainer, TrainingDiverged
+from oneclass.methods.base import Method
 from oneclass.methods.deep_sad import DeepSAD, DeepSVDD, deep_sad_loss, init_center
 from oneclass.methods.ss_dcae import hinged_reconstruction_loss
 from oneclass.recipe import TrainSection
@@ -51,7 +52,22 @@ def easy_set(n_normal=240, n_anomalous=60, seed=0):
 
 
 def engine(epochs=3, **kw):
-    return Engine(TrainSection(epochs=epochs, batch_size=32, lr=1e-3, device="cpu", **kw), seed=0)
+    return Trainer(TrainSection(epochs=epochs, batch_size=32, lr=1e-3, device="cpu", **kw), seed=0)
+
+
+def make(cls, params, in_shape, trainer):
+    """A method built after ``trainer`` seeded the global state, as ``oneclass train`` does."""
+    method = cls(params, in_shape)
+    method.trainer = trainer
+    return method
+
+
+def holding(module: torch.nn.Module, trainer: Trainer) -> torch.nn.Module:
+    """``module`` as the one network of a bare method that ``trainer`` trains."""
+    method = Method(None, (1, 4, 4))
+    method.add("net", module)
+    method.trainer = trainer
+    return module
 
 
 def test_deep_sad_ranks_easy_anomalies_first_at_gamma_0_2():
@@ -59,7 +75,7 @@ def test_deep_sad_ranks_easy_anomalies_first_at_gamma_0_2():
     train_rows = np.r_[np.arange(0, 160), np.arange(240, 280)]  # 160 normal + 40 anomalous
     roles = np.where(labels[train_rows] == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)  # gamma 0.2
     eng = engine(epochs=4)
-    method = DeepSAD(DeepSAD.Params(rep_dim=16, pretrain_epochs=2), (1, 32, 32), eng)
+    method = make(DeepSAD, DeepSAD.Params(rep_dim=16, pretrain_epochs=2), (1, 32, 32), eng)
     method.fit(PatchData(images, train_rows, roles=roles), None)
     test_rows = np.r_[np.arange(160, 240), np.arange(280, 300)]
     from oneclass.metrics import auroc
@@ -70,16 +86,16 @@ def test_deep_sad_ranks_easy_anomalies_first_at_gamma_0_2():
 def test_deep_sad_network_is_bias_free_and_receives_the_pretrained_encoder():
     images, _ = easy_set(64, 0)
     eng = engine(epochs=0)
-    method = DeepSAD(DeepSAD.Params(rep_dim=8, pretrain_epochs=1), (1, 32, 32), eng)
+    method = make(DeepSAD, DeepSAD.Params(rep_dim=8, pretrain_epochs=1), (1, 32, 32), eng)
     assert not any("bias" in name for name, _ in method.net.named_parameters())
     assert all(not m.affine for m in method.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = {k: v.clone() for k, v in method.net.state_dict().items()}
     captured = {}
     real_stage = eng.stage
 
-    def spy(name, *args, **kw):
-        real_stage(name, *args, **kw)
-        if name == "pretrain":
+    def spy(spec, *args, **kw):
+        real_stage(spec, *args, **kw)
+        if spec.name == "pretrain":
             captured.update({k: v.clone() for k, v in eng.modules["ae"].encoder.state_dict().items()})
 
     eng.stage = spy
@@ -94,14 +110,14 @@ def test_deep_sad_network_is_bias_free_and_receives_the_pretrained_encoder():
 def test_deep_svdd_leaves_labelled_anomalies_out():
     data = PatchData(np.zeros((4, 1, 32, 32), np.uint8), np.arange(4),
                      roles=np.array([UNLABELED, LABELED_ANOMALY, LABELED_NORMAL, UNLABELED], np.int8))
-    method = DeepSVDD(DeepSVDD.Params(rep_dim=8), (1, 32, 32), engine())
+    method = make(DeepSVDD, DeepSVDD.Params(rep_dim=8), (1, 32, 32), engine())
     kept = method.training_items(data)
     assert kept.rows.tolist() == [0, 2, 3] and not kept.roles.any()
 
 
 def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
-    eng = Engine(TrainSection(epochs=3, batch_size=8, device="cpu"), seed=0, run_dir=tmp_path)
-    net = eng.track("net", torch.nn.Linear(1, 1))
+    eng = Trainer(TrainSection(epochs=3, batch_size=8, device="cpu"), seed=0, run_dir=tmp_path)
+    net = holding(torch.nn.Linear(1, 1), eng)
     calls = []
 
     def loss(batch):
@@ -111,7 +127,7 @@ def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
 
     data = PatchData(np.zeros((16, 1, 4, 4), np.uint8), np.arange(16))
     with pytest.raises(TrainingDiverged, match=r"stage fit, epoch 2: the loss became nan.*last good checkpoint \(epoch 1\)"):
-        eng.stage("fit", data, loss, net.parameters(), 3, 1e-3, 0.0)
+        eng.stage(Stage("fit", list(net.parameters()), 1e-3, 3), data, loss)
     assert (tmp_path / "checkpoint.pt").is_file()
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert saved["epoch"] == 1
@@ -120,9 +136,9 @@ def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
 def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
     images = np.r_[np.full((8, 1, 4, 4), 10, np.uint8), np.full((8, 1, 4, 4), 200, np.uint8)]
     val = PatchData(images, np.arange(16), labels=np.r_[np.zeros(8, int), np.ones(8, int)])
-    eng = Engine(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", early_stopping=2),
-                 seed=0, run_dir=tmp_path, val=val)
-    net = eng.track("net", torch.nn.Linear(1, 1))
+    eng = Trainer(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", early_stopping=2),
+                  seed=0, run_dir=tmp_path, val=val)
+    net = holding(torch.nn.Linear(1, 1), eng)
     with torch.no_grad():
         net.weight.fill_(1.0)
     weights = []
@@ -134,7 +150,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
         weights.append(net.weight.item())
         return net(x.mean((1, 2, 3))[:, None]).squeeze(1)
 
-    eng.stage("fit", val, loss, net.parameters(), 6, 0.1, 0.0, scorer=scorer)
+    eng.stage(Stage("fit", list(net.parameters()), 0.1, 6), val, loss, scorer=scorer)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     stop = log[-1]
     assert "early_stop" in stop and stop["best_epoch"] == log[0]["epoch"] == 1

@@ -34,8 +34,33 @@ class StripesDataset(Dataset):
         return [StripeItem("one", "stripe"), StripeItem("two", "stripe")]
 
 
-class EchoMethod:
+from oneclass.methods.base import Method
+
+
+class EchoMethod(Method):
     """A method living in another distribution."""
+
+    name = "echo"
+    supervision = "unsupervised"
+
+    @dataclass
+    class Params:
+        gain: float = 1.0
+
+    def fit(self, train, val=None):
+        pass
+
+    def score(self, data):
+        return self.map(lambda x: self.params.gain * x.mean((1, 2, 3)), data)
+
+
+class HalfMethod:
+    """Registered as a method, but only half of one."""
+
+    name = "half"
+
+    def score(self, data):
+        return data
 '''
 
 
@@ -51,6 +76,7 @@ def plugin_path(tmp_path):
 
         [oneclass.methods]
         echo = oneclass_stripes:EchoMethod
+        half = oneclass_stripes:HalfMethod
         """))
     return tmp_path
 
@@ -70,6 +96,20 @@ def test_entry_point_plugins_are_discovered(plugin_path, tmp_path):
 
     labels = [(r["source"], r["x"], r["label"], r["subclass"]) for r in PatchStore.open(tmp_path / "s").index]
     assert labels[:2] == [("one", "0", "1", "stripe"), ("one", "8", "0", "good")]
+
+
+def test_a_method_plugin_lacking_the_protocol_fails_at_load_in_one_line(plugin_path, tmp_path):
+    env = {"PYTHONPATH": str(plugin_path)}
+    listing = oneclass("list", "methods", env=env)
+    line = next(l for l in listing.stdout.splitlines() if l.startswith("half"))
+    assert "failed to load" in line and "not a oneclass method" in line and "no `Params` dataclass" in line
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: {name: half}\n")
+    result = oneclass("train", recipe, "--out", tmp_path / "run", env=env)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "method 'half' (oneclass-stripes 0.3) from 'oneclass_stripes:HalfMethod': not a oneclass method: " \
+        "`supervision` is None" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_name_lists_known_and_suggests():

@@ -17,7 +17,7 @@ from oneclass.methods.nets.vq import Codebook
 from oneclass.methods.vqvae import SSVAE, SSVQVAE, VQVAE, log_ratio_hinge, quantise
 from oneclass.metrics import auroc
 from oneclass.registry import methods
-from test_methods import easy_set, engine
+from test_methods import easy_set, engine, make
 
 
 def small(cls, **kw):
@@ -37,18 +37,18 @@ def test_nearest_code_matches_brute_force():
 
 
 def test_each_stop_gradient_sends_gradient_where_eq_2_says():
-    method = SSVQVAE(small(SSVQVAE), (1, 32, 32), engine())
+    method = make(SSVQVAE, small(SSVQVAE), (1, 32, 32), engine())
     x = torch.rand(4, 1, 32, 32)
 
     def receivers(term: str) -> set[str]:
-        for module in method.engine.modules.values():
+        for module in method.modules.values():
             module.zero_grad(set_to_none=True)
         e = method.encoder(x)
         quantised, codebook_term, commitment, _ = quantise(e, method.codebook)
         value = {"codebook": codebook_term, "commitment": commitment,
                  "reconstruction": ((method.decoder(quantised) - x) ** 2).mean((1, 2, 3))}[term]
         value.sum().backward()
-        return {name for name, module in method.engine.modules.items()
+        return {name for name, module in method.modules.items()
                 if any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())}
 
     assert receivers("codebook") == {"codebook"}  # sg[E]: the encoder is left alone
@@ -58,7 +58,7 @@ def test_each_stop_gradient_sends_gradient_where_eq_2_says():
 
 
 def test_score_is_the_distance_between_encoding_and_codes_by_hand():
-    method = SSVQVAE(small(SSVQVAE, codes=2, dim=2), (1, 8, 8), engine())
+    method = make(SSVQVAE, small(SSVQVAE, codes=2, dim=2), (1, 8, 8), engine())
     method.codebook.embeddings.data = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     grid = torch.tensor([[[0.2, 0.9], [3.0, -1.0]], [[0.1, 0.6], [2.0, 0.0]]])  # (D=2, 2, 2)
     method.encoder.forward = lambda x: grid.expand(len(x), -1, -1, -1)
@@ -74,13 +74,13 @@ def test_score_is_the_distance_between_encoding_and_codes_by_hand():
 def test_data_initialised_codes_are_training_encodings():
     images, _ = easy_set(20, 0)
     data = PatchData(images, np.arange(20), roles=np.zeros(20, np.int8))
-    method = SSVQVAE(small(SSVQVAE, codes=30), (1, 32, 32), engine())
+    method = make(SSVQVAE, small(SSVQVAE, codes=30), (1, 32, 32), engine())
     method.on_start(data)
-    encodings = torch.from_numpy(method.engine.map(method.encoder, data)).permute(0, 2, 3, 1).reshape(-1, 8)
+    encodings = torch.from_numpy(method.map(method.encoder, data)).permute(0, 2, 3, 1).reshape(-1, 8)
     codes = method.codebook.embeddings.detach()
     assert all(((encodings - code) ** 2).sum(1).min() < 1e-10 for code in codes)
     assert len({tuple(code.tolist()) for code in codes}) == 30  # 20 x 64 positions: drawn without repeats
-    uniform = SSVQVAE(small(SSVQVAE, codebook_init="uniform"), (1, 32, 32), engine())
+    uniform = make(SSVQVAE, small(SSVQVAE, codebook_init="uniform"), (1, 32, 32), engine())
     before = uniform.codebook.embeddings.detach().clone()
     uniform.on_start(data)
     assert torch.equal(uniform.codebook.embeddings, before) and before.abs().max() <= 1 / 16
@@ -102,7 +102,7 @@ def _train(cls, steps, seed=0, gamma_rows=40, log_dir=None, **params):
     roles = np.where(labels[train_rows] == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
     eng = engine()
     eng.seed, eng.run_dir = seed, log_dir
-    method = cls(small(cls, steps=steps, **params), (1, 32, 32), eng)
+    method = make(cls, small(cls, steps=steps, **params), (1, 32, 32), eng)
     method.fit(PatchData(images, train_rows, roles=roles), None)
     test_rows = np.r_[np.arange(160, 240), np.arange(280, 300)]
     return method, labels[test_rows], method.score(PatchData(images, test_rows))
@@ -120,7 +120,7 @@ def test_ss_vq_vae_separates_an_easy_set_logs_codebook_usage_and_is_deterministi
 
 
 def test_codebook_usage_statistics_by_hand():
-    method = SSVQVAE(small(SSVQVAE, codes=4), (1, 32, 32), engine())
+    method = make(SSVQVAE, small(SSVQVAE, codes=4), (1, 32, 32), engine())
     method._counts = torch.tensor([6, 2, 0, 0])
     stats = method.epoch_stats()
     p = np.array([0.75, 0.25])
@@ -158,4 +158,4 @@ def test_vq_vae_ignores_labelled_anomalies():
 
 def test_unusable_patch_shape_is_refused():
     with pytest.raises(OneclassError, match="multiples of 4"):
-        SSVQVAE(small(SSVQVAE), (1, 30, 30), engine())
+        make(SSVQVAE, small(SSVQVAE), (1, 30, 30), engine())

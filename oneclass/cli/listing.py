@@ -35,6 +35,8 @@ def _print(reg: registry.Registry, verbose: bool) -> None:
                 if options is not None and dataclasses.fields(options):
                     defaults = ", ".join(f"{f.name}={_default(f)!r}" for f in dataclasses.fields(options))
                     print(f"    {label}: {defaults}")
+            if reg.kind == "method":
+                print(f"    supervision: {plugin.supervision}; validation set: {plugin.uses_validation}")
             print()
 
 

@@ -1,41 +1,120 @@
 """What a method is: a scikit-learn-like estimator with torch inside.
 
 A method class declares its recipe parameters as a dataclass ``Params`` (checked like
-recipe keys: ``method.<key>``), is constructed from (params, input shape, engine), and
-implements ``fit(train, val)`` and ``score(data)`` (higher = more anomalous). It may
-implement ``embed(data)`` (latent vectors, for t-SNE) and ``explain(data)`` (per-pixel
-maps, for pixel-level AUROC). Its whole learned state lives in the modules it tracks
-with the engine, so ``state_dict()`` is a flat mapping of tensors that loads with
-``torch.load(weights_only=True)``.
+recipe keys: ``method.<key>``) and is constructed from (params, input shape) alone: its
+constructor builds its networks and registers them with :meth:`Method.add`, so its whole
+learned state is ``state_dict()``, a flat mapping of tensors that loads with
+``torch.load(weights_only=True)``. It implements ``fit(train, val)`` and ``score(data)``
+(higher = more anomalous), and may implement ``embed(data)`` (latent vectors, for t-SNE)
+and ``explain(data)`` (per-pixel maps, for pixel-level AUROC).
+
+Training goes through ``self.trainer`` (:class:`oneclass.engine.Trainer`), which runs
+each of the method's stages from a :class:`oneclass.engine.Stage` spec and owns device,
+seeding, batches, progress, checkpoints, resuming, early stopping and AMP. A caller sets
+the trainer before ``fit`` (``oneclass train`` does, with the run folder); without one,
+``fit`` trains with a plain trainer built from the ``train`` section's defaults.
+
+Build methods with :func:`build`: it draws the initial weights from the seed without
+touching the caller's global random state.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import numpy as np
 import torch
 
-from oneclass.engine import Engine, PatchData
+from oneclass.engine import PatchData, keep_global_rng
+
+if TYPE_CHECKING:
+    from oneclass.engine import Trainer
+
+INFER_BATCH = 256  # items per batch when scoring, embedding or explaining
 
 
 class Method:
     name: ClassVar[str] = ""
     #: "unsupervised" methods ignore labelled anomalies; "supervised" ones need them
     supervision: ClassVar[str] = "semi-supervised"
+    #: what ``fit`` uses the validation set for, shown by ``oneclass list methods -v``
+    uses_validation: ClassVar[str] = "early stopping on validation AUROC (train.early_stopping)"
 
     @dataclass
     class Params:
         pass
 
-    def __init__(self, params: "Method.Params", in_shape: tuple[int, int, int], engine: Engine):
+    def __init__(self, params: "Method.Params", in_shape: tuple[int, int, int]):
         self.params = params
         self.in_shape = tuple(in_shape)
-        self.engine = engine
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.device = torch.device("cpu")
+        self.amp = False
+        self._trainer: Trainer | None = None
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
+    # -- networks -----------------------------------------------------------------
+
+    def add(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Make ``module`` part of the model: on its device, in every checkpoint and in
+        ``state_dict()``."""
+        self.modules[name] = module.to(self.device)
+        return module
+
+    def to(self, device: torch.device | str, amp: bool = False) -> "Method":
+        self.device = torch.device(device)
+        self.amp = amp and self.device.type == "cuda"
+        for module in self.modules.values():
+            module.to(self.device)
+        return self
+
+    def snapshot(self) -> dict:
+        """A copy of every module's state, for :meth:`restore`."""
+        return {"modules": {k: copy.deepcopy(m.state_dict()) for k, m in self.modules.items()}}
+
+    def restore(self, state: dict) -> None:
+        for key, module in self.modules.items():
+            if key in state["modules"]:
+                module.load_state_dict(state["modules"][key])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{key}": value for name, module in self.modules.items()
+                for key, value in module.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    # -- training -----------------------------------------------------------------
+
+    @property
+    def trainer(self) -> "Trainer":
+        if self._trainer is None:
+            from oneclass.engine import Trainer
+            from oneclass.recipe import TrainSection
+
+            self.trainer = Trainer(TrainSection(device=str(self.device)), seed=0)
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: "Trainer") -> None:
+        self._trainer = trainer
+        trainer.attach(self)
+
+    def prepare(self, val: PatchData | None) -> "Trainer":
+        """The trainer, with ``val`` (when given) as the validation set it scores each epoch;
+        each ``fit`` starts with it."""
+        trainer = self.trainer
+        if val is not None:
+            trainer.val = val
+        return trainer
+
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         raise NotImplementedError
+
+    # -- inference ----------------------------------------------------------------
 
     def score(self, data: PatchData) -> np.ndarray:
         raise NotImplementedError
@@ -43,14 +122,38 @@ class Method:
     embed = None  # (data) -> (n, d) array, where a method has a latent space
     explain = None  # (data) -> (n, H, W) array, where a method draws anomaly maps
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{key}": value for name, module in self.engine.modules.items()
-                for key, value in module.state_dict().items()}
+    @torch.no_grad()
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData) -> np.ndarray:
+        """Apply ``fn`` to every batch of ``data`` in eval mode; outputs in row order."""
+        for module in self.modules.values():
+            module.eval()
+        out = []
+        for start in range(0, len(data), INFER_BATCH):
+            x = batch_pixels(data, np.arange(start, min(start + INFER_BATCH, len(data))), self.device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                out.append(fn(x).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0,), dtype=np.float32)
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, module in self.engine.modules.items():
-            prefix = f"{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+def batch_pixels(data: PatchData, take: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Items ``take`` (sorted positions in ``data``) as float in [0, 1] on ``device``."""
+    pixels = torch.from_numpy(np.ascontiguousarray(data.images[data.rows[take]]))
+    if device.type == "cuda":
+        pixels = pixels.pin_memory()
+    return pixels.to(device, non_blocking=True).float().div_(255)
+
+
+def build(cls: type[Method], params, in_shape: tuple[int, int, int], seed: int = 0,
+          keep_rng: bool = True) -> Method:
+    """``cls(params, in_shape)`` with initial weights drawn from ``seed``. With
+    ``keep_rng`` (building to load or to score) the global random state is left as it
+    was; training builds right after its trainer seeded the global state, so keep_rng is
+    False there and the weights are the same either way."""
+    if not keep_rng:
+        return cls(params, in_shape)
+    with keep_global_rng():
+        torch.manual_seed(seed)
+        return cls(params, in_shape)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

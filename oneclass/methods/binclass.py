@@ -44,30 +44,29 @@ class BinClass(Method):
         rep_dim: int = 128
         balance: bool = False  # weight positives by #negatives / #positives
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
         check_shape(self.name, self.in_shape)
         channels, size, _ = self.in_shape
-        self.net = engine.track("net", _Classifier(channels, size, params.rep_dim))
+        self.net = self.add("net", _Classifier(channels, size, params.rep_dim))
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
-        cfg = self.engine.cfg
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         positives = int((train.roles == LABELED_ANOMALY).sum())
         if positives == 0:
             raise OneclassError("method binclass: needs labelled anomalies; set split.gamma > 0")
         weight = (len(train) - positives) / positives if self.params.balance else 1.0
-        pos_weight = torch.tensor(weight, device=self.engine.device)
+        trainer = self.prepare(val)  # puts the network on the training device
+        pos_weight = torch.tensor(weight, device=self.device)
 
         def objective(batch):
             target = (batch["roles"] == LABELED_ANOMALY).float()
             return F.binary_cross_entropy_with_logits(self.net(batch["x"]), target,
                                                       pos_weight=pos_weight)
 
-        self.engine.stage("train", train, objective, self.net.parameters(), cfg.epochs, cfg.lr,
-                          cfg.weight_decay, scorer=self.net)
+        trainer.stage(trainer.spec("train", self.net.parameters()), train, objective, scorer=self.net)
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self.net, data)
+        return self.map(self.net, data)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self.net.encoder, data)
+        return self.map(self.net.encoder, data)

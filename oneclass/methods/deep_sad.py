@@ -67,51 +67,52 @@ class DeepSAD(Method):
         pretrain_lr: float = 1e-4
         pretrain_weight_decay: float = 0.5e-3
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
         check_shape(self.name, self.in_shape)
         channels, size, _ = self.in_shape
-        self.net = engine.track("net", Encoder(channels, size, params.rep_dim, bias=False))
-        self.center = engine.track("center", _Center(params.rep_dim))
+        self.net = self.add("net", Encoder(channels, size, params.rep_dim, bias=False))
+        self.center = self.add("center", _Center(params.rep_dim))
 
     def training_items(self, train: PatchData) -> PatchData:
         return train
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
-        p, cfg, engine = self.params, self.engine.cfg, self.engine
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
+        p, trainer = self.params, self.prepare(val)
         train = self.training_items(train)
         if p.pretrain_epochs > 0:
             channels, size, _ = self.in_shape
-            ae = engine.track("ae", AutoEncoder(channels, size, p.rep_dim, bias=False))
+            ae = self.add("ae", AutoEncoder(channels, size, p.rep_dim, bias=False))
 
             def reconstruction(batch):
                 return ((ae(batch["x"]) - batch["x"]) ** 2).flatten(1).sum(1).mean()
 
-            engine.stage("pretrain", train, reconstruction, ae.parameters(), p.pretrain_epochs,
-                         p.pretrain_lr, p.pretrain_weight_decay)
+            trainer.stage(trainer.spec("pretrain", ae.parameters(), lr=p.pretrain_lr,
+                                       epochs=p.pretrain_epochs, weight_decay=p.pretrain_weight_decay),
+                          train, reconstruction)
             # strict: every encoder weight must reach the one-class network
             self.net.load_state_dict(ae.encoder.state_dict(), strict=True)
-            del engine.modules["ae"]  # not part of the model
+            del self.modules["ae"]  # not part of the model
 
         def start():
-            features = torch.from_numpy(engine.map(self.net, train)).to(engine.device)
+            features = torch.from_numpy(self.map(self.net, train)).to(self.device)
             self.center.c.copy_(init_center(features, p.center_min))
 
         def objective(batch):
             dist = ((self.net(batch["x"]) - self.center.c) ** 2).sum(1)
             return deep_sad_loss(dist, batch["roles"], p.eta, p.eps).mean()
 
-        engine.stage("train", train, objective, self.net.parameters(), cfg.epochs, cfg.lr,
-                     cfg.weight_decay, on_start=start, scorer=self._distance)
+        trainer.stage(trainer.spec("train", self.net.parameters()), train, objective, on_start=start,
+                      scorer=self._distance)
 
     def _distance(self, x: torch.Tensor) -> torch.Tensor:
         return ((self.net(x) - self.center.c) ** 2).sum(1)
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._distance, data)
+        return self.map(self._distance, data)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self.net, data)
+        return self.map(self.net, data)
 
 
 class DeepSVDD(DeepSAD):

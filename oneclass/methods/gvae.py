@@ -106,6 +106,8 @@ class GVAE(Method):
     """c-ss-ms-gVAE: multiscale GG VAE, semi-supervised, with a latent classifier."""
 
     name = "c-ss-ms-gvae"
+    uses_validation = ("early stopping on validation AUROC (train.early_stopping) and the choice of "
+                       "lambda2/lambda3 from tune_lambda2/tune_lambda3")
     multiscale: ClassVar[bool] = True
     latent_model: ClassVar[str] = "gg"
     image_model: ClassVar[str] = "gg"
@@ -129,8 +131,8 @@ class GVAE(Method):
         tune_lambda2: list[float] = field(default_factory=list)  # grid tried on validation
         tune_lambda3: list[float] = field(default_factory=list)
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
         channels, size, width = self.in_shape
         p = params
         if size != width or size % 2 ** p.scales or channels not in (1, 3):
@@ -140,11 +142,11 @@ class GVAE(Method):
             raise OneclassError(f"method {self.name}: needs 0 < delta < 1, 0 < tau < 2 and eps >= 0 "
                                 "(scale 1 and shape 2 must be reachable)")
         self.reg = gg.Regularisers(p.delta, p.eps, p.tau)
-        self.encoder = engine.track("encoder", MultiscaleEncoder(
+        self.encoder = self.add("encoder", MultiscaleEncoder(
             channels, p.scales, p.width, p.latent_channels, self.multiscale, self.latent_model == "gg"))
         self.decoder = None
         if self.image_model != "none":
-            self.decoder = engine.track("decoder", MultiscaleDecoder(
+            self.decoder = self.add("decoder", MultiscaleDecoder(
                 channels, p.scales, p.width, self.encoder.latent_channels, self.image_model == "gg"))
         for head in [*self.encoder.heads.values(), *([self.decoder.head] if self.decoder else [])]:
             head.start_at(self.reg.fixed_alpha(), self.reg.fixed_beta())
@@ -155,7 +157,7 @@ class GVAE(Method):
             # c-ss-ms-gvae without labelled anomalies trains exactly as ms-gvae does
             with torch.random.fork_rng(devices=[]):
                 classifier = LatentClassifier(self.latent_dims, p.classifier_hidden)
-            self.net_classifier = engine.track("classifier", classifier)
+            self.net_classifier = self.add("classifier", classifier)
         self.lambda2, self.lambda3 = p.lambda2, p.lambda3
 
     # -- stages ----------------------------------------------------------------------
@@ -180,7 +182,7 @@ class GVAE(Method):
         return [param for _, param in self.named_parameters() if param.requires_grad]
 
     def named_parameters(self):
-        for key, module in self.engine.modules.items():
+        for key, module in self.modules.items():
             for name, param in module.named_parameters():
                 yield f"{key}.{name}", param
 
@@ -240,8 +242,8 @@ class GVAE(Method):
 
     # -- training ----------------------------------------------------------------------
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
-        engine = self.engine
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
+        trainer = self.prepare(val)
         inliers = train.subset(train.roles != LABELED_ANOMALY)
         stages = self.stages()
         for stage in (s for s in stages if s in ("mean", "scale", "shape")):
@@ -250,10 +252,10 @@ class GVAE(Method):
         if not supervised:
             return
         if not (train.roles != UNLABELED).any():
-            engine.log({"stage": "semi", "skipped": "no labelled items (gamma 0): the model stays ms-gVAE"})
+            trainer.log({"stage": "semi", "skipped": "no labelled items (gamma 0): the model stays ms-gVAE"})
             return
         if "classifier" in supervised and not (train.roles == LABELED_ANOMALY).any():
-            engine.log({"stage": "classifier", "skipped": "no labelled anomalies"})
+            trainer.log({"stage": "classifier", "skipped": "no labelled anomalies"})
             supervised.remove("classifier")
         grid = self._grid()
         if len(grid) == 1:
@@ -271,35 +273,34 @@ class GVAE(Method):
     def _tune(self, grid, stages: list[str], train: PatchData) -> None:
         """Sec. 3.7: lambda2/lambda3 chosen by validation AUROC, each grid point trained
         from the same ms-gVAE warm start; the best point's weights are kept."""
-        engine = self.engine
-        if engine.val is None:
+        trainer = self.trainer
+        if trainer.val is None:
             raise OneclassError(f"method {self.name}: tune_lambda2/tune_lambda3 need a validation set "
                                 "(split.val_fraction > 0)")
-        if engine.resuming:
+        if trainer.resuming:
             raise OneclassError(f"method {self.name}: a run with a lambda grid cannot be resumed; "
                                 "train it again")
-        warm, best = engine.snapshot(), None
+        warm, best = self.snapshot(), None
         for lambda2, lambda3 in grid:
-            engine.restore(warm)
+            self.restore(warm)
             self.lambda2, self.lambda3 = lambda2, lambda3
             for stage in stages:
                 self._stage(stage, train, semi=True, label=f"{stage}[l2={lambda2:g},l3={lambda3:g}]")
-            auroc = engine.val_auroc(self._score)
-            engine.log({"stage": "tune", "lambda2": lambda2, "lambda3": lambda3, "val_auroc": auroc})
+            auroc = trainer.val_auroc(self._score)
+            trainer.log({"stage": "tune", "lambda2": lambda2, "lambda3": lambda3, "val_auroc": auroc})
             if best is None or auroc > best[0]:
-                best = (auroc, (lambda2, lambda3), engine.snapshot())
+                best = (auroc, (lambda2, lambda3), self.snapshot())
         auroc, (self.lambda2, self.lambda3), state = best
-        engine.restore(state)
-        engine.log({"stage": "tune", "chosen": {"lambda2": self.lambda2, "lambda3": self.lambda3},
+        self.restore(state)
+        trainer.log({"stage": "tune", "chosen": {"lambda2": self.lambda2, "lambda3": self.lambda3},
                     "val_auroc": auroc})
 
     def _stage(self, stage: str, data: PatchData, semi: bool, label: str | None = None) -> None:
-        cfg, epochs = self.engine.cfg, getattr(self.params.epochs, stage)
+        trainer, epochs = self.trainer, getattr(self.params.epochs, stage)
         mode = self.mode(stage)
-        params = self.trainable(mode)
-        self.engine.stage(label or stage, data, lambda batch: self.objective(batch, mode, semi), params,
-                          cfg.epochs if epochs is None else epochs, self.params.lr or cfg.lr, cfg.weight_decay,
-                          scorer=self._score)
+        spec = trainer.spec(label or stage, self.trainable(mode), lr=self.params.lr or trainer.cfg.lr,
+                            epochs=trainer.cfg.epochs if epochs is None else epochs)
+        trainer.stage(spec, data, lambda batch: self.objective(batch, mode, semi), scorer=self._score)
 
     # -- inference ---------------------------------------------------------------------
 
@@ -310,10 +311,10 @@ class GVAE(Method):
         return self._means(x).norm(dim=1)
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._score, data)
+        return self.map(self._score, data)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._means, data)
+        return self.map(self._means, data)
 
     def explain(self, data: PatchData) -> np.ndarray:
         """|d S(U) / d U| summed over channels: which pixels move the score."""
@@ -323,7 +324,7 @@ class GVAE(Method):
                 (grad,) = torch.autograd.grad(self._score(x).sum(), x)
             return grad.abs().sum(1)
 
-        return self.engine.map(saliency, data)
+        return self.map(saliency, data)
 
 
 class SSMSGVAE(GVAE):

@@ -50,11 +50,11 @@ class SSDCAE(Method):
         eta: float = 1.0  # weight of the labelled-anomaly term
         margin: float = 2.0  # anomalies' errors beyond margin x the normal error stop counting
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
         check_shape(self.name, self.in_shape)
         channels, size, _ = self.in_shape
-        self.ae = engine.track("ae", AutoEncoder(channels, size, params.rep_dim, bias=True))
+        self.ae = self.add("ae", AutoEncoder(channels, size, params.rep_dim, bias=True))
 
     def _pixel_errors(self, x: torch.Tensor) -> torch.Tensor:
         return ((self.ae(x) - x) ** 2).sum(1)
@@ -62,21 +62,20 @@ class SSDCAE(Method):
     def _error(self, x: torch.Tensor) -> torch.Tensor:
         return ((self.ae(x) - x) ** 2).flatten(1).mean(1)
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
-        p, cfg = self.params, self.engine.cfg
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
+        p, trainer = self.params, self.prepare(val)
 
         def objective(batch):
             return hinged_reconstruction_loss(self._error(batch["x"]), batch["roles"], p.eta,
                                               p.margin).mean()
 
-        self.engine.stage("train", train, objective, self.ae.parameters(), cfg.epochs, cfg.lr,
-                          cfg.weight_decay, scorer=self._error)
+        trainer.stage(trainer.spec("train", self.ae.parameters()), train, objective, scorer=self._error)
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._error, data)
+        return self.map(self._error, data)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self.ae.encoder, data)
+        return self.map(self.ae.encoder, data)
 
     def explain(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._pixel_errors, data)
+        return self.map(self._pixel_errors, data)

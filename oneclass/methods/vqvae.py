@@ -92,17 +92,17 @@ class _GridAutoencoder(Method):
 
     latent_channels_factor = 1
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
         channels, height, width = self.in_shape
         if height % 4 or width % 4 or channels not in (1, 3):
             raise OneclassError(f"method {self.name}: needs 1- or 3-channel patches whose sides are "
                                 f"multiples of 4, got {channels}x{height}x{width}")
         p = params
-        self.encoder = engine.track("encoder", VQEncoder(channels, p.hidden, p.residual_hidden,
-                                                         p.residual_layers, p.dim * self.latent_channels_factor))
-        self.decoder = engine.track("decoder", VQDecoder(channels, p.hidden, p.residual_hidden,
-                                                         p.residual_layers, p.dim))
+        self.encoder = self.add("encoder", VQEncoder(channels, p.hidden, p.residual_hidden,
+                                                     p.residual_layers, p.dim * self.latent_channels_factor))
+        self.decoder = self.add("decoder", VQDecoder(channels, p.hidden, p.residual_hidden,
+                                                     p.residual_layers, p.dim))
 
     def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-item reconstruction error and latent term."""
@@ -122,14 +122,14 @@ class _GridAutoencoder(Method):
         anomalous = roles == LABELED_ANOMALY
         return p.eta * masked_mean(per_item, ~anomalous) + (1 - p.eta) * masked_mean(per_item, anomalous)
 
-    def fit(self, train: PatchData, val: PatchData | None) -> None:
+    def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         if self.supervision == "unsupervised":
             train = train.subset(train.roles != LABELED_ANOMALY)
-        p, cfg = self.params, self.engine.cfg
-        params = [q for module in self.engine.modules.values() for q in module.parameters()]
-        self.engine.stage("train", train, self.objective, params, 0, p.lr or cfg.lr, cfg.weight_decay,
-                          on_start=lambda: self.on_start(train), scorer=self._score, steps=p.steps,
-                          epoch_stats=self.epoch_stats)
+        p, trainer = self.params, self.prepare(val)
+        params = [q for module in self.modules.values() for q in module.parameters()]
+        trainer.stage(trainer.spec("train", params, lr=p.lr or trainer.cfg.lr, steps=p.steps),
+                      train, self.objective, on_start=lambda: self.on_start(train), scorer=self._score,
+                      epoch_stats=self.epoch_stats)
 
     epoch_stats = None
 
@@ -140,14 +140,14 @@ class _GridAutoencoder(Method):
         return self.position_distances(x).flatten(1).sum(1).sqrt()
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(self._score, data)
+        return self.map(self._score, data)
 
     def explain(self, data: PatchData) -> np.ndarray:
         def upsampled(x: torch.Tensor) -> torch.Tensor:
             grid = self.position_distances(x).sqrt().unsqueeze(1)
             return F.interpolate(grid, size=x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
 
-        return self.engine.map(upsampled, data)
+        return self.map(upsampled, data)
 
 
 class SSVQVAE(_GridAutoencoder):
@@ -159,10 +159,10 @@ class SSVQVAE(_GridAutoencoder):
     class Params(_GridAutoencoder.Params):
         codebook_init: Literal["uniform", "data"] = "data"
 
-    def __init__(self, params, in_shape, engine):
-        super().__init__(params, in_shape, engine)
-        self.codebook = engine.track("codebook", Codebook(params.codes, params.dim))
-        self._counts = torch.zeros(params.codes, dtype=torch.long, device=engine.device)
+    def __init__(self, params, in_shape):
+        super().__init__(params, in_shape)
+        self.codebook = self.add("codebook", Codebook(params.codes, params.dim))
+        self._counts = torch.zeros(params.codes, dtype=torch.long)
 
     def on_start(self, train: PatchData) -> None:
         """``codebook_init: data`` (default): the codes start as the encodings of K random
@@ -172,7 +172,7 @@ class SSVQVAE(_GridAutoencoder):
         the dictionary then says little (test AUROC 0.36 at gamma 0.2 vs 0.56-0.73)."""
         if self.params.codebook_init != "data":
             return
-        encodings = torch.from_numpy(self.engine.map(self.encoder, train))
+        encodings = torch.from_numpy(self.map(self.encoder, train))
         vectors = encodings.permute(0, 2, 3, 1).reshape(-1, encodings.shape[1])
         pick = torch.randint(len(vectors), (self.params.codes,)) if len(vectors) < self.params.codes \
             else torch.randperm(len(vectors))[:self.params.codes]
@@ -182,6 +182,7 @@ class SSVQVAE(_GridAutoencoder):
         e = self.encoder(x)
         quantised, codebook_term, commitment, index = quantise(e, self.codebook)
         if torch.is_grad_enabled():  # training: count code usage on the device, read once an epoch
+            self._counts = self._counts.to(index.device)
             self._counts += torch.bincount(index.flatten(), minlength=self.params.codes)
         reconstruction = ((self.decoder(quantised).float() - x) ** 2).flatten(1).mean(1)
         return reconstruction, codebook_term + self.params.beta * commitment
@@ -201,7 +202,7 @@ class SSVQVAE(_GridAutoencoder):
         return ((e - q) ** 2).sum(1)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(lambda x: self.encoder(x).float().mean((2, 3)), data)
+        return self.map(lambda x: self.encoder(x).float().mean((2, 3)), data)
 
 
 class VQVAE(SSVQVAE):
@@ -232,4 +233,4 @@ class SSVAE(_GridAutoencoder):
         return (self._moments(x)[0] ** 2).sum(1)
 
     def embed(self, data: PatchData) -> np.ndarray:
-        return self.engine.map(lambda x: self._moments(x)[0].mean((2, 3)), data)
+        return self.map(lambda x: self._moments(x)[0].mean((2, 3)), data)
