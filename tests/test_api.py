@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,7 @@ from oneclass.recipe import TrainSection
 from oneclass.testing import check_method, easy_anomalies
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", registry.methods.names())
 def test_registered_method_passes_check_method(name):
     check_method(name)

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import oneclass
 
+pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
+
 
 def _one_line(result, code: int, *expect: str) -> None:
     assert result.returncode == code, result.stderr

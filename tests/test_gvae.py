@@ -162,6 +162,7 @@ def test_a_joining_branch_starts_at_the_value_it_was_held_at():
     assert torch.allclose(method.reg.shape(beta), torch.tensor(2.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", VARIANTS, ids=lambda c: c.name)
 def test_every_variant_is_registered_and_trains(cls, tmp_path):
     assert methods.get(cls.name) is cls
@@ -213,6 +214,7 @@ def _fit_easy(cls, seed=0, **params):
     return labels[test_rows], method.score(PatchData(images, test_rows))
 
 
+@pytest.mark.slow
 def test_c_ss_ms_gvae_separates_an_easy_anomaly_set_and_is_deterministic():
     narrow = {"width": 8, "latent_channels": 2, "classifier_hidden": 16}  # the default width, 16, is 3x slower
     labels, scores = _fit_easy(GVAE, **narrow)
@@ -221,6 +223,7 @@ def test_c_ss_ms_gvae_separates_an_easy_anomaly_set_and_is_deterministic():
     np.testing.assert_array_equal(scores, again)
 
 
+@pytest.mark.slow
 def test_lambda_grid_is_tuned_on_validation(tmp_path):
     images, labels = easy_set()
     train_rows = np.r_[np.arange(0, 120), np.arange(240, 270)]

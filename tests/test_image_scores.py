@@ -113,6 +113,7 @@ def _rows(path):
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
+@pytest.mark.slow
 def test_patch_run_writes_one_row_per_test_image(run):
     for split in ("test", "val"):
         patches, images = _rows(run / f"scores/{split}.csv"), _rows(run / f"scores/{split}_images.csv")
@@ -134,6 +135,7 @@ def test_patch_run_writes_one_row_per_test_image(run):
     assert result["aggregation"] == {"image_score": "topk_mean", "image_topk": 0.1}
 
 
+@pytest.mark.slow
 def test_evaluate_reports_image_metrics_of_a_run(run):
     done = oneclass("evaluate", run, "--format", "json", "-q")
     assert done.returncode == 0, done.stderr
@@ -164,6 +166,7 @@ def test_older_run_without_image_tables_still_evaluates(run, tmp_path):
     assert json.loads(done.stdout)["inputs"][0]["image_auroc"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_aggregation_follows_the_recipe(tiny, tmp_path):
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "max", "-q",
                     "--set", "evaluate.image_score=max", "--set", "train.epochs=1",
@@ -185,6 +188,7 @@ def whole_store(tmp_path_factory):
     return store
 
 
+@pytest.mark.slow
 def test_whole_image_run_writes_no_image_tables(tiny, whole_store, tmp_path):
     store = whole_store
     # the tiny recipe cuts 32 px patches every 16 px: whole images take no size or stride,

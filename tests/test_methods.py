@@ -70,6 +70,7 @@ def holding(module: torch.nn.Module, trainer: Trainer) -> torch.nn.Module:
     return module
 
 
+@pytest.mark.slow
 def test_deep_sad_ranks_easy_anomalies_first_at_gamma_0_2():
     images, labels = easy_set()
     train_rows = np.r_[np.arange(0, 160), np.arange(240, 280)]  # 160 normal + 40 anomalous

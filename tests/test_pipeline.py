@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import oneclass
@@ -14,6 +15,8 @@ from oneclass import recipe as recipes
 from oneclass.artifacts import RUN_FILES, open_run
 from oneclass.data.store import PatchStore
 from oneclass.runs import train_run
+
+pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,12 @@ def test_run_folder_holds_every_artifact(run):
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [("pretrain", 1), ("train", 1), ("train", 2)]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert 0 <= metrics["test"]["auroc"] <= 1 and metrics["train"]["patches_per_s"] > 0
+    labels, scores = _scores(run / "scores/test.csv")
+    from sklearn.metrics import roc_auc_score
+
+    assert metrics["test"]["auroc"] == pytest.approx(roc_auc_score(labels, scores))  # from the written scores
+    assert metrics["test"]["n"] == len(labels) == len(data["members"]["test"])
+    assert metrics["train"]["patches_per_s"] > 0
 
 
 def test_same_recipe_and_seed_give_identical_scores(run, tiny, tmp_path):
@@ -96,7 +104,7 @@ def test_train_score_evaluate_pipeline(run, tiny, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert float(values["auroc"]) == pytest.approx(metrics["test"]["auroc"])
     assert int(values["val_tp"]) == metrics["test"]["at_val_threshold"]["tp"]
-    assert (tmp_path / "auc.png").stat().st_size > 1000
+    _assert_a_drawn_png(tmp_path / "auc.png")
 
 
 def test_score_images_and_stdin_paths(run, tiny, tmp_path):
@@ -126,8 +134,12 @@ def test_tsne_writes_figure_and_silhouette(run, tmp_path):
     done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5")
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "t.json").read_text())
-    assert -1 <= saved["silhouette"] <= 1 and sum(saved["outcomes"].values()) == saved["points"]
-    assert (tmp_path / "t.png").stat().st_size > 1000
+    labels, scores = _scores(run / "scores/test.csv")
+    above = scores >= saved["threshold"]  # the outcomes follow from the run's scores and the threshold
+    assert saved["outcomes"] == {"TP": int((above & labels).sum()), "FN": int((~above & labels).sum()),
+                                 "TN": int((~above & ~labels).sum()), "FP": int((above & ~labels).sum())}
+    assert saved["points"] == len(labels) and -1 <= saved["silhouette"] <= 1
+    _assert_a_drawn_png(tmp_path / "t.png")
 
 
 def test_tsne_refuses_a_method_without_embed(run, monkeypatch):
@@ -224,3 +236,21 @@ def test_training_log_lines_name_skipped_stages_tuning_and_codebook_use():
     assert lines[1:] == ["  semi: skipped, no labelled items (gamma 0): the model stays ms-gVAE",
                          "  tried lambda2 0.1, lambda3 10: val AUROC 0.7500",
                          "  tuned: lambda2 0.1, lambda3 10 (val AUROC 0.7500)"]
+
+
+def _scores(path):
+    """(labels as bool, scores) of a written score table."""
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    return (np.array([r["label"] == "1" for r in rows]), np.array([float(r["score"]) for r in rows]))
+
+
+def _assert_a_drawn_png(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 200
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colourful = (pixels.max(1).astype(int) - pixels.min(1)) > 60  # markers and lines, not grey text
+    assert colourful.sum() > 100

@@ -38,6 +38,7 @@ def test_shipped_recipes_name_a_method_with_valid_parameters(path):
         method_class(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,shorten", [
     ("nanofibre", ["split.train_size=300", "method.epochs={mean: 1, scale: 1, shape: 1, semi: 1, classifier: 1}"]),
     ("busi", ["split.train_size=100", "method.pretrain_epochs=1"]),
@@ -83,6 +84,7 @@ def _image_folder(root: Path, normal: int = 16, anomalous: int = 10) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_folder_recipe_trains_on_whole_images_of_mixed_sizes(tmp_path):
     root = _image_folder(tmp_path / "images")
     args = ["train", "recipes/folder.yaml", "--set", f"dataset.root={root}", "--out", tmp_path / "run",
@@ -99,6 +101,7 @@ def test_folder_recipe_trains_on_whole_images_of_mixed_sizes(tmp_path):
     assert data["image_shape"] == [1, 32, 32] and data["extraction"]["whole_image"] is True
 
 
+@pytest.mark.slow
 def test_mnist_recipe_takes_other_normal_classes(tmp_path):
     """The issue's command, shortened: digit 3 normal, the shared t10k files only."""
     if not SHARED_DATA.exists():

@@ -81,6 +81,7 @@ def plugin_path(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_entry_point_plugins_are_discovered(plugin_path, tmp_path):
     env = {"PYTHONPATH": str(plugin_path)}
     listing = oneclass("list", "datasets", env=env)
@@ -98,6 +99,7 @@ def test_entry_point_plugins_are_discovered(plugin_path, tmp_path):
     assert labels[:2] == [("one", "0", "1", "stripe"), ("one", "8", "0", "good")]
 
 
+@pytest.mark.slow
 def test_a_method_plugin_lacking_the_protocol_fails_at_load_in_one_line(plugin_path, tmp_path):
     env = {"PYTHONPATH": str(plugin_path)}
     listing = oneclass("list", "methods", env=env)

@@ -20,6 +20,7 @@ def _inside(polygon: np.ndarray, x: float, y: float) -> bool:
     return inside
 
 
+@pytest.mark.slow
 def test_camelyon_json_polygons_rasterise_where_they_are():
     path = shared("camelyon16-annotations/train/Tumor_001.json")
     polygons = read_annotations(path, "tumor", [], False)
