@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from oneclass.artifacts import CHECKPOINT, save_torch
+from oneclass.data.splits import LABELED_ANOMALY
 from oneclass.errors import OneclassError
 
 
@@ -125,6 +126,12 @@ class Stage:
     frozen: tuple[str, ...] = ()  # method modules held fixed: no gradients, eval mode
     frozen_bn: tuple[str, ...] = ()  # method modules whose batch-norm statistics stay fixed
     batch_size: int | None = None  # default: the trainer's (train.batch_size)
+    # shuffled: every item once an epoch. balanced: every batch holds anomalies_per_batch
+    # labelled anomalies drawn with replacement, the rest of it the other items, each once
+    # an epoch (DevNet's 24 + 24 when anomalies are few)
+    sampler: Literal["shuffled", "balanced"] = "shuffled"
+    anomalies_per_batch: int = 0
+    augment: tuple[str, ...] = ()  # oneclass.augment specs, applied to training batches on the device
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
@@ -211,18 +218,14 @@ class Trainer:
 
     # -- batches -------------------------------------------------------------------
 
-    def batches(self, data: PatchData, shuffle_key: tuple | None = None,
-                batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches in store order, or shuffled by a generator seeded from ``shuffle_key``.
-        ``x`` is float in [0, 1] on the device; ``roles``/``labels`` come along."""
+    def batches(self, data: PatchData, shuffle_key: tuple, spec: Stage) -> Iterator[dict[str, torch.Tensor]]:
+        """An epoch's batches as ``spec`` samples them, drawn by a generator seeded from
+        ``shuffle_key``. ``x`` is float in [0, 1] on the device; ``roles``/``labels``
+        come along."""
         from oneclass.methods.base import batch_pixels
 
-        size = batch_size or self.cfg.batch_size
-        order = np.arange(len(data))
-        if shuffle_key is not None:
-            order = np.random.default_rng([self.seed, *shuffle_key]).permutation(len(data))
-        for start in range(0, len(order), size):
-            take = np.sort(order[start:start + size])  # sorted rows read the memmap forwards
+        for take in _batch_rows(data, spec, spec.batch_size or self.cfg.batch_size,
+                                np.random.default_rng([self.seed, *shuffle_key])):
             batch = {"x": batch_pixels(data, take, self.device)}
             for key in ("roles", "labels"):
                 values = getattr(data, key)
@@ -244,8 +247,11 @@ class Trainer:
         ``scorer`` and a validation set, validation AUROC is logged each epoch and drives
         early stopping when configured. ``epoch_stats()`` adds its entries to each
         epoch's log line."""
-        name, steps, batch_size = spec.name, spec.steps, spec.batch_size or self.cfg.batch_size
-        per_epoch = max(1, math.ceil(len(data) / batch_size))
+        from oneclass.augment import parse_augment
+
+        name, steps = spec.name, spec.steps
+        per_epoch = max(1, _batches_per_epoch(data, spec, spec.batch_size or self.cfg.batch_size, name))
+        augment = parse_augment(list(spec.augment), f"stage {name}: augment")
         epochs = math.ceil(steps / per_epoch) if steps is not None else spec.epochs
         optimizer = spec.make_optimizer()
         scheduler = spec.make_schedule(optimizer, epochs)
@@ -276,9 +282,10 @@ class Trainer:
             for epoch in range(start, epochs):
                 self._train_mode(spec)
                 began, total, seen = time.perf_counter(), 0.0, 0
-                for step, batch in enumerate(self.batches(data, (stage_index, epoch), batch_size)):
+                for step, batch in enumerate(self.batches(data, (stage_index, epoch), spec)):
                     if steps is not None and epoch * per_epoch + step >= steps:
                         break
+                    batch["x"] = augment(batch["x"])
                     with self._autocast():
                         loss = loss_fn(batch)
                     if not torch.isfinite(loss):
@@ -297,7 +304,7 @@ class Trainer:
                     total += loss.item() * n
                     seen += n
                     self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
-                                 "done": seen, "total": len(data)})
+                                 "done": step + 1, "total": per_epoch, "unit": "batches"})
                 scheduler.step()
                 seconds = time.perf_counter() - began
                 self.throughput.append(seen / seconds if seconds > 0 else 0.0)
@@ -339,6 +346,34 @@ class Trainer:
         if not np.isfinite(scores).all():
             return float("nan")
         return float(roc_auc_score(self.val.labels, scores))
+
+
+def _batches_per_epoch(data: PatchData, spec: Stage, size: int, name: str) -> int:
+    if spec.sampler == "shuffled":
+        return math.ceil(len(data) / size)
+    anomalies = int((data.roles == LABELED_ANOMALY).sum()) if data.roles is not None else 0
+    if not anomalies:
+        raise OneclassError(f"stage {name}: the balanced sampler needs labelled anomalies in the "
+                            f"training set (split.gamma > 0 or split.labeled_anomalies)")
+    if not 0 < spec.anomalies_per_batch < size:
+        raise OneclassError(f"stage {name}: anomalies_per_batch must lie in 1..{size - 1} (the batch "
+                            f"size is {size}), got {spec.anomalies_per_batch}")
+    return math.ceil((len(data) - anomalies) / (size - spec.anomalies_per_batch))
+
+
+def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Positions in ``data`` of each batch, sorted (the memmap is read forwards)."""
+    if spec.sampler == "shuffled":
+        order = rng.permutation(len(data))
+        for start in range(0, len(order), size):
+            yield np.sort(order[start:start + size])
+        return
+    anomalies = np.flatnonzero(data.roles == LABELED_ANOMALY)
+    others = rng.permutation(np.flatnonzero(data.roles != LABELED_ANOMALY))
+    step = size - spec.anomalies_per_batch
+    for start in range(0, len(others), step):
+        drawn = rng.choice(anomalies, spec.anomalies_per_batch, replace=True)
+        yield np.sort(np.concatenate([others[start:start + step], drawn]))
 
 
 @contextmanager
