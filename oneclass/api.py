@@ -25,7 +25,7 @@ import numpy as np
 
 from oneclass import recipe as recipes
 from oneclass.data.store import PatchStore
-from oneclass.engine import PatchData
+from oneclass.data.items import PatchData
 
 __all__ = ["Sets", "auroc", "cut_images", "load_recipe", "method_from_recipe", "patch_store", "split"]
 
@@ -45,7 +45,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> recipes.R
 
 def patch_store(config: recipes.Recipe) -> PatchStore:
     """The recipe's patch store, extracted into the cache on first use."""
-    from oneclass.runs import obtain_store
+    from oneclass.stores import obtain_store
 
     return obtain_store(config, lambda event: None)
 
@@ -68,7 +68,7 @@ def method_from_recipe(config: recipes.Recipe, store: PatchStore):
     lr, epochs), with no run folder (no checkpoints or logs)."""
     from oneclass.engine import Trainer
     from oneclass.methods.base import build
-    from oneclass.runs import method_class
+    from oneclass.training import method_class
 
     cls, params = method_class(config)
     trainer = Trainer(config.train, config.seed)  # seeds, as `oneclass train` does before building
@@ -80,7 +80,7 @@ def method_from_recipe(config: recipes.Recipe, store: PatchStore):
 def cut_images(paths: list[str | Path], store: PatchStore) -> PatchData:
     """Image files cut into items as ``store`` was cut (size, stride, resize, channels,
     whole images), ready to score."""
-    from oneclass.runs import cut_images as cut
+    from oneclass.scoring import cut_images as cut
 
     images, _, _ = cut([Path(p) for p in paths], store.meta["params"], tuple(store.images.shape[1:]),
                        convert=True)

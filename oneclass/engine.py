@@ -30,30 +30,13 @@ import numpy as np
 import torch
 
 from oneclass.artifacts import CHECKPOINT, save_torch
-from oneclass.data.splits import LABELED_ANOMALY
+from oneclass.data.items import LABELED_ANOMALY, PatchData
 from oneclass.errors import OneclassError
 
 
 
 class TrainingDiverged(OneclassError):
     pass
-
-
-@dataclass
-class PatchData:
-    """Rows of a patch store's image array; ``roles`` (training) or ``labels`` (validation)."""
-
-    images: np.ndarray  # (N, C, H, W) uint8, usually a memmap
-    rows: np.ndarray
-    roles: np.ndarray | None = None
-    labels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def subset(self, keep: np.ndarray) -> "PatchData":
-        pick = lambda a: None if a is None else a[keep]  # noqa: E731
-        return PatchData(self.images, self.rows[keep], pick(self.roles), pick(self.labels))
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:

@@ -39,9 +39,9 @@ def latent_map(folder: RunFolder, split: str, perplexity: float, seed: int, max_
     from sklearn.manifold import TSNE
 
     from oneclass.data.store import PatchStore
-    from oneclass.engine import PatchData
+    from oneclass.data.items import PatchData
     from oneclass.metrics import equal_error_threshold, silhouette
-    from oneclass.runs import load_method
+    from oneclass.scoring import load_method
 
     method = load_method(folder, device)
     if method.embed is None:

@@ -12,7 +12,7 @@ are refused; ``embed``/``explain`` have their shapes. A failure is an
     check_method('deep-sad') failed [save and reload]: ...
 
 How a method is built, trained and reloaded is written once, in :func:`build` and
-:func:`reload` (they mirror ``runs.train_run`` and ``runs.load_method``).
+:func:`reload` (they mirror ``training.train_run`` and ``scoring.load_method``).
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ class _Sets:
 
 
 def _sets(seed: int, size: int) -> _Sets:
-    from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
-    from oneclass.engine import PatchData
+    from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+    from oneclass.data.items import PatchData
 
     n_normal = _N_NORMAL_TRAIN + _N_VAL + _N_TEST
     n_anomalous = _N_LABELED_ANOMALY + _N_VAL + _N_TEST
@@ -167,7 +167,7 @@ def _train_section(quick: bool = False):
 
 
 def build(cls, params, in_shape=IN_SHAPE, seed: int = SEED, val=None, quick: bool = False):
-    """A method ready to train, as ``runs.train_run`` builds it (``quick``: with the
+    """A method ready to train, as ``training.train_run`` builds it (``quick``: with the
     shorter ``train`` section of the quick fits)."""
     from oneclass.engine import Trainer
     from oneclass.methods.base import build as build_method
@@ -179,7 +179,7 @@ def build(cls, params, in_shape=IN_SHAPE, seed: int = SEED, val=None, quick: boo
 
 
 def reload(cls, params, in_shape, state: dict, seed: int = SEED):
-    """A method rebuilt from saved weights, as ``runs.load_method`` builds it: the build
+    """A method rebuilt from saved weights, as ``scoring.load_method`` builds it: the build
     draws throwaway initial weights, so it leaves the global generators as they were."""
     from oneclass.methods.base import build as build_method
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from oneclass import registry
-from oneclass.data.splits import LABELED_ANOMALY
-from oneclass.engine import PatchData, Trainer, keep_global_rng
+from oneclass.data.items import LABELED_ANOMALY
+from oneclass.data.items import PatchData
+from oneclass.engine import Trainer, keep_global_rng
 from oneclass.errors import OneclassError
 from oneclass.methods.base import Method
 from oneclass.protocol import check_method_class, method_class_problems
@@ -311,12 +312,13 @@ def test_keep_global_rng_puts_every_generator_back():
 
 def test_loading_a_run_leaves_the_global_random_state(tmp_path):
     from oneclass.artifacts import RunFolder
-    from oneclass.runs import _save_model, load_method
+    from oneclass.scoring import load_method
+    from oneclass.training import save_model
     from oneclass.testing import build, fast_params
 
     cls = registry.methods.get("deep-sad")
     method = build(cls, fast_params(cls))
-    _save_model(tmp_path / "model.pt", cls.name, method.params, (1, 32, 32), method)
+    save_model(tmp_path / "model.pt", cls.name, method.params, (1, 32, 32), method)
     recipe = {"seed": 0, "method": {"name": "deep-sad", "rep_dim": 16, "pretrain_epochs": 1},
               "train": {"device": "cpu"}}
     data = PatchData(easy_anomalies(4, 4), np.arange(8))

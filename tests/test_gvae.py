@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods import gg
 from oneclass.methods.gvae import A0, A1, A2, A3, A4, GVAE, MSGVAE, SSGVAE, SSMSGVAE, classifier_loss, hinge_push

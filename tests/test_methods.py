@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
-from oneclass.engine import PatchData, Stage, Trainer, TrainingDiverged
+from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.data.items import PatchData
+from oneclass.engine import Stage, Trainer, TrainingDiverged
 from oneclass.methods.base import Method
 from oneclass.methods.deep_sad import DeepSAD, DeepSVDD, deep_sad_loss, init_center
 from oneclass.methods.ss_dcae import hinged_reconstruction_loss

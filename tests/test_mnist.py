@@ -13,7 +13,7 @@ from oneclass import recipe as recipes
 from oneclass.data.datasets import mnist as M
 from oneclass.data.datasets.mnist import MNISTDataset
 from oneclass.data.extract import ExtractParams, extract
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError
 

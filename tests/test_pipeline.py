@@ -14,7 +14,7 @@ from conftest import oneclass
 from oneclass import recipe as recipes
 from oneclass.artifacts import RUN_FILES, open_run
 from oneclass.data.store import PatchStore
-from oneclass.runs import train_run
+from oneclass.training import train_run
 
 pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
 
@@ -217,7 +217,7 @@ def test_scoring_an_image_with_other_channels_fails(run, tmp_path):
     assert "rgb.png: 3 channel(s), the run was trained on 1" in line
 
 
-def test_training_log_lines_name_skipped_stages_tuning_and_codebook_use():
+def test_training_log_lines_show_every_field_a_method_logs():
     from oneclass.cli.console import err
     from oneclass.cli.train import _report
 
@@ -232,10 +232,10 @@ def test_training_log_lines_name_skipped_stages_tuning_and_codebook_use():
         for event in events:
             _report(event)
     lines = captured.get().splitlines()
-    assert "codes used 12.5% (perplexity 30.0)" in lines[0]
-    assert lines[1:] == ["  semi: skipped, no labelled items (gamma 0): the model stays ms-gVAE",
-                         "  tried lambda2 0.1, lambda3 10: val AUROC 0.7500",
-                         "  tuned: lambda2 0.1, lambda3 10 (val AUROC 0.7500)"]
+    assert lines == ["  train 2/9  loss 0.5  codes used 0.1250  perplexity 30.04  100 patches/s",
+                     "  semi: skipped no labelled items (gamma 0): the model stays ms-gVAE",
+                     "  tune: lambda2 0.1000, lambda3 10, val AUROC 0.7500",
+                     "  tune: chosen (lambda2 0.1000, lambda3 10), val AUROC 0.7500"]
 
 
 def _scores(path):

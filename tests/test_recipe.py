@@ -80,7 +80,7 @@ def test_recipe_drives_extraction_and_flags_win(tmp_path):
 
 
 def test_a_method_block_applies_only_to_its_method():
-    from oneclass.runs import method_class
+    from oneclass.training import method_class
 
     data = {"method": {"name": "ss-dcae", "deep-sad": {"pretrain_epochs": 3}, "ss-dcae": {"margin": 0.2},
                        "eta": 2.0}}
@@ -98,7 +98,7 @@ def test_a_method_block_applies_only_to_its_method():
 
 
 def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
-    from oneclass.runs import method_class
+    from oneclass.training import method_class
 
     path = tmp_path / "r.yaml"
     path.write_text("method:\n  name: ss-ms-gvae\n  ss-ms-gvae: {epochs: {mean: 4, scale: 2, semi: 5}}\n")

@@ -31,7 +31,7 @@ def test_nanofibre_recipe_runs_from_the_project_root(tmp_path):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_shipped_recipes_name_a_method_with_valid_parameters(path):
-    from oneclass.runs import method_class
+    from oneclass.training import method_class
 
     config = recipes.load(path)
     if config.method.name:

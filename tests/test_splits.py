@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED, SplitError, make_split
+from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.data.splits import SplitError, make_split
 from oneclass.recipe import SplitSection
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass.data.splits import LABELED_ANOMALY, UNLABELED
-from oneclass.engine import PatchData, Stage, Trainer
+from oneclass.data.items import LABELED_ANOMALY, UNLABELED
+from oneclass.data.items import PatchData
+from oneclass.engine import Stage, Trainer
 from oneclass.errors import OneclassError
 from oneclass.methods.base import Method
 from oneclass.recipe import TrainSection

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from oneclass.data.splits import LABELED_ANOMALY, UNLABELED
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY, UNLABELED
+from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods.nets.vq import Codebook
 from oneclass.methods.vqvae import SSVAE, SSVQVAE, VQVAE, log_ratio_hinge, quantise

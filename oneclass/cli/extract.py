@@ -60,7 +60,7 @@ def extract_patches(
     complete. Its path is printed on stdout.
     """
     from oneclass.data.extract import extract
-    from oneclass.runs import extraction_params, make_dataset
+    from oneclass.stores import extraction_params, make_dataset
 
     flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
              "mask_frac": mask_frac, "resize": resize, "level": level,

@@ -29,8 +29,8 @@ def score(
     """
     import io
 
-    from oneclass.engine import PatchData
-    from oneclass.runs import load_method, score_rows, scoring_input
+    from oneclass.data.items import PatchData
+    from oneclass.scoring import load_method, score_rows, scoring_input
 
     if format not in ("csv", "jsonl"):
         raise OneclassError(f"--format: expected csv or jsonl, got {format!r}")

@@ -40,7 +40,7 @@ def train(
     one per line, so `run=$(oneclass train r.yaml)` works.
     """
     from oneclass.data.store import PatchStore
-    from oneclass.runs import train_run
+    from oneclass.training import train_run
 
     values = {"train.device": device} if device else {}
     config = recipes.load(recipe, set_ or [], values, {"train.device": "--device"})
@@ -149,23 +149,28 @@ def _report(event: dict) -> None:
                   f"val {c['val']['normal']}+{c['val']['anomalous']}; "
                   f"test {c['test']['normal']}+{c['test']['anomalous']} (normal+anomalous); "
                   f"unused {c['unused']}")
-    elif "epoch" in event:
-        val = f"  val AUROC {event['val_auroc']:.4f}" if "val_auroc" in event else ""
-        codes = (f"  codes used {event['codes_used']:.1%} (perplexity {event['perplexity']:.1f})"
-                 if "codes_used" in event else "")
-        err.print(f"  {event['stage']} {event['epoch']}/{event['epochs']}  loss {event['loss']:.5g}"
-                  f"{val}{codes}  {event['patches_per_s']:.0f} patches/s")
-    elif "skipped" in event:
-        err.print(f"  {event['stage']}: skipped, {event['skipped']}")
-    elif "chosen" in event:
-        chosen = ", ".join(f"{key} {value:g}" for key, value in event["chosen"].items())
-        err.print(f"  tuned: {chosen} (val AUROC {event['val_auroc']:.4f})")
-    elif event.get("stage") == "tune":
-        err.print(f"  tried lambda2 {event['lambda2']:g}, lambda3 {event['lambda3']:g}: "
-                  f"val AUROC {event['val_auroc']:.4f}")
-    elif "early_stop" in event:
-        err.print(f"  early stop after epoch {event['early_stop']}; best epoch {event['best_epoch']} "
-                  f"(val AUROC {event['val_auroc']:.4f})")
+    elif "loss" in event:  # an epoch: its loss, then whatever else the method logged
+        extra = "".join(f"  {_name(k)} {_value(v)}" for k, v in event.items() if k not in _EPOCH_KEYS)
+        err.print(f"  {event['stage']} {event['epoch']}/{event['epochs']}  loss {event['loss']:.5g}{extra}"
+                  f"  {event['patches_per_s']:.0f} patches/s")
+    else:  # any other record (a skipped stage, a tuning step, an early stop): its fields
+        fields = ", ".join(f"{_name(k)} {_value(v)}" for k, v in event.items() if k != "stage")
+        err.print(f"  {event.get('stage', '')}: {fields}")
+
+
+_EPOCH_KEYS = {"stage", "epoch", "epochs", "loss", "lr", "seconds", "patches_per_s"}
+
+
+def _name(key: str) -> str:
+    return key.replace("_auroc", " AUROC").replace("_", " ")
+
+
+def _value(value) -> str:
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{_name(k)} {_value(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.4g}"
+    return str(value)
 
 
 def _summary(path: Path) -> None:

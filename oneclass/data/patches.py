@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NORMAL = "good"
+from oneclass.data.items import NORMAL
+
 _BATCH = 256  # patches resized at once; bounds the float32 working set
 
 

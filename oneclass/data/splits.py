@@ -28,11 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, ROLE_NAMES, UNLABELED
 from oneclass.errors import OneclassError
 
-UNLABELED, LABELED_NORMAL, LABELED_ANOMALY = 0, 1, -1  # DeepSAD's semi-targets
-ROLE_NAMES = {UNLABELED: "unlabeled", LABELED_NORMAL: "labeled_normal",
-              LABELED_ANOMALY: "labeled_anomaly"}
 
 
 class SplitError(OneclassError):

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import numpy as np
 import torch
 
-from oneclass.engine import PatchData, keep_global_rng
+from oneclass.data.items import PatchData
+from oneclass.engine import keep_global_rng
 
 if TYPE_CHECKING:
     from oneclass.engine import Trainer

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from oneclass.data.splits import LABELED_ANOMALY
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY
+from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import Encoder, check_shape

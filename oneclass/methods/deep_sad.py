@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from oneclass.data.splits import LABELED_ANOMALY
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY
+from oneclass.data.items import PatchData
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, Encoder, check_shape
 

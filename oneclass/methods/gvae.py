@@ -59,8 +59,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from oneclass.data.splits import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
+from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods import gg
 from oneclass.methods.base import Method, masked_mean

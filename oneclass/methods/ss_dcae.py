@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from oneclass.data.splits import LABELED_ANOMALY
-from oneclass.engine import PatchData
+from oneclass.data.items import LABELED_ANOMALY
+from oneclass.data.items import PatchData
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, check_shape
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.data.readers import ImageReadError, read_image, read_mask
 from oneclass.errors import OneclassError
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from oneclass.data.datasets.base import Dataset, ImageItem, sorted_images
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 
 _MASK = re.compile(r"^(?P<stem>.+)_mask(_\d+)?$")
 

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from oneclass.data.datasets.base import Dataset, ImageItem, Loaded, sorted_images
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.data.readers import IMAGE_SUFFIXES, read_image
 from oneclass.errors import OneclassError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from oneclass.data.datasets.base import Dataset, Item, Loaded
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.data.readers import read_image
 from oneclass.errors import OneclassError
 

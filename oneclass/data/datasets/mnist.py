@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from oneclass.data.datasets.base import Dataset, Item, Loaded, file_record
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.errors import OneclassError
 
 DIGITS = range(10)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from oneclass.data.datasets.base import Dataset, ImageItem, sorted_images
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.errors import OneclassError
 
 

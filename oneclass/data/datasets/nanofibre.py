@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from oneclass.data.datasets.base import Dataset, ImageItem, sorted_images
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.errors import OneclassError
 
 

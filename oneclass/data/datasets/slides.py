@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oneclass.data.datasets.base import Dataset, Item
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.data.slides import SLIDE_SUFFIXES, Polygon, read_annotations
 from oneclass.errors import OneclassError
 

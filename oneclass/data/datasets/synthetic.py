@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from oneclass.data.datasets.base import Dataset, Item, Loaded
-from oneclass.data.patches import NORMAL
+from oneclass.data.items import NORMAL
 from oneclass.errors import OneclassError
 
 DEFECTS = ("bead", "film")

@@ -1,0 +1,122 @@
+"""Scoring with a finished run: its method loaded back (the global random state left
+alone), new inputs cut as the run's store was, score rows for the tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oneclass import recipe as recipes
+from oneclass.artifacts import RUN_FORMAT, RunFolder
+from oneclass.data.datasets.base import Item, Loaded
+from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError
+
+
+def score_rows(index: list[dict], rows: np.ndarray, scores: np.ndarray,
+               known_labels: bool = True) -> list[dict]:
+    out = []
+    for row, score in zip(rows.tolist(), scores.tolist()):
+        entry = index[row]
+        out.append({"id": entry["id"], "source": entry["source"], "x": entry["x"], "y": entry["y"],
+                    "label": entry["label"] if known_labels else None,
+                    "subclass": entry["subclass"] if known_labels else None, "score": float(score)})
+    return out
+
+
+def load_method(run: RunFolder, device: str = "auto"):
+    """The run's trained method, ready to score (weights loaded with weights_only)."""
+    import torch
+
+    from oneclass.engine import deterministic_mode, resolve_device
+    from oneclass.methods.base import build
+    from oneclass.training import method_class
+
+    config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
+    cls, params = method_class(config)
+    try:
+        saved = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable checkpoint is one user-facing error
+        raise OneclassError(f"{run.path / 'model.pt'}: cannot load the model: {exc}") from None
+    if saved.get("format") != RUN_FORMAT or saved.get("method") != cls.name:
+        raise OneclassError(f"{run.path / 'model.pt'}: not a {cls.name} model of run format {RUN_FORMAT}")
+    method = build(cls, params, tuple(saved["in_shape"]), config.seed)  # global random state untouched
+    method.load_state_dict(saved["state"])
+    deterministic_mode(config.train.deterministic)
+    return method.to(resolve_device(device, "--device"), amp=config.train.amp)
+
+
+def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = None):
+    """(images, index, known_labels) for INPUT: a patch store, an image file or folder
+    (cut with the run's extraction parameters), or '-' with image paths in ``stdin_lines``."""
+    shape = tuple(run.data["image_shape"])
+    path = Path(source)
+    if source != "-" and (path / "meta.json").is_file():
+        store = PatchStore.open(path)
+        got = tuple(store.meta.get("image_shape") or store.images.shape[1:])
+        if got != shape:
+            raise OneclassError(f"{path}: patches are {_shape(got)} but the run was trained on "
+                                f"{_shape(shape)}; extract them as the run did (see its recipe.yaml)")
+        return store.images, store.index, True
+    if source == "-":
+        paths = [Path(line.strip()) for line in stdin_lines or [] if line.strip()]
+        if not paths:
+            raise OneclassError("-: no image paths on standard input")
+    elif path.is_dir():
+        from oneclass.data.datasets.base import sorted_images
+
+        folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir())]
+        paths = [image for folder in folders for image in sorted_images(folder)]
+        if not paths:
+            raise OneclassError(f"{path}: no images found")
+    elif path.is_file():
+        paths = [path]
+    else:
+        raise OneclassError(f"{path}: no such file, folder or patch store")
+    # images are converted to the run's channel count only where its recipe asked for it
+    convert = (run.recipe.get("patches") or {}).get("channels") is not None
+    return cut_images(paths, run.data["extraction"], shape, convert)
+
+
+def _shape(shape) -> str:
+    return f"{shape[0]} x {shape[1]} x {shape[2]} (channels x height x width)"
+
+
+@dataclass
+class _DecodedImage(Item):
+    """An image already in memory, with no mask (labels unknown)."""
+
+    image: np.ndarray = None
+
+    def load(self) -> Loaded:
+        return Loaded(self.image, None, [])
+
+
+def cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
+    from oneclass.data.extract import ExtractParams, ImageTask, run_image
+    from oneclass.data.items import NORMAL
+    from oneclass.data.readers import read_image
+
+    fields = {k: params[k] for k in ("size", "stride", "mask_frac", "resize", "level", "channels",
+                                     "whole_image") if k in params}
+    extract = ExtractParams(**{**fields, "level": 0, "max_per_image": None})
+    extract.check()
+    channels = shape[0]
+    images, index = [], []
+    for path in paths:
+        if not path.is_file():
+            raise OneclassError(f"{path}: no such image file")
+        image = read_image(path)
+        if not convert and image.shape[2] != channels:
+            raise OneclassError(f"{path}: {image.shape[2]} channel(s), the run was trained on {channels}")
+        chunk = run_image(ImageTask(_DecodedImage(str(path), NORMAL, image), extract, channels))
+        images.append(chunk.images)
+        for x, y in zip(chunk.x.tolist(), chunk.y.tolist()):
+            index.append({"id": str(len(index)), "source": str(path), "x": str(x), "y": str(y)})
+    pixels = np.concatenate(images) if images else np.zeros((0, *shape), np.uint8)
+    if tuple(pixels.shape[1:]) != shape:
+        raise OneclassError(f"{paths[0]}: patches come out {_shape(pixels.shape[1:])}, the run "
+                            f"expects {_shape(shape)}")
+    return pixels, index, False

@@ -1,0 +1,121 @@
+"""Patch stores for recipes: extracted once per distinct dataset, extraction parameters
+and source files, and cached (``ONECLASS_CACHE``); a store given by hand must match the
+recipe it is trained with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from oneclass import recipe as recipes
+from oneclass import registry
+from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError
+
+Report = Callable[[dict], None]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ONECLASS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "oneclass"
+    return Path(base).expanduser() / "stores"
+
+
+def make_dataset(config: recipes.Recipe):
+    """The dataset plugin named by the recipe, with its options checked."""
+    section = config.dataset
+    cls = registry.datasets.get(section.name)
+    root = Path(section.root).expanduser() if section.root else None
+    return cls(root, make_dataset_options(config))
+
+
+def make_dataset_options(config: recipes.Recipe):
+    cls = registry.datasets.get(config.dataset.name)
+    return recipes.check_options(cls.Options, config.dataset.options, config.source, "dataset.", config.origins)
+
+
+def extraction_params(config: recipes.Recipe):
+    from oneclass.data.extract import ExtractParams
+
+    p = config.patches
+    return ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
+                         level=p.level, max_per_image=p.max_per_image, channels=p.channels,
+                         seed=config.seed, workers=p.workers, whole_image=p.whole_image,
+                         mask_threshold=p.mask_threshold)
+
+
+def store_key(dataset, params) -> str:
+    """Hash of what determines a store's content: plugin, options, extraction parameters
+    and each source file's path, size and modification time (contents are not read, so
+    the key is cheap for whole-slide images; meta.json records their SHA-256)."""
+    files = []
+    for item in dataset.items():
+        for path in item.files():
+            stat = Path(path).stat()
+            files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+    described = {k: v for k, v in asdict(params).items() if k != "workers"}
+    if params.max_per_image is None:
+        described.pop("seed")  # the seed only draws the kept patches
+    key = {"dataset": dataset.name, "root": str(dataset.root.resolve()) if dataset.root else None,
+           "options": asdict(dataset.options), "params": described, "files": files,
+           "store_format": 1}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def obtain_store(config: recipes.Recipe, report: Report) -> PatchStore:
+    """The recipe's patch store: from the cache when an identical one was extracted."""
+    from oneclass.data.extract import extract
+
+    dataset = make_dataset(config)
+    params = extraction_params(config)
+    params.check()
+    path = cache_dir() / f"{dataset.name}-{store_key(dataset, params)}"
+    cached = (path / "meta.json").is_file()
+    if not cached:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
+    report({"event": "store", "path": str(path), "cached": cached})
+    return PatchStore.open(path)
+
+
+def store_hash(store: PatchStore) -> str:
+    """Content hash of a store's index and meta (meta holds every source's SHA-256)."""
+    digest = hashlib.sha256()
+    for name in ("meta.json", "index.csv"):
+        digest.update((store.path / name).read_bytes())
+    return digest.hexdigest()
+
+
+# recipe keys of the patches section and the store meta's names for them
+_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "mask_threshold", "resize", "level",
+               "max_per_image", "channels")
+
+
+def check_store_matches(store: PatchStore, config: recipes.Recipe) -> None:
+    """A store given with --store must have been cut as the recipe says, or the run's
+    recipe.yaml would describe other data than its data.json."""
+    made = store.meta.get("params") or {}
+    params = extraction_params(config)
+    params.check()
+    wanted = asdict(params)
+    made = {"whole_image": False, **made}  # stores written before whole images existed
+    keys = [k for k in _STORE_KEYS if not (k == "channels" and wanted[k] is None)]
+    if made.get("max_per_image") is not None:
+        keys.append("seed")  # the seed drew the kept patches
+    differ = [f"patches.{k} (recipe {wanted[k]!r}, store {made.get(k)!r})" if k != "seed" else
+              f"seed (recipe {wanted[k]!r}, store {made.get(k)!r})"
+              for k in keys if made.get(k) != wanted[k]]
+    dataset = store.meta.get("dataset") or {}
+    if dataset.get("name") != config.dataset.name:
+        differ.insert(0, f"dataset.name (recipe {config.dataset.name!r}, store {dataset.get('name')!r})")
+    else:  # the plugin's options decide which images and labels the store holds
+        options = asdict(make_dataset_options(config))
+        made_options = dataset.get("options") or {}
+        differ[:0] = [f"dataset.{k} (recipe {options[k]!r}, store {made_options.get(k)!r})"
+                      for k in options if k in made_options and made_options[k] != options[k]]
+    if differ:
+        raise OneclassError(f"{store.path}: the store was not cut as {config.source} says: "
+                            f"{'; '.join(differ)}; use a matching store or set these keys with --set")

@@ -1,0 +1,236 @@
+"""``oneclass train`` as a library: recipe → patch store (cached) → split → method →
+run folder (see :mod:`oneclass.artifacts` for its files)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from oneclass import recipe as recipes
+from oneclass import registry
+from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
+                                discard, environment, folder_kind, mark, replace_folder, save_torch,
+                                write_image_scores, write_json, write_scores, write_text)
+from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError, OutputError
+from oneclass.scoring import score_rows
+from oneclass.stores import Report, check_store_matches, obtain_store, store_hash
+
+
+def method_class(config: recipes.Recipe):
+    """The recipe's method class and its checked parameters.
+
+    A key of the method section that names a method holds that method's own parameters
+    (``deep-sad: {pretrain_epochs: 10}``) and applies only when it is the one chosen, so
+    one recipe serves several methods (``--set method.name=ss-dcae``); plain keys apply
+    to whichever method is chosen and win over its block, key by key inside nested
+    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs)."""
+    name, source = config.method.name, config.source
+    if not name:
+        raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
+    cls = registry.methods.get(name)
+    known = set(registry.methods.names())
+    plain = {k: v for k, v in config.method.params.items() if k not in known}
+    for key, block in config.method.params.items():
+        if key in known and not isinstance(block, dict):
+            raise OneclassError(f"{source}: method.{key}: expected a mapping of {key}'s parameters")
+    block = config.method.params.get(name) or {}
+    origins = config.origins
+    recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
+    recipes.check_options(cls.Params, plain, source, "method.", origins)
+    return cls, recipes.check_options(cls.Params, _merged(block, plain), source, "method.", origins)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
+
+
+def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None,
+              resume: bool = False, overwrite: bool = False,
+              report: Report | None = None) -> Path:
+    """Train one run into ``out`` (built as ``out.partial``); returns ``out``.
+
+    Nothing is deleted or written before the recipe, the destination, the data, the split
+    and the method have all been checked; a folder already at ``out`` goes only once the
+    new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
+    to resume from."""
+    from oneclass.data.splits import make_split
+    from oneclass.data.items import PatchData
+    from oneclass.engine import Trainer
+    from oneclass.methods.base import build
+
+    report = report or (lambda event: None)
+    cls, params = method_class(config)
+    partial = out.with_name(out.name + PARTIAL)
+    _check_folder(config, out, partial, resume, overwrite)
+    if store is None:
+        store = obtain_store(config, report)
+    else:
+        check_store_matches(store, config)
+    if len(store) == 0:
+        raise OneclassError(f"{store.path}: the patch store is empty")
+    labels = store.labels.astype(np.int64)
+    split = make_split(labels, [r["subclass"] for r in store.index], [r["source"] for r in store.index],
+                       config.split, config.seed)
+    if cls.supervision == "supervised" and not split.counts["train"]["labeled_anomaly"]:
+        raise OneclassError(f"method {cls.name}: needs labelled anomalies; set split.gamma > 0 "
+                            f"(got {config.split.gamma})")
+    report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
+    in_shape = tuple(store.images.shape[1:])
+    val = PatchData(store.images, split.val, labels=labels[split.val])
+    trainer = Trainer(config.train, config.seed, partial, resume=resume, val=val, report=report)
+    method = build(cls, params, in_shape, config.seed, keep_rng=False)  # drawn right after the seeding
+    method.trainer = trainer
+    if not resume:
+        try:
+            if partial.exists():
+                discard(partial)  # checked to be an unfinished oneclass run
+            partial.mkdir(parents=True)
+            mark(partial, "run")
+        except OSError as exc:
+            raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
+    try:
+        _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
+        replace_folder(partial, out, "run")
+    except BaseException as exc:
+        kept = (partial / CHECKPOINT).is_file()
+        if not kept:
+            discard(partial)
+        if isinstance(exc, OSError):
+            where = (f"; the unfinished run is kept in {partial}: free space, then resume it "
+                     f"with --resume" if kept else "")
+            raise OutputError(f"{exc.filename or partial}: cannot write: {exc.strerror or exc}{where}") from None
+        raise
+    return out
+
+
+def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
+                val, trainer, method, resume: bool) -> None:
+    from oneclass.data.items import PatchData
+
+    if not resume:
+        write_text(partial / "recipe.yaml", config.to_yaml())
+        write_json(partial / "data.json", {
+            "store": str(store.path.resolve()), "store_hash": store_hash(store),
+            "image_shape": list(in_shape), "extraction": store.meta.get("params", {}),
+            "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
+            "counts": split.counts, "members": split.members()})
+    write_json(partial / "env.json", environment(trainer.device))
+    began = time.perf_counter()
+    method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
+    train_seconds = time.perf_counter() - began
+    save_model(partial / "model.pt", cls.name, params, in_shape, method)
+    metrics = _score_sets(method, store, split, labels, partial, config.evaluate)
+    metrics = {"method": cls.name, "dataset": config.dataset.name, "gamma": config.split.gamma,
+               "seed": config.seed, **metrics,
+               "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
+                         "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
+                         if trainer.throughput else None, "device": str(trainer.device)}}
+    if method.explain is not None:
+        _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
+    write_json(partial / "metrics.json", metrics)
+    (partial / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not partial.is_dir():
+            done = " (it finished: nothing to resume)" if out.is_dir() else ""
+            raise OneclassError(f"{partial}: no unfinished run to resume{done}")
+        import yaml
+
+        started = yaml.safe_load((partial / "recipe.yaml").read_text())
+        now = config.to_dict()
+        if started != now:
+            changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
+            raise OneclassError(f"{partial}: the recipe differs from the one this run started "
+                                f"with (section {', '.join(changed)}); resume with the same recipe")
+        check_writable(partial)
+        return
+    check_destination(out, "run", overwrite)
+    if partial.is_symlink() or partial.exists():
+        if not overwrite:
+            raise OneclassError(f"{partial}: an unfinished run is there; pass --resume to continue "
+                                f"it or --overwrite to start again")
+        if folder_kind(partial) != "run":
+            raise OneclassError(f"{partial}: not an unfinished oneclass run (no {MARKER} marker); "
+                                f"--overwrite only replaces runs: remove it yourself or choose another --out")
+
+
+def save_model(path: Path, name: str, params, in_shape, method) -> None:
+    save_torch(path, {"format": RUN_FORMAT, "method": name, "params": asdict(params),
+                      "in_shape": list(in_shape), "state": method.state_dict()})
+
+
+def _score_sets(method, store: PatchStore, split, labels: np.ndarray, partial: Path,
+                evaluate: recipes.EvaluateSection | None = None) -> dict:
+    """Score validation and test into scores/*.csv; test metrics use the validation threshold.
+
+    A patch-level run also writes scores/{val,test}_images.csv, one row per source image
+    with its patches' scores aggregated by ``evaluate.image_score``, and records image
+    AUROC/AUPRC as ``image`` in each set's metrics (null, with ``image_absent`` saying
+    why, where the images hold one class only). A whole-image store's items already are
+    images: no image tables, ``image`` null."""
+    from oneclass.data.items import PatchData
+    from oneclass.metrics import check_image_rule, evaluate_scores
+
+    evaluate = evaluate or recipes.EvaluateSection()
+    whole = bool((store.meta.get("params") or {}).get("whole_image"))
+    if not whole:
+        check_image_rule(evaluate.image_score, evaluate.image_topk)
+    (partial / "scores").mkdir(exist_ok=True)
+    results, images = {}, {}
+    for name, rows in (("val", split.val), ("test", split.test)):
+        scores = method.score(PatchData(store.images, rows, labels=labels[rows]))
+        patch_rows = score_rows(store.index, rows, scores)
+        write_scores(partial / "scores" / f"{name}.csv", patch_rows)
+        if not whole:
+            images[name] = _image_rows(patch_rows, evaluate)
+            write_image_scores(partial / "scores" / f"{name}_images.csv", images[name])
+        results[name] = (labels[rows], scores)
+    metrics = {"test": evaluate_scores(*results["test"], "test", val=results["val"]),
+               "val": evaluate_scores(*results["val"], "validation")}
+    for name, what in (("test", "test"), ("val", "validation")):
+        if whole:
+            metrics[name].update(image=None, image_absent="whole-image store: every item is an "
+                                 "image, so the item metrics are the image metrics")
+        else:
+            metrics[name].update(_image_entry(images[name], evaluate, what))
+    return metrics
+
+
+def _image_rows(patch_rows: list[dict], evaluate: recipes.EvaluateSection) -> list[dict]:
+    """Score rows of one set → one row per source image (artifacts.IMAGE_COLUMNS)."""
+    from oneclass.metrics import aggregate_images
+
+    return aggregate_images([r["source"] for r in patch_rows], [int(r["label"]) for r in patch_rows],
+                            [r["subclass"] for r in patch_rows], [r["score"] for r in patch_rows],
+                            evaluate.image_score, evaluate.image_topk)
+
+
+def _image_entry(image_rows: list[dict], evaluate: recipes.EvaluateSection, what: str) -> dict:
+    """``{"image": metrics}``, or ``{"image": None, "image_absent": why}``."""
+    from oneclass.metrics import image_metrics, image_rule
+
+    found, why = image_metrics([r["label"] for r in image_rows], [r["score"] for r in image_rows],
+                               image_rule(evaluate.image_score, evaluate.image_topk), f"{what} images")
+    return {"image": found} if found is not None else {"image": None, "image_absent": why}
+
+
+def _draw_maps(method, store: PatchStore, rows: np.ndarray, partial: Path, test_metrics: dict,
+               pixel_auroc: bool) -> None:
+    from oneclass.data.items import PatchData
+    from oneclass.metrics import pixel_auroc as pixel_level
+
+    maps = method.explain(PatchData(store.images, rows))
+    (partial / "maps").mkdir(exist_ok=True)
+    np.save(partial / "maps" / "test.npy", maps.astype(np.float16))
+    if pixel_auroc:
+        test_metrics["pixel_auroc"] = pixel_level(store.masks[rows], maps)
