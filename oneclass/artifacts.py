@@ -67,6 +67,33 @@ def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def load_torch(path: Path, what: str, keys: tuple[str, ...]) -> dict:
+    """A file oneclass saved with torch, loaded with ``weights_only=True`` (tensors and
+    plain containers only, never arbitrary objects), or one line saying it is damaged or
+    not a oneclass ``what``. ``keys`` are the entries such a file must hold."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    if not path.is_file():
+        raise OneclassError(f"{path}: no such {what}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run whatever the
+        # file holds: never pass that on
+        raise OneclassError(f"{path}: not a oneclass {what}: it holds objects other than tensors, "
+                            f"so it was not loaded") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "truncated or damaged"
+        raise OneclassError(f"{path}: cannot read the {what}: {reason}") from None
+    missing = [k for k in keys if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise OneclassError(f"{path}: not a oneclass {what} (no {', '.join(missing)})")
+    return saved
+
+
 def save_torch(path: Path, obj) -> None:
     """torch.save through memory: a full disk then fails as an OSError with its own words
     (torch's file writer reports it as an opaque RuntimeError)."""
@@ -342,5 +369,11 @@ def open_run(path: str | Path) -> RunFolder:
         raise OneclassError(f"{path}: run format {env.get('run_format')!r} written by oneclass "
                             f"{env.get('oneclass', '?')}; this is oneclass {__version__} "
                             f"(format {RUN_FORMAT}): retrain it")
-    recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+    try:
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recipe = None
+    if not isinstance(recipe, dict):
+        raise OneclassError(f"{path / 'recipe.yaml'}: damaged (not a YAML mapping of recipe sections); "
+                            f"the run's recipe cannot be read back")
     return RunFolder(path, recipe, env, read_json(path / "data.json"), read_json(path / "metrics.json"))

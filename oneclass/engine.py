@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
-from oneclass.artifacts import CHECKPOINT, save_torch
+from oneclass.artifacts import CHECKPOINT, load_torch, save_torch
 from oneclass.data.items import LABELED_ANOMALY, PatchData
 from oneclass.errors import OneclassError
 
@@ -135,6 +135,10 @@ class Stage:
         return lr.MultiStepLR(optimizer, milestones, self.lr_factor)
 
 
+CHECKPOINT_KEYS = ("stage", "epoch", "stages_done", "modules", "optimizer", "scheduler", "scaler", "rng",
+                   "throughput")
+
+
 class Trainer:
     """Runs a method's stages. Building one for training seeds Python, NumPy and torch
     from ``seed``; scoring a finished run needs no trainer and touches no global state."""
@@ -180,7 +184,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
             raise OneclassError(f"{self.run_dir}: nothing to resume (no {CHECKPOINT})")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch(path, "checkpoint", CHECKPOINT_KEYS)
 
     def _save_checkpoint(self, stage: str, epoch: int, optimizer, scheduler, scaler, best) -> None:
         if self.run_dir is None:
@@ -243,7 +247,11 @@ class Trainer:
         start, best = 0, None
         resume = self._resume
         if resume is not None:
-            self.method.restore(resume)
+            try:
+                self.method.restore(resume)
+            except (RuntimeError, KeyError):
+                raise OneclassError(f"{self.run_dir / CHECKPOINT}: the checkpoint does not fit this run's "
+                                    f"method (another run's file?); start again with --overwrite") from None
             if name in resume["stages_done"]:
                 self.stages_done.append(name)
                 return

@@ -17,33 +17,35 @@ from oneclass.errors import OneclassError
 
 def score_rows(index: list[dict], rows: np.ndarray, scores: np.ndarray,
                known_labels: bool = True) -> list[dict]:
+    """Score-table rows; numbers are numbers (JSON lines write them unquoted)."""
     out = []
     for row, score in zip(rows.tolist(), scores.tolist()):
         entry = index[row]
-        out.append({"id": entry["id"], "source": entry["source"], "x": entry["x"], "y": entry["y"],
-                    "label": entry["label"] if known_labels else None,
+        out.append({"id": int(entry["id"]), "source": entry["source"], "x": int(entry["x"]), "y": int(entry["y"]),
+                    "label": int(entry["label"]) if known_labels else None,
                     "subclass": entry["subclass"] if known_labels else None, "score": float(score)})
     return out
 
 
 def load_method(run: RunFolder, device: str = "auto"):
     """The run's trained method, ready to score (weights loaded with weights_only)."""
-    import torch
-
+    from oneclass.artifacts import load_torch
     from oneclass.engine import deterministic_mode, resolve_device
     from oneclass.methods.base import build
     from oneclass.training import method_class
 
     config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
     cls, params = method_class(config)
-    try:
-        saved = torch.load(run.path / "model.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unreadable checkpoint is one user-facing error
-        raise OneclassError(f"{run.path / 'model.pt'}: cannot load the model: {exc}") from None
-    if saved.get("format") != RUN_FORMAT or saved.get("method") != cls.name:
-        raise OneclassError(f"{run.path / 'model.pt'}: not a {cls.name} model of run format {RUN_FORMAT}")
+    path = run.path / "model.pt"
+    saved = load_torch(path, "model", ("format", "method", "in_shape", "state"))
+    if saved["format"] != RUN_FORMAT or saved["method"] != cls.name:
+        raise OneclassError(f"{path}: not a {cls.name} model of run format {RUN_FORMAT}")
     method = build(cls, params, tuple(saved["in_shape"]), config.seed)  # global random state untouched
-    method.load_state_dict(saved["state"])
+    try:
+        method.load_state_dict(saved["state"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OneclassError(f"{path}: its weights do not fit a {cls.name} of the run's parameters ({first})") from None
     deterministic_mode(config.train.deterministic)
     return method.to(resolve_device(device, "--device"), amp=config.train.amp)
 

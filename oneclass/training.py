@@ -146,13 +146,23 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
             raise OneclassError(f"{partial}: no unfinished run to resume{done}")
         import yaml
 
-        started = yaml.safe_load((partial / "recipe.yaml").read_text())
+        try:
+            started = yaml.safe_load((partial / "recipe.yaml").read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            started = None
+        if not isinstance(started, dict):
+            raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
+                                f"cannot be checked against the recipe; start again with --overwrite")
         now = config.to_dict()
         if started != now:
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
                                 f"with (section {', '.join(changed)}); resume with the same recipe")
         check_writable(partial)
+        from oneclass.artifacts import load_torch
+        from oneclass.engine import CHECKPOINT_KEYS
+
+        load_torch(partial / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS)  # damaged: refused before any work
         return
     check_destination(out, "run", overwrite)
     if partial.is_symlink() or partial.exists():

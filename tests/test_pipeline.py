@@ -254,3 +254,64 @@ def _assert_a_drawn_png(path):
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     colourful = (pixels.max(1).astype(int) - pixels.min(1)) > 60  # markers and lines, not grey text
     assert colourful.sum() > 100
+
+
+def test_jsonl_scores_write_numbers_as_numbers(run, tiny):
+    done = oneclass("score", run, tiny["store"], "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout.splitlines()[0])
+    assert [type(first[k]) for k in ("id", "x", "y", "label", "score")] == [int, int, int, int, float]
+    assert isinstance(first["source"], str) and isinstance(first["subclass"], str)
+
+
+@pytest.mark.parametrize("damage,expect", [
+    (lambda p: p.write_bytes(p.read_bytes()[:300]), "model.pt: cannot read the model: truncated or damaged"),
+    (lambda p: __import__("torch").save({"weights": __import__("torch").zeros(2)}, p),
+     "model.pt: not a oneclass model (no format, method, in_shape, state)"),
+    (lambda p: __import__("torch").save({"format": 1, "payload": __import__("fractions").Fraction(1, 3)}, p),
+     "model.pt: not a oneclass model: it holds objects other than tensors, so it was not loaded"),
+])
+def test_a_damaged_or_foreign_model_is_one_line(run, tiny, tmp_path, damage, expect):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    damage(copy / "model.pt")
+    done = oneclass("score", copy, tiny["store"])
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], done.stderr
+    assert "weights_only" not in done.stderr
+
+
+def test_a_damaged_recipe_in_a_run_folder_is_one_line(run, tiny, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "recipe.yaml").write_text("seed: [0\n")
+    done = oneclass("score", copy, tiny["store"])
+    assert done.returncode == 2 and done.stderr.strip() == \
+        f"oneclass: error: {copy / 'recipe.yaml'}: damaged (not a YAML mapping of recipe sections); " \
+        "the run's recipe cannot be read back"
+
+
+@pytest.mark.parametrize("damage,expect", [
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), "checkpoint.pt: cannot read the checkpoint: truncated or damaged"),
+    (lambda p: __import__("torch").save({"stage": "x"}, p), "checkpoint.pt: not a oneclass checkpoint (no epoch"),
+])
+def test_resuming_from_a_damaged_checkpoint_is_one_line(tiny, tmp_path, damage, expect):
+    config = recipes.load(tiny["recipe"], ["train.epochs=3"])
+    store = PatchStore.open(tiny["store"])
+
+    def interrupt(event):
+        if event.get("event") == "batch" and event["stage"] == "train":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    damage(tmp_path / "cut.partial" / "checkpoint.pt")
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "cut", "--resume",
+                    "--set", "train.epochs=3")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert expect in done.stderr and "Traceback" not in done.stderr
