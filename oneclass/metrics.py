@@ -37,10 +37,11 @@ def auprc(labels, scores) -> float:
 
 
 def equal_error_threshold(labels, scores) -> float:
-    """The threshold where sensitivity = specificity (closest point on the ROC curve)."""
+    """The threshold where sensitivity = specificity (closest point on the ROC curve;
+    every threshold is kept: the collinear points roc_curve drops by default can hold it)."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, thresholds = roc_curve(labels, scores)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     i = int(np.argmin(np.abs(tpr - (1 - fpr))[1:])) + 1  # [0] is the +inf threshold
     return float(thresholds[i])
 
@@ -49,7 +50,7 @@ def youden_threshold(labels, scores) -> float:
     """The threshold maximising sensitivity + specificity (for tuning on validation)."""
     from sklearn.metrics import roc_curve
 
-    fpr, tpr, thresholds = roc_curve(labels, scores)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     i = int(np.argmax((tpr - fpr)[1:])) + 1
     return float(thresholds[i])
 

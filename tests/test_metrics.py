@@ -77,3 +77,14 @@ def test_jsonl_and_csv_tables_parse_alike():
     a, b = parse_scores(csv_text, "a"), parse_scores(jsonl, "b")
     assert a.labels.tolist() == b.labels.tolist() == [1, -1]
     assert a.scores.tolist() == b.scores.tolist() == [0.5, 0.25]
+
+
+def test_equal_error_threshold_inside_a_collinear_stretch_of_the_roc_curve():
+    """Two negatives outscore every positive, then ten positives in a row: the ROC curve
+    rises vertically at fpr 0.2 and crosses sensitivity = specificity = 0.8 at threshold 3,
+    a point roc_curve drops by default (the curve's corner would give threshold 1)."""
+    from oneclass.metrics import equal_error_threshold
+
+    labels = np.r_[np.zeros(10, int), np.ones(10, int)]
+    scores = np.r_[np.zeros(8), [10.5, 10.5], np.arange(1, 11)]
+    assert equal_error_threshold(labels, scores) == 3
