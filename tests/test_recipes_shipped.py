@@ -60,6 +60,9 @@ def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
     if name == "nanofibre":
         assert [e["stage"] for e in epochs] == ["mean", "scale", "shape", "semi", "classifier"]
     scores = (tmp_path / "run/scores/test.csv").read_text()
+    sources = {line.split(",")[1] for line in scores.splitlines()[1:]}
+    images = (tmp_path / "run/scores/test_images.csv").read_text().splitlines()
+    assert images[0] == "source,label,subclass,patches,score" and len(images) - 1 == len(sources)
     again = oneclass(*args, "--overwrite", env=env, cwd=root)
     assert again.returncode == 0 and "(cached)" in again.stderr
     assert (tmp_path / "run/scores/test.csv").read_text() == scores  # cached store, same seed
