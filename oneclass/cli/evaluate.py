@@ -25,7 +25,7 @@ def evaluate(
                                         "(mean +- std per method) into this PNG."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on stderr."),
 ) -> None:
-    """AUROC, AUPRC and thresholded outcomes of score tables or runs.
+    """AUROC, AUPRC and thresholds of runs or score tables.
 
     Thresholds: where sensitivity = specificity on the scores themselves, and (for runs)
     the one maximising sensitivity + specificity on the run's validation scores, each

@@ -51,13 +51,14 @@ def extract_patches(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary on stderr."),
     set_: Optional[list[str]] = SET,
 ) -> None:
-    """Cut images (and their masks) into labelled patches and write a patch store.
+    """Cut a dataset's images into a labelled patch store.
 
     Top-left corners lie at 0, stride, 2*stride, ... while the whole patch fits. A patch is
     anomalous iff the fraction of anomalous mask pixels in it is >= --mask-frac; its
-    subclass is its image's defect type, "good" otherwise. The store (images.npy,
-    masks.npy, index.csv, meta.json) is written under a temporary name and renamed when
-    complete. Its path is printed on stdout.
+    subclass is its image's defect type, "good" otherwise. With --whole-image each image
+    is one item instead. The store (see Files) is written under a temporary name and
+    renamed when complete; its path is printed on stdout, the counts per label and
+    subclass on stderr.
     """
     from oneclass.data.extract import extract
     from oneclass.stores import extraction_params, make_dataset

@@ -8,8 +8,10 @@ import textwrap
 import typer
 
 from oneclass import registry
+from oneclass.cli.manpage import epilog
 
-app = typer.Typer(help="List the registered datasets or methods.", no_args_is_help=True)
+app = typer.Typer(help="List the registered datasets or methods.", epilog=epilog("oneclass list"),
+                  rich_markup_mode=None, no_args_is_help=True)
 
 VERBOSE = typer.Option(False, "--verbose", "-v",
                        help="Also show each plugin's folder layout and options or parameters.")
@@ -49,13 +51,13 @@ def _default(field):
     return None
 
 
-@app.command("datasets")
+@app.command("datasets", epilog=epilog("oneclass list datasets"))
 def datasets(verbose: bool = VERBOSE) -> None:
     """List dataset plugins, one per line: name and description."""
     _print(registry.datasets, verbose)
 
 
-@app.command("methods")
+@app.command("methods", epilog=epilog("oneclass list methods"))
 def methods(verbose: bool = VERBOSE) -> None:
     """List method plugins, one per line: name and description."""
     _print(registry.methods, verbose)

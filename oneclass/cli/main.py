@@ -8,11 +8,17 @@ import typer
 
 from oneclass import __version__
 from oneclass.cli import evaluate, extract, listing, score, train, tsne
+from oneclass.cli.manpage import epilog
 from oneclass.errors import OneclassError
 
+# --help prints click's plain help: the same option records as the man pages (typer's rich
+# help labels flags <bool> and swallows [default: ...] in help strings), and the epilogs
+# (examples, exit status, environment, files) come from oneclass/cli/manpage.py, as the
+# man pages' sections do. The description is main's docstring below.
 app = typer.Typer(
     name="oneclass",
-    help="Semi-supervised one-class classification (anomaly detection) of images.",
+    epilog=epilog("oneclass"),
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,15 +42,16 @@ def main(
     Stages read and write files: extract-patches writes a patch store from a dataset,
     train a run folder from a recipe, score a score table from a run and new patches,
     evaluate metrics from score tables or runs, tsne a latent-space map of a run.
-    Tables go to stdout, progress and summaries to stderr.
+    Tables go to stdout, progress and summaries to stderr. `oneclass COMMAND --help`
+    (or man oneclass-COMMAND) tells more of each command.
     """
 
 
-app.command("extract-patches")(extract.extract_patches)
-app.command("train")(train.train)
-app.command("score")(score.score)
-app.command("evaluate")(evaluate.evaluate)
-app.command("tsne")(tsne.tsne)
+app.command("extract-patches", epilog=epilog("oneclass extract-patches"))(extract.extract_patches)
+app.command("train", epilog=epilog("oneclass train"))(train.train)
+app.command("score", epilog=epilog("oneclass score"))(score.score)
+app.command("evaluate", epilog=epilog("oneclass evaluate"))(evaluate.evaluate)
+app.command("tsne", epilog=epilog("oneclass tsne"))(tsne.tsne)
 app.add_typer(listing.app, name="list")
 
 

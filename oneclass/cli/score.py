@@ -21,11 +21,12 @@ def score(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Score patches with a trained run; higher score = more anomalous, for every method.
+    """Score a patch store or images with a trained run.
 
-    Images are cut into patches with the run's extraction parameters (size, stride,
-    resize, channels). Columns: id,source,x,y,label,subclass,score; label and subclass
-    are empty when unknown (images without masks). The model loads with weights_only.
+    A higher score means more anomalous, for every method. Images are cut into patches
+    with the run's extraction parameters (size, stride, resize, channels). Columns:
+    id,source,x,y,label,subclass,score; label and subclass are empty when unknown
+    (images without masks). The model loads with weights_only.
     """
     import io
 

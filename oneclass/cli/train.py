@@ -29,15 +29,14 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors."),
     set_: Optional[list[str]] = SET,
 ) -> None:
-    """Split a patch store, fit the recipe's method and write a run folder.
+    """Train a recipe's method and write a run folder.
 
-    Patches are extracted once per distinct dataset, extraction parameters and source
-    files and cached (ONECLASS_CACHE, default ~/.cache/oneclass). A run folder holds
-    recipe.yaml (resolved), env.json, data.json (store hash, split members, counts),
-    model.pt, log.jsonl, scores/val.csv, scores/test.csv (patch runs also
-    scores/*_images.csv, one row per source image) and metrics.json; it is built as
-    OUT.partial and renamed when complete. Each run folder's path is printed on stdout,
-    one per line, so `run=$(oneclass train r.yaml)` works.
+    The recipe's dataset is cut into patches once and the store cached (see Environment,
+    ONECLASS_CACHE); --store uses a store cut as the recipe says instead. The store is
+    split into training, validation and test sets, the method fitted and the sets scored.
+    A run folder (see Files) is built as OUT.partial and renamed when complete. Each run
+    folder's path is printed on stdout, one per line, so `run=$(oneclass train r.yaml)`
+    works; progress goes to stderr.
     """
     from oneclass.data.store import PatchStore
     from oneclass.training import train_run

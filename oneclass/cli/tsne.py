@@ -22,9 +22,10 @@ def tsne(
                                    help="Map at most this many points, drawn at random (t-SNE is quadratic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """t-SNE of the method's embed() vectors on a split, coloured by ground truth and marked
-    TP/FN/TN/FP (anomalous = positive) at the threshold where sensitivity = specificity.
+    """Draw a t-SNE map of a run's latent vectors.
 
+    The method's embed() vectors of a split, coloured by ground truth and marked
+    TP/FN/TN/FP (anomalous = positive) at the threshold where sensitivity = specificity.
     The silhouette score of the ground-truth classes, computed in the latent space itself,
     is printed and saved with the figure as FILE.json.
     """
