@@ -349,9 +349,19 @@ class RunFolder:
         return bool((self.data.get("extraction") or {}).get("whole_image"))
 
 
+def read_recipe_copy(path: Path) -> dict | None:
+    """The resolved recipe a run folder keeps, or None when it is missing or damaged."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
 def open_run(path: str | Path) -> RunFolder:
     """A complete run folder of a compatible format, or one clear error."""
-    import yaml
 
     path = Path(path)
     if not path.is_dir():
@@ -369,11 +379,8 @@ def open_run(path: str | Path) -> RunFolder:
         raise OneclassError(f"{path}: run format {env.get('run_format')!r} written by oneclass "
                             f"{env.get('oneclass', '?')}; this is oneclass {__version__} "
                             f"(format {RUN_FORMAT}): retrain it")
-    try:
-        recipe = yaml.safe_load((path / "recipe.yaml").read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        recipe = None
-    if not isinstance(recipe, dict):
+    recipe = read_recipe_copy(path / "recipe.yaml")
+    if recipe is None:
         raise OneclassError(f"{path / 'recipe.yaml'}: damaged (not a YAML mapping of recipe sections); "
                             f"the run's recipe cannot be read back")
     return RunFolder(path, recipe, env, read_json(path / "data.json"), read_json(path / "metrics.json"))

@@ -136,6 +136,7 @@ def fast_params(cls, quick: bool = False, overrides: dict | None = None):
     ``quick``, :data:`QUICK` where it has the field, then ``overrides``; built as a
     recipe's ``method.`` section is."""
     from oneclass.recipe import check_options
+    from oneclass.training import merge_nested
 
     fields = {f.name for f in dataclasses.fields(cls.Params)}
     chosen: dict[str, Any] = {}
@@ -143,21 +144,13 @@ def fast_params(cls, quick: bool = False, overrides: dict | None = None):
         for key, value in table.items():
             if key not in fields:
                 continue
-            merged = _merged(chosen[key], value) if isinstance(chosen.get(key), dict) else value
+            merged = merge_nested(chosen[key], value) if isinstance(chosen.get(key), dict) else value
             try:  # a plugin's field of the same name may take another kind of value
                 check_options(cls.Params, {key: merged}, "<check_method>", "method.")
             except OneclassError:
                 continue
             chosen[key] = merged
-    return check_options(cls.Params, _merged(chosen, overrides or {}), "<check_method>", "method.")
-
-
-def _merged(base: dict, override: dict) -> dict:
-    merged = dict(base)
-    for key, value in override.items():
-        both = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merged(base[key], value) if both else value
-    return merged
+    return check_options(cls.Params, merge_nested(chosen, overrides or {}), "<check_method>", "method.")
 
 
 def _train_section(quick: bool = False):

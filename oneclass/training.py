@@ -12,7 +12,7 @@ import numpy as np
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
-                                discard, environment, folder_kind, mark, replace_folder, save_torch,
+                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder, save_torch,
                                 write_image_scores, write_json, write_scores, write_text)
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
@@ -41,14 +41,14 @@ def method_class(config: recipes.Recipe):
     origins = config.origins
     recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
     recipes.check_options(cls.Params, plain, source, "method.", origins)
-    return cls, recipes.check_options(cls.Params, _merged(block, plain), source, "method.", origins)
+    return cls, recipes.check_options(cls.Params, merge_nested(block, plain), source, "method.", origins)
 
 
-def _merged(base: dict, override: dict) -> dict:
+def merge_nested(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
         both = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merged(base[key], value) if both else value
+        merged[key] = merge_nested(base[key], value) if both else value
     return merged
 
 
@@ -144,13 +144,8 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         if not partial.is_dir():
             done = " (it finished: nothing to resume)" if out.is_dir() else ""
             raise OneclassError(f"{partial}: no unfinished run to resume{done}")
-        import yaml
-
-        try:
-            started = yaml.safe_load((partial / "recipe.yaml").read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            started = None
-        if not isinstance(started, dict):
+        started = read_recipe_copy(partial / "recipe.yaml")
+        if started is None:
             raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
                                 f"cannot be checked against the recipe; start again with --overwrite")
         now = config.to_dict()
