@@ -118,7 +118,7 @@ def test_score_images_and_stdin_paths(run, tiny, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     # 48 wide, 64 high, 32 px patches every 16 px: x in {0, 16}, y in {0, 16, 32}, row by row
-    assert [(r["x"], r["y"]) for r in rows] == [(x, y) for y in ("0", "16", "32") for x in ("0", "16")]
+    assert [(r["x"], r["y"]) for r in rows] == [(x, y) for y in (0, 16, 32) for x in (0, 16)]  # numbers
     assert rows[0]["label"] is None
     piped = subprocess.run([sys.executable, "-m", "oneclass", "score", str(run), "-"], input=f"{image}\n",
                            capture_output=True, text=True)
