@@ -65,6 +65,7 @@ class Group:
             values = [v for v in (_metric(r.metrics, key) for r in self.results) if v is not None]
             out[f"{key}_mean"] = float(np.mean(values)) if values else None
             out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+            out[f"{key}_n"] = len(values)
         accuracies = [r.metrics["at_val_threshold"]["accuracy"] for r in self.results
                       if "at_val_threshold" in r.metrics]
         out["val_threshold_accuracy_mean"] = float(np.mean(accuracies)) if accuracies else None

@@ -87,6 +87,14 @@ def test_repeats_run_consecutive_seeds(tiny, tmp_path):
     paths = done.stdout.split()
     assert paths == [str(tmp_path / "rep/seed-5"), str(tmp_path / "rep/seed-6")]
     assert [json.loads((tmp_path / f"rep/seed-{s}/metrics.json").read_text())["seed"] for s in (5, 6)] == [5, 6]
+    wide = {"COLUMNS": "250"}  # one table row per line
+    both = oneclass("evaluate", *paths, env=wide).stderr
+    aurocs = [json.loads((tmp_path / f"rep/seed-{s}/metrics.json").read_text())["test"]["auroc"] for s in (5, 6)]
+    expected = f"{np.mean(aurocs):.4f} ± {np.std(aurocs, ddof=1):.4f} (n=2)"
+    assert expected in both, both
+    single = oneclass("evaluate", paths[0], env=wide).stderr
+    rows = single.split("per input")[0].split("\n", 1)[1]  # the group table, after its title
+    assert "±" not in rows and f"{aurocs[0]:.4f}" in rows, single
 
 
 def test_train_score_evaluate_pipeline(run, tiny, tmp_path):

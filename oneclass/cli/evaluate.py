@@ -72,8 +72,12 @@ def evaluate(
             err.print(f"figure: {plot}")
 
 
-def _pm(mean, std) -> str:
-    return "" if mean is None else f"{mean:.4f} ± {std:.4f}"
+def _pm(group: dict, key: str) -> str:
+    """``mean ± std (n=R)`` over the R runs that have the metric; a single run's value alone."""
+    mean, n = group[f"{key}_mean"], group[f"{key}_n"]
+    if mean is None:
+        return ""
+    return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {group[f'{key}_std']:.4f} (n={n})"
 
 
 def _tables(results, groups, tests) -> None:
@@ -81,17 +85,16 @@ def _tables(results, groups, tests) -> None:
 
     # image columns only where some input has image metrics (patch runs, tables with sources)
     images = any(r.metrics.get("image") for r in results)
-    table = Table(title="test metrics (mean ± std over repeats)", title_justify="left")
+    table = Table(title="test metrics (mean ± sample std over n runs)", title_justify="left")
     for column in ("dataset", "method", "gamma", "runs", "AUROC", "AUPRC", "acc@val thr", "pixel AUROC",
                    *(("image AUROC", "image AUPRC") if images else ())):
         table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
     for g in groups:
         acc = g["val_threshold_accuracy_mean"]
         table.add_row(g["dataset"], g["method"], "" if g["gamma"] is None else f"{g['gamma']:g}",
-                      str(g["n"]), _pm(g["auroc_mean"], g["auroc_std"]), _pm(g["auprc_mean"], g["auprc_std"]),
-                      "" if acc is None else f"{acc:.3f}", _pm(g["pixel_auroc_mean"], g["pixel_auroc_std"]),
-                      *((_pm(g["image_auroc_mean"], g["image_auroc_std"]),
-                         _pm(g["image_auprc_mean"], g["image_auprc_std"])) if images else ()))
+                      str(g["n"]), _pm(g, "auroc"), _pm(g, "auprc"),
+                      "" if acc is None else f"{acc:.3f}", _pm(g, "pixel_auroc"),
+                      *((_pm(g, "image_auroc"), _pm(g, "image_auprc")) if images else ()))
     err.print(table)
     if len(results) <= 12:
         detail = Table(title="per input", title_justify="left")
