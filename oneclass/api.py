@@ -67,12 +67,11 @@ def method_from_recipe(config: recipes.Recipe, store: PatchStore):
     from the recipe's seed, trained as the ``train`` section says (device, batch size,
     lr, epochs), with no run folder (no checkpoints or logs)."""
     from oneclass.engine import Trainer
-    from oneclass.methods.base import build
-    from oneclass.training import method_class
+    from oneclass.training import build_method, method_class
 
     cls, params = method_class(config)
     trainer = Trainer(config.train, config.seed)  # seeds, as `oneclass train` does before building
-    method = build(cls, params, tuple(store.images.shape[1:]), config.seed, keep_rng=False)
+    method = build_method(config, cls, params, tuple(store.images.shape[1:]), keep_rng=False)
     method.trainer = trainer
     return method
 

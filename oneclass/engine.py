@@ -155,6 +155,8 @@ class Trainer:
         self.method = None
         self.stages_done: list[str] = []
         self.throughput: list[float] = []
+        self.selected: dict[str, dict] = {}  # stage -> the epoch kept on validation AUROC
+        self._member: int | None = None
         self._resume = self._load_checkpoint() if resume else None
         seed_everything(seed, train.deterministic)
 
@@ -164,7 +166,21 @@ class Trainer:
         cfg = self.cfg
         base = {"lr": cfg.lr, "epochs": cfg.epochs, "weight_decay": cfg.weight_decay,
                 "milestones": tuple(cfg.lr_milestones)}
+        if self._member is not None:  # an ensemble member's stage and module names
+            name = f"m{self._member}/{name}"
+            for key in ("frozen", "frozen_bn"):
+                settings[key] = tuple(f"m{self._member}.{module}" for module in settings.get(key, ()))
         return Stage(name, list(params), **{**base, **settings})
+
+    @contextmanager
+    def member(self, index: int):
+        """Inside: the stages being specified are ensemble member ``index``'s, named
+        ``m<index>/<stage>``, its modules ``m<index>.<module>`` (:mod:`oneclass.ensemble`)."""
+        self._member = index
+        try:
+            yield
+        finally:
+            self._member = None
 
     def attach(self, method) -> None:
         """Train ``method``: its modules go to the trainer's device and into checkpoints."""
@@ -193,6 +209,7 @@ class Trainer:
                  "modules": {k: m.state_dict() for k, m in self.modules.items()},
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "best": best, "throughput": list(self.throughput),
+                 "selected": dict(self.selected),
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
         save_torch(self.run_dir / CHECKPOINT, state)
@@ -260,6 +277,7 @@ class Trainer:
             if resume["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
             self.throughput = list(resume["throughput"])
+            self.selected = dict(resume.get("selected", {}))
             if resume["stage"] == name:
                 start, best = resume["epoch"], resume["best"]
                 optimizer.load_state_dict(resume["optimizer"])
@@ -268,6 +286,7 @@ class Trainer:
         if start == 0 and on_start is not None:
             on_start()
         patience = self.cfg.early_stopping
+        track_best = bool(patience) or self.cfg.keep == "best"
         stage_index = len(self.stages_done)
         with _frozen([self.modules[k] for k in spec.frozen]):
             for epoch in range(start, epochs):
@@ -307,10 +326,9 @@ class Trainer:
                 stop = False
                 if scorer is not None and self.val is not None:
                     record["val_auroc"] = self.val_auroc(scorer)
-                    if patience:
-                        if best is None or record["val_auroc"] > best["auroc"]:
-                            best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
-                        stop = epoch + 1 - best["epoch"] >= patience
+                    if track_best and (best is None or record["val_auroc"] > best["auroc"]):
+                        best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
+                    stop = bool(patience) and epoch + 1 - best["epoch"] >= patience
                 self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
                 self.log(record)
                 if stop:
@@ -319,6 +337,8 @@ class Trainer:
                     break
         if best is not None:
             self.method.restore(best)
+            self.selected[name] = {"epoch": best["epoch"], "of": epochs, "val_auroc": best["auroc"]}
+            self.log({"stage": name, "kept_epoch": best["epoch"], "val_auroc": best["auroc"]})
         self.stages_done.append(name)
         self._save_checkpoint(name, epochs, optimizer, scheduler, scaler, None)
 

@@ -85,6 +85,12 @@ class TrainSection:
     amp: bool = False  # mixed precision, CUDA only
     deterministic: bool = False  # torch.use_deterministic_algorithms
     early_stopping: int | None = None  # patience in epochs on validation AUROC
+    # last: each stage ends with its last epoch; best: each stage scored on the validation
+    # set keeps its epoch of highest validation AUROC (recorded in metrics.json)
+    keep: Literal["last", "best"] = "last"
+    # R > 1: one model of R members from seeds S..S+R-1 on the run's split, scored by the
+    # mean of their scores standardised on the validation normals (oneclass.ensemble)
+    ensemble: int = 1
 
 
 @dataclass
@@ -130,6 +136,7 @@ RANGES = {
     "split.val_fraction": _SHARE, "split.test_fraction": _SHARE, "split.test_size": _POSITIVE,
     "train.epochs": _POSITIVE, "train.batch_size": _POSITIVE, "train.lr": Range(0, low_open=True),
     "train.weight_decay": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
+    "train.ensemble": _POSITIVE,
     "evaluate.image_topk": Range(0, 1, low_open=True),
 }
 

@@ -31,8 +31,7 @@ def load_method(run: RunFolder, device: str = "auto"):
     """The run's trained method, ready to score (weights loaded with weights_only)."""
     from oneclass.artifacts import load_torch
     from oneclass.engine import deterministic_mode, resolve_device
-    from oneclass.methods.base import build
-    from oneclass.training import method_class
+    from oneclass.training import build_method, method_class
 
     config = recipes.from_dict(run.recipe, str(run.path / "recipe.yaml"))
     cls, params = method_class(config)
@@ -40,7 +39,7 @@ def load_method(run: RunFolder, device: str = "auto"):
     saved = load_torch(path, "model", ("format", "method", "in_shape", "state"))
     if saved["format"] != RUN_FORMAT or saved["method"] != cls.name:
         raise OneclassError(f"{path}: not a {cls.name} model of run format {RUN_FORMAT}")
-    method = build(cls, params, tuple(saved["in_shape"]), config.seed)  # global random state untouched
+    method = build_method(config, cls, params, tuple(saved["in_shape"]))  # global random state untouched
     try:
         method.load_state_dict(saved["state"])
     except (RuntimeError, KeyError) as exc:

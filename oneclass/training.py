@@ -44,6 +44,18 @@ def method_class(config: recipes.Recipe):
     return cls, recipes.check_options(cls.Params, merge_nested(block, plain), source, "method.", origins)
 
 
+def build_method(config: recipes.Recipe, cls, params, in_shape, keep_rng: bool = True):
+    """The recipe's method with initial weights from its seed: ``cls`` itself, or with
+    ``train.ensemble: R`` an :class:`oneclass.ensemble.Ensemble` of R members."""
+    from oneclass.methods.base import build
+
+    if config.train.ensemble > 1:
+        from oneclass.ensemble import Ensemble
+
+        return Ensemble(cls, params, in_shape, config.train.ensemble, config.seed)
+    return build(cls, params, in_shape, config.seed, keep_rng=keep_rng)
+
+
 def merge_nested(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
@@ -64,7 +76,6 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     from oneclass.data.splits import make_split
     from oneclass.data.items import PatchData
     from oneclass.engine import Trainer
-    from oneclass.methods.base import build
 
     report = report or (lambda event: None)
     cls, params = method_class(config)
@@ -86,7 +97,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     in_shape = tuple(store.images.shape[1:])
     val = PatchData(store.images, split.val, labels=labels[split.val])
     trainer = Trainer(config.train, config.seed, partial, resume=resume, val=val, report=report)
-    method = build(cls, params, in_shape, config.seed, keep_rng=False)  # drawn right after the seeding
+    method = build_method(config, cls, params, in_shape, keep_rng=False)  # drawn right after the seeding
     method.trainer = trainer
     if not resume:
         try:
@@ -132,7 +143,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
                "seed": config.seed, **metrics,
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
                          "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
-                         if trainer.throughput else None, "device": str(trainer.device)}}
+                         if trainer.throughput else None, "device": str(trainer.device),
+                         **({"selected": trainer.selected} if trainer.selected else {})}}
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)

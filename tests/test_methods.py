@@ -135,10 +135,11 @@ def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
     assert saved["epoch"] == 1
 
 
-def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
+@pytest.mark.parametrize("settings", [{"early_stopping": 2}, {"keep": "best"}])
+def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, tmp_path):
     images = np.r_[np.full((8, 1, 4, 4), 10, np.uint8), np.full((8, 1, 4, 4), 200, np.uint8)]
     val = PatchData(images, np.arange(16), labels=np.r_[np.zeros(8, int), np.ones(8, int)])
-    eng = Trainer(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", early_stopping=2),
+    eng = Trainer(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", **settings),
                   seed=0, run_dir=tmp_path, val=val)
     net = holding(torch.nn.Linear(1, 1), eng)
     with torch.no_grad():
@@ -154,7 +155,12 @@ def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
 
     eng.stage(Stage("fit", list(net.parameters()), 0.1, 6), val, loss, scorer=scorer)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    stop = log[-1]
-    assert "early_stop" in stop and stop["best_epoch"] == log[0]["epoch"] == 1
-    assert stop["early_stop"] == 3 and len(log) == 4  # epochs 1-3, then the stop record
+    epochs = [r for r in log if "loss" in r]
+    assert log[-1] == {"stage": "fit", "kept_epoch": 1, "val_auroc": 1.0}
+    assert eng.selected == {"fit": {"epoch": 1, "of": 6, "val_auroc": 1.0}}
+    if "early_stopping" in settings:
+        assert log[-2] == {"stage": "fit", "early_stop": 3, "best_epoch": 1, "val_auroc": 1.0}
+        assert len(epochs) == 3  # epochs 1-3, then the stop
+    else:
+        assert len(epochs) == 6  # keep: best trains every epoch, then goes back
     assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back

@@ -122,10 +122,33 @@ def test_ss_vq_vae_separates_an_easy_set_logs_codebook_usage_and_is_deterministi
 def test_codebook_usage_statistics_by_hand():
     method = make(SSVQVAE, small(SSVQVAE, codes=4), (1, 32, 32), engine())
     method._counts = torch.tensor([6, 2, 0, 0])
+    method._restarted = 3
     stats = method.epoch_stats()
     p = np.array([0.75, 0.25])
-    assert stats == {"codes_used": 0.5, "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 2)}
-    assert method._counts.sum() == 0  # reset for the next epoch
+    assert stats == {"codes_used": 0.5, "perplexity": round(float(np.exp(-(p * np.log(p)).sum())), 2),
+                     "codes_restarted": 3}
+    assert method._counts.sum() == 0 and method._restarted == 0  # reset for the next epoch
+
+
+def test_dead_codes_restart_on_normal_encodings_only():
+    method = make(SSVQVAE, small(SSVQVAE, codes=4, dim=2, restart_below=0.5), (1, 32, 32), engine())
+    book = method.codebook
+    with torch.no_grad():
+        book.embeddings.copy_(torch.tensor([[9.0, 9.0], [8.0, 8.0], [7.0, 7.0], [6.0, 6.0]]))
+    book.usage.copy_(torch.tensor([1.0, 0.3, 5.0, 0.2]))
+    # item 0 normal (all 1s), item 1 a labelled anomaly (all -1s); a 2 x 2 grid each
+    e = torch.stack([torch.ones(2, 2, 2), -torch.ones(2, 2, 2)])
+    counts = torch.tensor([0, 0, 8, 0])
+    method._restart_dead_codes(e, torch.tensor([UNLABELED, LABELED_ANOMALY]), counts)
+    # usage 0.9 x old + 0.1 x counts: [0.9, 0.27, 5.3, 0.18]: codes 1 and 3 are dead
+    assert book.embeddings[[0, 2]].tolist() == [[9.0, 9.0], [7.0, 7.0]]
+    assert book.embeddings[[1, 3]].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # a normal item's encoding
+    assert book.usage.tolist() == pytest.approx([0.9, 1.0, 5.3, 1.0])
+    assert method._restarted == 2
+    everything_anomalous = torch.tensor([LABELED_ANOMALY, LABELED_ANOMALY])
+    book.usage.fill_(0.0)
+    method._restart_dead_codes(e, everything_anomalous, counts * 0)
+    assert method._restarted == 2  # nothing normal in the batch: nothing to restart on
 
 
 @pytest.mark.parametrize("init", ["data", "uniform"])

@@ -52,8 +52,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "oneclass train": [
         ("oneclass train recipes/demo.yaml --out demo-run --overwrite",
          "Deep SAD on the bundled synthetic example (no downloads); prints demo-run."),
-        ("run=$(oneclass train recipes/nanofibre.yaml)",
-         "c-ss-ms-gVAE on the nanofibre images; the run folder's path lands in $run."),
+        ("run=$(oneclass train recipes/nanofibre.yaml -r 5 --ensemble)",
+         "c-ss-ms-gVAE on the nanofibre images, one model of five seeds' members on one split "
+         "(steadier than one seed); the run folder's path lands in $run."),
         ("oneclass train recipes/demo.yaml --set split.gamma=0 -r 3 -o runs/g0",
          "Unsupervised (gamma 0), seeds 0, 1 and 2: runs/g0/seed-0 ... runs/g0/seed-2."),
         ("oneclass train recipes/folder.yaml --set dataset.root=my-images",
@@ -187,8 +188,8 @@ FILES: dict[str, list[tuple[str, str]]] = {
                                     "the dataset, its options, the extraction parameters and "
                                     "the source files (path, size, time) are the same; --store "
                                     "DIR reads DIR instead."),
-        ("OUT/", "The run folder: --out, runs/RECIPE-METHOD-gammaG-seedS by default, or "
-                 "OUT/seed-S per seed with --repeats. It holds:"),
+        ("OUT/", "The run folder: --out, runs/RECIPE-METHOD-gammaG-seedS by default "
+                 "(-ensembleR with --ensemble), or OUT/seed-S per seed with --repeats. It holds:"),
         ("OUT/recipe.yaml", "The resolved recipe, --set and flags applied."),
         ("OUT/env.json", "Versions, the device and its name, the git commit."),
         ("OUT/data.json", "The store's path and hash, the split's members and counts."),

@@ -17,9 +17,13 @@ def train(
     recipe: Path = typer.Argument(..., help="A YAML recipe (see recipes/)."),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Run folder; with --repeats, the folder of seed-S runs. "
-        "[default: runs/RECIPE-METHOD-gammaG-seedS, shotsN for split.labeled_anomalies]"),
+        "[default: runs/RECIPE-METHOD-gammaG-seedS, shotsN for split.labeled_anomalies, "
+        "-ensembleR with --ensemble]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the (first) run. [default: the recipe's]"),
     repeats: int = typer.Option(1, "--repeats", "-r", min=1, help="Run seeds S, S+1, ..., S+R-1."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="With --repeats R: one run whose model "
+                                  "is the ensemble of the R seeds' models, trained on one split and "
+                                  "scored by their mean validation-standardised score (train.ensemble=R)."),
     store: Optional[Path] = typer.Option(None, "--store", help="Use this patch store instead of "
                                          "extracting (or reusing the cached store of) the recipe's dataset."),
     resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run(s) at --out "
@@ -42,7 +46,12 @@ def train(
     from oneclass.training import train_run
 
     values = {"train.device": device} if device else {}
-    config = recipes.load(recipe, set_ or [], values, {"train.device": "--device"})
+    if ensemble:
+        if repeats < 2:
+            raise OneclassError("--ensemble: needs --repeats R with R >= 2 (the ensemble's members)")
+        values["train.ensemble"], repeats = repeats, 1
+    config = recipes.load(recipe, set_ or [], values, {"train.device": "--device",
+                                                        "train.ensemble": "--repeats/--ensemble"})
     first = config.seed if seed is None else seed
     patch_store = PatchStore.open(store) if store else None
     for k in range(repeats):
@@ -50,7 +59,9 @@ def train(
         target = _run_path(config, recipe, out, repeats)
         shots = config.split.labeled_anomalies
         labels = f"{shots} labelled anomalies" if shots is not None else f"gamma {config.split.gamma}"
-        header = f"[bold]run[/] {target} ({config.method.name}, {labels}, seed {config.seed})"
+        members = config.train.ensemble
+        seeds = f"seeds {config.seed}-{config.seed + members - 1} ensembled" if members > 1 else f"seed {config.seed}"
+        header = f"[bold]run[/] {target} ({config.method.name}, {labels}, {seeds})"
         reporter = None if quiet else _Reporter(header)
         try:
             path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
@@ -59,6 +70,7 @@ def train(
             _interrupted(target, [str(recipe), "--out", str(target), "--seed", str(config.seed),
                                   *(["--store", str(store)] if store else []),
                                   *(["--device", device] if device else []),
+                                  *(["--repeats", str(config.train.ensemble), "--ensemble"] if ensemble else []),
                                   *(f"--set={item}" for item in set_ or [])])
         finally:
             if reporter is not None:
@@ -91,7 +103,8 @@ def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
         labels = f"shots{shots}" if shots is not None else f"gamma{config.split.gamma:g}"
         out = Path("runs") / f"{recipe.stem}-{config.method.name}-{labels}"
         if repeats == 1:
-            return out.with_name(f"{out.name}-seed{config.seed}")
+            members = f"-ensemble{config.train.ensemble}" if config.train.ensemble > 1 else ""
+            return out.with_name(f"{out.name}-seed{config.seed}{members}")
     if repeats == 1:
         return out
     if out.exists() and not out.is_dir():

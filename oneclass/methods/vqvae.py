@@ -104,8 +104,8 @@ class _GridAutoencoder(Method):
         self.decoder = self.add("decoder", VQDecoder(channels, p.hidden, p.residual_hidden,
                                                      p.residual_layers, p.dim))
 
-    def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-item reconstruction error and latent term."""
+    def terms(self, x: torch.Tensor, roles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-item reconstruction error and latent term of a training batch."""
         raise NotImplementedError
 
     def position_distances(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class _GridAutoencoder(Method):
 
     def objective(self, batch: dict) -> torch.Tensor:
         x, roles = batch["x"], batch["roles"]
-        reconstruction, latent = self.terms(x)
+        reconstruction, latent = self.terms(x, roles)
         if self.supervision == "unsupervised":
             return (reconstruction + latent).mean()
         p = self.params
@@ -158,6 +158,9 @@ class SSVQVAE(_GridAutoencoder):
     @dataclass
     class Params(_GridAutoencoder.Params):
         codebook_init: Literal["uniform", "data"] = "data"
+        # a code whose running use (assignments per step, averaged with decay 0.9) falls
+        # below this is restarted on a normal item's encoding; 0 turns restarts off
+        restart_below: float = 0.1
 
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
@@ -178,23 +181,56 @@ class SSVQVAE(_GridAutoencoder):
             else torch.randperm(len(vectors))[:self.params.codes]
         self.codebook.embeddings.data.copy_(vectors[pick].to(self.codebook.embeddings.device))
 
-    def terms(self, x):
+    def terms(self, x, roles):
         e = self.encoder(x)
         quantised, codebook_term, commitment, index = quantise(e, self.codebook)
-        if torch.is_grad_enabled():  # training: count code usage on the device, read once an epoch
-            self._counts = self._counts.to(index.device)
-            self._counts += torch.bincount(index.flatten(), minlength=self.params.codes)
+        counts = torch.bincount(index.flatten(), minlength=self.params.codes)
+        self._counts = self._counts.to(index.device) + counts  # usage, read once an epoch
+        if self.params.restart_below > 0:
+            self._restart_dead_codes(e, roles, counts)
         reconstruction = ((self.decoder(quantised).float() - x) ** 2).flatten(1).mean(1)
         return reconstruction, codebook_term + self.params.beta * commitment
 
+    def _restart_dead_codes(self, e: torch.Tensor, roles: torch.Tensor, counts: torch.Tensor) -> None:
+        """Move each code unused for a while onto the encoding of a random grid position
+        of a normal (not labelled-anomalous) item of the batch.
+
+        Why: Eq. (3) negates all three terms for labelled anomalies, the codebook term
+        included, so the codes that anomalies land on are pushed away -- the paper's
+        "weeding out" of anomalous embeddings, which we keep. But a code that nothing
+        picks gets no gradient and never comes back, and the encoder's outputs move
+        fast at the paper's lr 1e-3: on the nanofibre patches 98% of the codes fell idle
+        within 12 steps, VQ-VAE and ss-VQ-VAE alike, and the dictionary then says
+        little. The paper is silent on this; restarting dead codes from encoder outputs
+        (as Jukebox does) keeps the dictionary alive, and a code restarted on a normal
+        encoding does not undo the weeding. The running use is a buffer of the codebook
+        and the draws use torch's global generator, both in checkpoints, so resuming
+        stays exact."""
+        codebook = self.codebook
+        codebook.usage.mul_(0.9).add_(counts.to(codebook.usage.dtype), alpha=0.1)
+        dead = codebook.usage < self.params.restart_below
+        normal = roles != LABELED_ANOMALY
+        if not dead.any() or not normal.any():
+            return
+        vectors = e.detach()[normal].permute(0, 2, 3, 1).reshape(-1, e.shape[1])
+        pick = torch.randint(len(vectors), (int(dead.sum()),)).to(vectors.device)
+        with torch.no_grad():
+            codebook.embeddings[dead] = vectors[pick].to(codebook.embeddings.dtype)
+        codebook.usage[dead] = 1.0
+        self._restarted += int(dead.sum())
+
+    _restarted = 0
+
     def epoch_stats(self) -> dict:
-        """Codebook usage over the epoch's training batches: share of codes used and the
-        perplexity exp(entropy) of the assignments (K if all codes were used evenly)."""
+        """Codebook usage over the epoch's training batches: share of codes used, the
+        perplexity exp(entropy) of the assignments (K if all codes were used evenly) and
+        the number of codes restarted."""
         counts, self._counts = self._counts.cpu(), torch.zeros_like(self._counts)
         share = counts.double() / max(int(counts.sum()), 1)
         entropy = -(share[share > 0] * share[share > 0].log()).sum()
+        restarted, self._restarted = self._restarted, 0
         return {"codes_used": round(float((counts > 0).double().mean()), 4),
-                "perplexity": round(float(entropy.exp()), 2)}
+                "perplexity": round(float(entropy.exp()), 2), "codes_restarted": restarted}
 
     def position_distances(self, x):
         e = self.encoder(x).float()
@@ -222,7 +258,7 @@ class SSVAE(_GridAutoencoder):
         mean, log_var = self.encoder(x).float().chunk(2, dim=1)
         return mean, log_var.clamp(-30, 20)
 
-    def terms(self, x):
+    def terms(self, x, roles):
         mean, log_var = self._moments(x)
         z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
         kl = 0.5 * (mean ** 2 + log_var.exp() - log_var - 1)

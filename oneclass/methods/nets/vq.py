@@ -62,6 +62,8 @@ class Codebook(nn.Module):
     def __init__(self, codes: int, dim: int):
         super().__init__()
         self.embeddings = nn.Parameter(torch.empty(codes, dim).uniform_(-1 / codes, 1 / codes))
+        # running assignments per training step (decay 0.9), for restarting dead codes
+        self.register_buffer("usage", torch.ones(codes))
 
     def nearest(self, e: torch.Tensor) -> torch.Tensor:
         """Index of the nearest embedding for each D-vector of the grid e: (n, D, h, w) -> (n, h, w)."""
