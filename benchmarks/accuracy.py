@@ -1,0 +1,179 @@
+"""Test AUROC of methods x gamma x seeds on the shared data, under both split protocols:
+the shipped recipes as they are, so the table is what a user gets from them.
+
+    python benchmarks/accuracy.py --out benchmarks/results/accuracy
+        [--datasets nanofibre,busi,leather] [--protocols honest,paper]
+        [--methods c-ss-ms-gvae,deep-sad,...] [--gammas 0,0.05,0.1,0.2] [--seeds 10]
+        [--jobs 2] [--threads 1] [--set KEY=VALUE ...]
+
+Protocols: ``honest`` splits whole source images between training, validation and test
+(``split.group_by: source``, the recipes' default); ``paper`` samples patches at random
+(``group_by: none``: patches of one image in training and test), as the c-ss-ms-gVAE
+paper's figures were made. Seed S draws both the split and the networks (a run with
+``--seed S``), so the spread includes the split's.
+
+Every finished cell is appended to OUT/runs.csv at once: a stopped benchmark goes on where
+it stopped when started again with the same --out. When all cells are done (or with
+--report-only), OUT/table.md gets mean ± sample std (n) per dataset, protocol, gamma and
+method, and the paired Wilcoxon signed-rank p-value of c-ss-ms-gvae against each other
+method (pairs: same dataset, protocol, gamma and seed), and OUT/auroc-vs-gamma.png the
+figure the papers draw. Jobs run in separate processes of --threads torch threads each:
+on 2 cores, 2 jobs of 1 thread train about twice as many runs an hour as 1 job of 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = {"nanofibre": "recipes/nanofibre.yaml", "busi": "recipes/busi.yaml",
+           "leather": "recipes/mvtec-leather.yaml"}
+PROTOCOLS = {"honest": "split.group_by=source", "paper": "split.group_by=none"}
+COLUMNS = ["dataset", "protocol", "gamma", "seed", "method", "auroc", "val_auroc", "seconds"]
+REFERENCE = "c-ss-ms-gvae"
+SUPERVISED = {"binclass"}  # no run at gamma 0
+
+
+def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from oneclass import api
+
+    dataset, protocol, gamma, seed, method = cell
+    config = api.load_recipe(ROOT / RECIPES[dataset], [PROTOCOLS[protocol], f"split.gamma={gamma}",
+                                                       f"method.name={method}", f"seed={seed}", *overrides])
+    config.dataset.root = str((ROOT / config.dataset.root).resolve())
+    store = api.patch_store(config)
+    sets = api.split(store, config)
+    began = time.perf_counter()
+    model = api.method_from_recipe(config, store)
+    model.fit(sets.train, sets.val)
+    seconds = time.perf_counter() - began
+    return {"dataset": dataset, "protocol": protocol, "gamma": gamma, "seed": seed, "method": method,
+            "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
+            "val_auroc": round(api.auroc(sets.val, model.score(sets.val)), 5), "seconds": round(seconds, 1)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{**row, "gamma": float(row["gamma"]), "seed": int(row["seed"]), "auroc": float(row["auroc"]),
+                 "val_auroc": float(row["val_auroc"]), "seconds": float(row["seconds"])}
+                for row in csv.DictReader(fh)]
+
+
+def report(rows: list[dict], out: Path) -> str:
+    """The table (markdown) of ``rows``; also draws the figure into ``out``."""
+    from scipy.stats import wilcoxon
+
+    cells: dict[tuple, dict[str, dict[int, float]]] = {}
+    for row in rows:
+        key = (row["dataset"], row["protocol"], row["gamma"])
+        cells.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row["auroc"]
+    lines = ["| dataset | protocol | gamma | method | test AUROC mean ± std (n) | "
+             f"p vs {REFERENCE} (pairs) | train s/run |", "|---|---|---|---|---|---|---|"]
+    seconds = {}
+    for row in rows:
+        seconds.setdefault((row["dataset"], row["method"]), []).append(row["seconds"])
+    for key in sorted(cells):
+        methods = cells[key]
+        reference = methods.get(REFERENCE, {})
+        for method in sorted(methods, key=lambda m: (m != REFERENCE, m)):
+            values = np.array(list(methods[method].values()))
+            spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
+            test = ""
+            pairs = sorted(set(reference) & set(methods[method]))
+            if method != REFERENCE and len(pairs) >= 5:
+                a = [reference[s] for s in pairs]
+                b = [methods[method][s] for s in pairs]
+                p = wilcoxon(a, b).pvalue if any(x != y for x, y in zip(a, b)) else 1.0
+                test = f"{p:.3g} ({len(pairs)})"
+            took = np.mean(seconds[(key[0], method)])
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {values.mean():.3f}{spread} "
+                         f"({len(values)}) | {test} | {took:.0f} |")
+    _figure(cells, out / "auroc-vs-gamma.png")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(cells: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(d, p) for d, p, _ in cells})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (dataset, protocol) in zip(axes[0], panels):
+        methods = sorted({m for (d, p, _), ms in cells.items() if (d, p) == (dataset, protocol) for m in ms})
+        for method in methods:
+            points = sorted((g, np.mean(list(ms[method].values())), np.std(list(ms[method].values()), ddof=1)
+                             if len(ms[method]) > 1 else 0.0)
+                            for (d, p, g), ms in cells.items() if (d, p) == (dataset, protocol) and method in ms)
+            g, mean, std = map(np.array, zip(*points))
+            ax.errorbar(g, mean, yerr=std, marker="o", capsize=3, label=method,
+                        linewidth=2.5 if method == REFERENCE else 1.2)
+        ax.set_title(f"{dataset}, {protocol} split")
+        ax.set_xlabel("gamma (labelled anomalies' share of training)")
+        ax.set_ylabel("test AUROC (mean ± std over seeds)")
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/results/accuracy")
+    parser.add_argument("--datasets", default="nanofibre,busi,leather")
+    parser.add_argument("--protocols", default="honest,paper")
+    parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae")
+    parser.add_argument("--gammas", default="0,0.05,0.1,0.2")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "runs.csv"
+    rows = read_rows(table)
+    done = {(r["dataset"], r["protocol"], r["gamma"], r["seed"], r["method"]) for r in rows}
+    cells = [(d, p, g, s, m) for d in args.datasets.split(",") for p in args.protocols.split(",")
+             for g in map(float, args.gammas.split(",")) for s in range(args.seeds)
+             for m in args.methods.split(",") if not (m in SUPERVISED and g == 0)]
+    todo = [c for c in cells if c not in done]
+    if not args.report_only and todo:
+        (out / "command.txt").write_text(" ".join(["python", *sys.argv]) + "\n")
+        print(f"{len(todo)} of {len(cells)} runs to do, {args.jobs} jobs x {args.threads} threads", flush=True)
+        new = not table.is_file()
+        with open(table, "a", newline="") as fh, ProcessPoolExecutor(args.jobs) as pool:
+            writer = csv.DictWriter(fh, COLUMNS)
+            if new:
+                writer.writeheader()
+            futures = {pool.submit(run_cell, c, args.overrides, args.threads): c for c in todo}
+            for future in as_completed(futures):
+                row = future.result()
+                writer.writerow(row)
+                fh.flush()
+                rows.append(row)
+                print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
+    text = report(rows, out)
+    (out / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
