@@ -182,3 +182,26 @@ def test_reader_warnings_do_not_reach_stderr(tmp_path):
             im.load()  # the file does make Pillow warn
     done = oneclass("extract-patches", "-d", "folder", "--root", root, "--size", 8, "--out", tmp_path / "s", "-q")
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["train", "recipes/demo.yaml", "--bogus"], "No such option: --bogus"),
+    (["train"], "Missing argument 'recipe'"),
+    (["train", "recipes/demo.yaml", "--repeats", "0"], "'--repeats'"),
+    (["evaluate", "x", "--plot"], "Option '--plot' requires an argument"),
+    (["bogus"], "No such command 'bogus'"),
+])
+def test_a_mistyped_command_line_is_one_line(args, expect):
+    """click's own three lines (Usage, Try, Error) become ours: one line naming the flag
+    and the command whose --help tells more, exit 2."""
+    result = oneclass(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oneclass: error:"), result.stderr
+    assert expect in lines[0] and lines[0].endswith("--help)"), lines[0]
+
+
+def test_bare_command_groups_still_show_their_help():
+    result = oneclass("list")
+    assert result.returncode == 2 and result.stderr.startswith("Usage: ")
+    assert "Commands:" in result.stderr and "methods" in result.stderr

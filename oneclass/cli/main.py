@@ -55,9 +55,32 @@ app.command("tsne", epilog=epilog("oneclass tsne"))(tsne.tsne)
 app.add_typer(listing.app, name="list")
 
 
+def _click_errors() -> tuple[type, type]:
+    """click's UsageError and ClickException, by way of typer's public BadParameter (typer
+    vendors click in newer releases, so ``import click`` may find nothing or another copy)."""
+    bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    return bases["UsageError"], bases["ClickException"]
+
+
 def run() -> None:
+    usage_error, click_error = _click_errors()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage_error as exc:  # a mistyped command line: one line, as every other error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `oneclass` or `oneclass list`
+            exc.show()
+            sys.exit(exc.exit_code)
+        command = exc.ctx.command_path if exc.ctx is not None else "oneclass"
+        print(f"oneclass: error: {exc.format_message()} (see {command} --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_error as exc:
+        print(f"oneclass: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except RuntimeError as exc:
+        if type(exc).__name__ != "Abort":  # click's Ctrl-C outside train, which handles its own
+            raise
+        print("oneclass: interrupted", file=sys.stderr)
+        sys.exit(130)
     except OneclassError as exc:
         print(f"oneclass: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -65,3 +88,4 @@ def run() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"oneclass: error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
