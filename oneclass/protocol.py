@@ -42,6 +42,10 @@ def method_class_problems(cls, name: str | None = None) -> list[str]:
                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if required:
             problems.append(f"`Params` fields without a default: {', '.join(required)}")
+        ignored = getattr(cls, "ignored_params", None)
+        unknown = [k for k in ignored() if k not in params.__dataclass_fields__] if callable(ignored) else []
+        if unknown:
+            problems.append(f"`ignored_params` names what `Params` lacks: {', '.join(unknown)}")
     for attr in REQUIRED:
         if not callable(getattr(cls, attr, None)):
             problems.append(f"no `{attr}` method")

@@ -1,3 +1,4 @@
+import re
 import sys
 import textwrap
 
@@ -140,7 +141,26 @@ def test_version_help_and_verbose_listing():
     help_text = oneclass("--help").stdout
     assert "extract-patches" in help_text and "list" in help_text
     verbose = oneclass("list", "datasets", "--verbose").stdout
-    assert "Anomalous/gt/<stem>_gt.png" in verbose and "missing_masks='skip'" in verbose
+    assert "Anomalous/gt/<stem>_gt.png" in verbose
+    assert re.search(r"^    dataset\.missing_masks +skip\b", verbose, re.M), verbose
+
+
+def test_verbose_method_listing_is_a_table_of_used_parameters():
+    """Each method's recipe keys with default and meaning (the Params comments); a variant
+    leaves out what it does not use."""
+    from oneclass.cli.listing import field_docs
+    from oneclass.methods.vqvae import SSVQVAE
+
+    docs = field_docs(SSVQVAE.Params)
+    assert docs["eta"] == "weight of L_normal against L_anomalous (Eq. 4)"  # inherited, inline
+    assert docs["restart_below"].startswith("a code whose running use")  # the lines above it
+    shown = oneclass("list", "methods", "-v").stdout
+    blocks = {block.split()[0]: block for block in shown.split("\n\n") if block.strip()}
+    assert re.search(r"^    method\.eta +1\.0 +weight of the labelled items$", blocks["deep-sad"], re.M)
+    assert "method.eta " not in blocks["deep-svdd"]  # unsupervised: no labelled term
+    assert "method.codes " in blocks["ss-vq-vae"] and "method.codes " not in blocks["ss-vae"]
+    assert "method.lambda3 " in blocks["c-ss-ms-gvae"] and "method.lambda3 " not in blocks["ss-ms-gvae"]
+    assert "method.delta " in blocks["gvae-a1"] and "method.delta " not in blocks["gvae-a2"]
 
 
 def test_cli_import_stays_light():

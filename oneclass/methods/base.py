@@ -47,6 +47,12 @@ class Method:
     class Params:
         pass
 
+    @classmethod
+    def ignored_params(cls) -> tuple[str, ...]:
+        """Parameters of ``Params`` this method does not use (a variant sharing its
+        family's Params); ``oneclass list methods -v`` leaves them out."""
+        return ()
+
     def __init__(self, params: "Method.Params", in_shape: tuple[int, int, int]):
         self.params = params
         self.in_shape = tuple(in_shape)

@@ -121,6 +121,10 @@ class DeepSVDD(DeepSAD):
     name = "deep-svdd"
     supervision = "unsupervised"
 
+    @classmethod
+    def ignored_params(cls) -> tuple[str, ...]:
+        return ("eta", "eps")  # the labelled items' term
+
     def training_items(self, train: PatchData) -> PatchData:
         kept = train.subset(train.roles != LABELED_ANOMALY)
         kept.roles = np.zeros_like(kept.roles)

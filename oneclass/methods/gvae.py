@@ -131,6 +131,17 @@ class GVAE(Method):
         tune_lambda2: list[float] = field(default_factory=list)  # grid tried on validation
         tune_lambda3: list[float] = field(default_factory=list)
 
+    @classmethod
+    def ignored_params(cls) -> tuple[str, ...]:
+        ignored = []
+        if not cls.classifier:
+            ignored += ["classifier_hidden", "lambda3", "tune_lambda3"]
+        if not cls.semi:
+            ignored += ["lambda2", "margin", "tune_lambda2"]
+        if "gg" not in (cls.latent_model, cls.image_model):
+            ignored += ["delta", "eps", "tau"]  # the GG models' regularisers
+        return tuple(dict.fromkeys(ignored))
+
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
         channels, size, width = self.in_shape

@@ -247,12 +247,20 @@ class VQVAE(SSVQVAE):
     name = "vq-vae"
     supervision = "unsupervised"
 
+    @classmethod
+    def ignored_params(cls) -> tuple[str, ...]:
+        return ("eta", "margin")  # the anomaly terms
+
 
 class SSVAE(_GridAutoencoder):
     """ss-VAE: Gaussian VAE on the same networks, with the same bounded negation."""
 
     name = "ss-vae"
     latent_channels_factor = 2  # mean and log-variance
+
+    @classmethod
+    def ignored_params(cls) -> tuple[str, ...]:
+        return ("codes", "beta")  # no codebook
 
     def _moments(self, x):
         mean, log_var = self.encoder(x).float().chunk(2, dim=1)
