@@ -183,7 +183,12 @@ def test_every_variant_is_registered_and_trains(cls, tmp_path):
 def test_ablations_are_configurations():
     assert (A1.latent_model, A1.image_model, A1.classifier, A1.multiscale) == ("norm", "gg", False, False)
     assert (A2.image_model, A3.latent_model, A3.image_model, A4.image_model) == ("squared", "none", "squared", "none")
-    assert make(A4, small(A4), (1, 32, 32), engine()).decoder is None
+    a4 = make(A4, small(A4), (1, 32, 32), engine())
+    assert a4.decoder is None
+    # no decoder to keep information: bias-free (Deep SVDD's argument), BN without shift
+    assert not any(name.endswith("bias") for name, _ in a4.encoder.named_parameters())
+    assert all(not m.affine for m in a4.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert any(name.endswith("bias") for name, _ in make(A2, small(A2), (1, 32, 32), engine()).encoder.named_parameters())
     assert A0.stages() == ["mean", "scale", "shape", "semi", "classifier"]
     assert A1.stages() == ["mean", "scale", "shape", "semi"]  # the image GG still has scale and shape
     assert A2.stages() == A3.stages() == A4.stages() == ["mean", "semi"]

@@ -153,8 +153,12 @@ class GVAE(Method):
             raise OneclassError(f"method {self.name}: needs 0 < delta < 1, 0 < tau < 2 and eps >= 0 "
                                 "(scale 1 and shape 2 must be reachable)")
         self.reg = gg.Regularisers(p.delta, p.eps, p.tau)
+        # without a decoder (A4) the loss pulls every normal encoding to the origin and
+        # nothing asks the encoder to keep information: as in Deep SVDD (Ruff et al. 2018,
+        # Prop. 2), biases would let it output a constant. A4's encoder has none.
         self.encoder = self.add("encoder", MultiscaleEncoder(
-            channels, p.scales, p.width, p.latent_channels, self.multiscale, self.latent_model == "gg"))
+            channels, p.scales, p.width, p.latent_channels, self.multiscale, self.latent_model == "gg",
+            bias=self.image_model != "none"))
         self.decoder = None
         if self.image_model != "none":
             self.decoder = self.add("decoder", MultiscaleDecoder(
@@ -390,7 +394,8 @@ class A3(A2):
 
 
 class A4(A2):
-    """A4: A2 without the decoder and its loss (close to Deep SAD)."""
+    """A4: A2 without the decoder and its loss (close to Deep SAD); its encoder is bias-free,
+    as Deep SAD's is, or it could map everything to the origin."""
 
     name = "gvae-a4"
     image_model = "none"

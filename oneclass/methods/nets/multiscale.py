@@ -30,13 +30,15 @@ from torch.nn import functional as F
 SLOPE = 0.01
 
 
-def conv_block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2),
-                         nn.BatchNorm2d(c_out), nn.LeakyReLU(SLOPE))
+def conv_block(c_in: int, c_out: int, kernel: int, bias: bool = True) -> nn.Sequential:
+    """Convolution, batch norm (without its affine shift and scale when ``bias`` is False),
+    leaky ReLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=bias),
+                         nn.BatchNorm2d(c_out, affine=bias), nn.LeakyReLU(SLOPE))
 
 
-def _branch(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(conv_block(c_in, c_in, 1), nn.Conv2d(c_in, c_out, 1))
+def _branch(c_in: int, c_out: int, bias: bool = True) -> nn.Sequential:
+    return nn.Sequential(conv_block(c_in, c_in, 1, bias), nn.Conv2d(c_in, c_out, 1, bias=bias))
 
 
 class GGHead(nn.Module):
@@ -44,9 +46,9 @@ class GGHead(nn.Module):
     for is not run (its parameter is held fixed by the caller) and returns None; with
     ``gg=False`` (ablations without GG modelling there) only the mean branch exists."""
 
-    def __init__(self, c_in: int, c_out: int, gg: bool = True):
+    def __init__(self, c_in: int, c_out: int, gg: bool = True, bias: bool = True):
         super().__init__()
-        self.mean = _branch(c_in, c_out)
+        self.mean = _branch(c_in, c_out, bias)
         self.log_scale = _branch(c_in, c_out) if gg else None
         self.log_shape = _branch(c_in, c_out) if gg else None
 
@@ -70,16 +72,16 @@ def widths(width: int, scales: int) -> list[int]:
 
 class MultiscaleEncoder(nn.Module):
     def __init__(self, channels: int, scales: int, width: int, latent_channels: int, multiscale: bool,
-                 gg: bool = True):
+                 gg: bool = True, bias: bool = True):
         super().__init__()
         w = widths(width, scales)
         self.blocks = nn.ModuleList(
-            nn.Sequential(conv_block(c_in, c_out, 3), conv_block(c_out, c_out, 3))
+            nn.Sequential(conv_block(c_in, c_out, 3, bias), conv_block(c_out, c_out, 3, bias))
             for c_in, c_out in zip([channels, *w], w))
         #: latent scales, finest first (indices into the blocks)
         self.latent_scales = list(range(scales)) if multiscale else [scales - 1]
         self.latent_channels = {s: latent_channels * 2 ** s for s in self.latent_scales}
-        self.heads = nn.ModuleDict({str(s): GGHead(w[s], self.latent_channels[s], gg)
+        self.heads = nn.ModuleDict({str(s): GGHead(w[s], self.latent_channels[s], gg, bias)
                                     for s in self.latent_scales})
 
     def forward(self, x: torch.Tensor, scale: bool = True, shape: bool = True) -> list[tuple]:
