@@ -249,3 +249,17 @@ def test_lambda_grid_is_tuned_on_validation(tmp_path):
     eng.val = None
     with pytest.raises(OneclassError, match="validation set"):
         method.fit(PatchData(images, train_rows, roles=roles), None)
+
+
+def test_a3_is_scored_by_its_own_reconstruction_error():
+    """A3 has no latent loss, so the family's ||E^mu|| reads an untrained latent; its
+    score is the squared reconstruction error at the latent mean, by hand here."""
+    method = make(A3, small(A3), (1, 32, 32), engine())
+    data = PatchData(np.random.default_rng(0).integers(0, 256, (5, 1, 32, 32), dtype=np.uint8), np.arange(5))
+    x = torch.from_numpy(data.images).float() / 255
+    for module in method.modules.values():
+        module.eval()
+    with torch.no_grad():
+        means = {s: mu for s, (mu, _, _) in zip(method.encoder.latent_scales, method.encoder(x, False, False))}
+        expected = ((x - method.decoder(means, False, False)[0]) ** 2).flatten(1).sum(1)
+    np.testing.assert_allclose(method.score(data), expected.numpy(), rtol=1e-5)

@@ -45,8 +45,13 @@ GG parts skip the stages that would train nothing. Without labelled items (gamma
 no labelled normals) the semi-supervised stage is skipped, so ss-ms-gvae equals ms-gvae
 there; without labelled anomalies the classifier stage is skipped.
 
-Score (Sec. 3.6): S(U) = ||E^mu(U)||_2 over all latent scales, for every variant (A3,
-which has no latent loss, keeps it too: it is the family's score).
+Score (Sec. 3.6): S(U) = ||E^mu(U)||_2 over all latent scales, for every variant but A3.
+The paper gives no score for A3, and this one would read a latent nothing trains: A3 has
+no latent loss, so ||E^mu|| of a normal item is not pulled small: on the tests' easy set
+(3 seeds, 3 epochs) it gave AUROC 0.82, 0.51, 0.57, and the reconstruction error 1.0
+each time. A3 is scored by its own
+likelihood instead, the squared reconstruction error ||U - D^mu(E^mu(U))||^2 of its image
+model at the latent mean -- ss-DCAE's score, which A3 is close to.
 """
 
 from __future__ import annotations
@@ -387,10 +392,14 @@ class A2(A1):
 
 
 class A3(A2):
-    """A3: A2 without the latent loss (close to ss-DCAE)."""
+    """A3: A2 without the latent loss (close to ss-DCAE); scored by its reconstruction error."""
 
     name = "gvae-a3"
     latent_model = "none"
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        """The squared reconstruction error at the latent mean (see the module's notes)."""
+        return self.per_item(x, Mode(scale=False, shape=False, variational=False, classifier=False))[1]
 
 
 class A4(A2):
