@@ -307,9 +307,20 @@ def _build(cls: type, data: Any, source: str, prefix: str, origins: dict[str, st
         else:
             values[key] = coerce(value, hint_type, f"{blame}: {key_path}")
             _check_range(values[key], key_path, f"{blame}: {key_path}")
+            _check_pattern(values[key], key_path, f"{blame}: {key_path}")
     if open_field is not None:
         values[open_field] = extra
     return cls(**values)
+
+
+# string keys whose form is known at load: (regular expression, the refusal's message)
+PATTERNS = {"train.device": (re.compile(r"auto|cpu|cuda(:\d+)?"), "unknown device {!r} (auto, cpu, cuda, cuda:N)")}
+
+
+def _check_pattern(value: Any, key_path: str, where: str) -> None:
+    pattern = PATTERNS.get(key_path)
+    if pattern is not None and isinstance(value, str) and not pattern[0].fullmatch(value):
+        raise RecipeError(f"{where}: {pattern[1].format(value)}")
 
 
 def _check_range(value: Any, key_path: str, where: str) -> None:

@@ -77,8 +77,11 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     from oneclass.data.items import PatchData
     from oneclass.engine import Trainer
 
+    from oneclass.engine import resolve_device
+
     report = report or (lambda event: None)
     cls, params = method_class(config)
+    resolve_device(config.train.device, f"{config.where('train.device')}: train.device")  # CUDA asked, none here
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
     if store is None:

@@ -88,4 +88,6 @@ def run() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"oneclass: error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # typer caught a Ctrl-C itself (train handles its own, naming its checkpoint)
+        print("oneclass: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ Whole-slide images are opened through OpenSlide in :mod:`oneclass.data.slides`.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -89,11 +90,20 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _read_any(path: Path, mask: bool = False) -> np.ndarray:
-    # decoders warn about what they can read past (corrupt EXIF, odd tags): the pixels
-    # either come back, or the failure becomes one error line; nothing else reaches stderr
+    # decoders warn or log about what they can read past (corrupt EXIF, odd tags): the
+    # pixels either come back, or the failure becomes one error line; nothing else
+    # reaches stderr
+    quiet = [logging.getLogger(name) for name in ("tifffile", "PIL")]
+    was = [logger.disabled for logger in quiet]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _decode(path, mask)
+        for logger in quiet:
+            logger.disabled = True
+        try:
+            return _decode(path, mask)
+        finally:
+            for logger, disabled in zip(quiet, was):
+                logger.disabled = disabled
 
 
 def _decode(path: Path, mask: bool) -> np.ndarray:
