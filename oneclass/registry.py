@@ -166,3 +166,7 @@ methods.add("ss-vq-vae", f"{_M}.vqvae:SSVQVAE",
             "ss-VQ-VAE (Sharma et al. 2023): VQ-VAE with a bounded negated loss on labelled anomalies")
 methods.add("vq-vae", f"{_M}.vqvae:VQVAE", "VQ-VAE (van den Oord et al. 2017), score = ||E(U) - Q(U)||")
 methods.add("ss-vae", f"{_M}.vqvae:SSVAE", "ss-VAE: Gaussian VAE with the ss-VQ-VAE negation (no quantisation)")
+methods.add("devnet", f"{_M}.devnet:DevNet",
+            "DevNet (Pang et al.): deviation loss with a Gaussian prior, top-k MIL over a backbone's feature-map cells")
+methods.add("devnet-plain", f"{_M}.devnet:DevNetPlain",
+            "DevNet without MIL (the paper's ablation DS): one score of globally averaged features")

@@ -48,6 +48,10 @@ FAST: dict[str, Any] = {
 FAST_BY_METHOD: dict[str, dict[str, Any]] = {
     "ms-gvae": {"epochs": {"mean": 8, "scale": 8, "shape": 8}},
     "vq-vae": {"steps": 200},
+    # random weights (no download), one small scale, a shallow feature map
+    "devnet": {"weights": "none", "scales": [32], "layer": "layer3", "batch_size": 16, "anomalies_per_batch": 8},
+    "devnet-plain": {"weights": "none", "scales": [32], "layer": "layer3", "batch_size": 16,
+                     "anomalies_per_batch": 8},
 }
 #: The ``train`` section the check trains with (``oneclass.recipe.TrainSection`` keys).
 FAST_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "device": "cpu"}

@@ -182,7 +182,9 @@ def whole_image(
     most frequent defect type of the mask, else the item's own."""
     height, width = image.shape[:2]
     rows, cols = resize_matrix(height, side), resize_matrix(width, side)
-    pixels = np.einsum("yh,hwc,xw->cyx", rows, image.astype(np.float32), cols)
+    # optimize: contract pairwise (two matrix products); unoptimised einsum loops over all
+    # four indices at once, 22 s instead of 0.09 s for a 500 x 600 image
+    pixels = np.einsum("yh,hwc,xw->cyx", rows, image.astype(np.float32), cols, optimize=True)
     images = _round(_convert_channels(pixels[None], channels))
     mask = np.zeros((1, side, side), dtype=np.uint8)
     frac = 0.0
