@@ -79,6 +79,9 @@ class Ensemble(Method):
         self.standardisation.mean.copy_(torch.from_numpy(scores.mean(1)))
         self.standardisation.std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0)))
 
+    def run_info(self) -> dict:
+        return self.members[0].run_info()  # the members differ in their seeds only
+
     def _zscores(self, outputs: list[np.ndarray]) -> np.ndarray:
         mean, std = self.standardisation.mean.cpu().numpy(), self.standardisation.std.cpu().numpy()
         return np.mean([(out - m) / s for out, m, s in zip(outputs, mean, std)], axis=0)

@@ -147,7 +147,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
                          "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
                          if trainer.throughput else None, "device": str(trainer.device),
-                         **({"selected": trainer.selected} if trainer.selected else {})}}
+                         **({"selected": trainer.selected} if trainer.selected else {}),
+                         **({"method": method.run_info()} if method.run_info() else {})}}
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)

@@ -461,6 +461,7 @@ def test_folder_recipe_trains_scores_and_draws_maps(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     maps = np.load(out / "maps/test.npy")
     assert metrics["method"] == "devnet" and maps.shape == (metrics["test"]["n"], 32, 32)
+    assert metrics["train"]["method"] == {"backbone": "resnet18", "layer": "layer4", "weights": "none"}
     assert 0 <= metrics["test"]["auroc"] <= 1 and 0 <= metrics["test"]["pixel_auroc"] <= 1
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert records[0] == {"stage": "train", "backbone": "resnet18 layer4", "weights": "none", "steps": 12,

@@ -121,6 +121,11 @@ class Method:
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         raise NotImplementedError
 
+    def run_info(self) -> dict:
+        """What a run's records should say of this fit beyond its parameters (e.g. where
+        pretrained weights came from); ``oneclass train`` writes it to metrics.json."""
+        return {}
+
     # -- inference ----------------------------------------------------------------
 
     def score(self, data: PatchData) -> np.ndarray:

@@ -153,6 +153,9 @@ class DevNet(Method):
         self.net = self.add("net", _ScoreNet(backbone, layer))
         self.weights_source: str | None = None  # set by fit: what initialised the backbone
 
+    def run_info(self) -> dict:
+        return {"backbone": self.params.backbone, "layer": self.net.layer, "weights": self.weights_source}
+
     # -- checks -------------------------------------------------------------------------
 
     def _fail(self, message: str) -> None:
