@@ -792,6 +792,7 @@ def test_evaluate_plot_needs_run_folders_and_a_png(run, tmp_path):
     is not a .png: refused, no figure."""
     pdf = tmp_path / "auc.pdf"
     _refused(oneclass("evaluate", run, "-q", "--plot", pdf), 2, f"--plot: {pdf}: expected a .png file name")
-    _refused(oneclass("evaluate", run / "scores" / "test.csv", "-q", "--plot", tmp_path / "auc.png"), 2,
+    # without -q too: refused before any table is printed
+    _refused(oneclass("evaluate", run / "scores" / "test.csv", "--plot", tmp_path / "auc.png"), 2,
              "--plot: AUROC against gamma needs run folders (score files carry no gamma)")
     assert list(tmp_path.iterdir()) == []

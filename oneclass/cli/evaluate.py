@@ -49,6 +49,8 @@ def evaluate(
     stdin = sys.stdin.read() if "-" in inputs else None
     results = load_inputs(inputs, stdin)
     groups = [g.summary() for g in group(results)]
+    if plot is not None and not any(g["gamma"] is not None for g in groups):  # refused before any output
+        raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
     tests = compare_methods(results)
     if not quiet:
         _tables(results, groups, tests)
@@ -65,8 +67,6 @@ def evaluate(
     if plot is not None:
         from oneclass.plots import auc_vs_gamma
 
-        if not any(g["gamma"] is not None for g in groups):
-            raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
         auc_vs_gamma(groups, plot)
         if not quiet:
             err.print(f"figure: {plot}")
