@@ -164,3 +164,12 @@ def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, t
     else:
         assert len(epochs) == 6  # keep: best trains every epoch, then goes back
     assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back
+
+
+def test_every_built_in_method_draws_maps():
+    """Maps and pixel AUROC for every method (issue 12 item 3): the ones without a native
+    map explain by the gradient of their score (oneclass.maps)."""
+    from oneclass import registry
+
+    missing = [name for name in registry.methods.names() if not callable(registry.methods.get(name).explain)]
+    assert missing == []

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from oneclass.data.items import LABELED_ANOMALY
 from oneclass.data.items import PatchData
+from oneclass.maps import gradient_maps
 from oneclass.errors import OneclassError
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import Encoder, check_shape
@@ -70,3 +71,7 @@ class BinClass(Method):
 
     def embed(self, data: PatchData) -> np.ndarray:
         return self.map(self.net.encoder, data)
+
+    def explain(self, data: PatchData) -> np.ndarray:
+        """The gradient map of the anomaly logit (oneclass.maps, DevNet's recipe)."""
+        return gradient_maps(self, self.net, data)

@@ -27,6 +27,7 @@ from torch import nn
 
 from oneclass.data.items import LABELED_ANOMALY
 from oneclass.data.items import PatchData
+from oneclass.maps import gradient_maps
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, Encoder, check_shape
 
@@ -113,6 +114,10 @@ class DeepSAD(Method):
 
     def embed(self, data: PatchData) -> np.ndarray:
         return self.map(self.net, data)
+
+    def explain(self, data: PatchData) -> np.ndarray:
+        """The gradient map of the distance to c (oneclass.maps, DevNet's recipe)."""
+        return gradient_maps(self, self._distance, data)
 
 
 class DeepSVDD(DeepSAD):

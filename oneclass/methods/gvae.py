@@ -67,6 +67,7 @@ from torch.nn import functional as F
 from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
 from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
+from oneclass.maps import gradient_maps
 from oneclass.methods import gg
 from oneclass.methods.base import Method, masked_mean
 from oneclass.methods.nets.multiscale import LatentClassifier, MultiscaleDecoder, MultiscaleEncoder
@@ -337,14 +338,9 @@ class GVAE(Method):
         return self.map(self._means, data)
 
     def explain(self, data: PatchData) -> np.ndarray:
-        """|d S(U) / d U| summed over channels: which pixels move the score."""
-        def saliency(x: torch.Tensor) -> torch.Tensor:
-            with torch.enable_grad():
-                x = x.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self._score(x).sum(), x)
-            return grad.abs().sum(1)
-
-        return self.map(saliency, data)
+        """|d S(U) / d U| summed over channels, clipped and smoothed (oneclass.maps, DevNet's
+        recipe): which pixels move the score."""
+        return gradient_maps(self, self._score, data)
 
 
 class SSMSGVAE(GVAE):
