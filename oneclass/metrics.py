@@ -188,6 +188,16 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return auroc(truth, np.asarray(maps, dtype=np.float32).reshape(-1))
 
 
+def pixel_auroc_per_image(masks: np.ndarray, maps: np.ndarray) -> tuple[float | None, int]:
+    """The mean of per-item pixel AUROCs over the items whose mask holds both classes
+    (DevNet's localisation figure, Pang et al. Sec. 6.9: anomalous test images), and how
+    many items that is; (None, 0) when there is none."""
+    truth = np.asarray(masks).reshape(len(masks), -1).astype(bool)
+    values = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    scores = [auroc(t, v) for t, v in zip(truth, values) if t.any() and not t.all()]
+    return (float(np.mean(scores)), len(scores)) if scores else (None, 0)
+
+
 def wilcoxon(a, b) -> dict:
     """Paired two-sided Wilcoxon signed-rank test of a - b (exact for small samples)."""
     from scipy.stats import wilcoxon as test

@@ -39,7 +39,8 @@ class Result:
         m = self.metrics
         row = {"input": self.name, "dataset": self.dataset, "method": self.method,
                "gamma": self.gamma, "seed": self.seed, "n": m["n"], "anomalous": m["anomalous"],
-               "auroc": m["auroc"], "auprc": m["auprc"], "pixel_auroc": m.get("pixel_auroc")}
+               "auroc": m["auroc"], "auprc": m["auprc"], "pixel_auroc": m.get("pixel_auroc"),
+               "pixel_auroc_per_item": m.get("pixel_auroc_per_item")}
         image = m.get("image") or {}
         row.update({"images": image.get("n"), "anomalous_images": image.get("anomalous"),
                     "image_auroc": image.get("auroc"), "image_auprc": image.get("auprc"),
@@ -61,7 +62,7 @@ class Group:
 
     def summary(self) -> dict:
         out = {"dataset": self.dataset, "method": self.method, "gamma": self.gamma, "n": len(self.results)}
-        for key in ("auroc", "auprc", "pixel_auroc", "image_auroc", "image_auprc"):
+        for key in ("auroc", "auprc", "pixel_auroc", "pixel_auroc_per_item", "image_auroc", "image_auprc"):
             values = [v for v in (_metric(r.metrics, key) for r in self.results) if v is not None]
             out[f"{key}_mean"] = float(np.mean(values)) if values else None
             out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
@@ -112,9 +113,10 @@ def _from_run(path: Path) -> Result:
     test, val = run.scores("test"), run.scores("val")
     metrics = evaluate_scores(test.labels, test.scores, str(path / "scores/test.csv"),
                               val=(val.labels, val.scores))
-    pixel = run.metrics.get("test", {}).get("pixel_auroc")
-    if pixel is not None:
-        metrics["pixel_auroc"] = pixel
+    for key in ("pixel_auroc", "pixel_auroc_per_item"):
+        value = run.metrics.get("test", {}).get(key)
+        if value is not None:
+            metrics[key] = value
     metrics["image"] = _run_images(run, test)
     split = run.recipe.get("split") or {}
     return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),

@@ -249,9 +249,16 @@ def _draw_maps(method, store: PatchStore, rows: np.ndarray, partial: Path, test_
                pixel_auroc: bool) -> None:
     from oneclass.data.items import PatchData
     from oneclass.metrics import pixel_auroc as pixel_level
+    from oneclass.metrics import pixel_auroc_per_image
 
     maps = method.explain(PatchData(store.images, rows))
     (partial / "maps").mkdir(exist_ok=True)
     np.save(partial / "maps" / "test.npy", maps.astype(np.float16))
     if pixel_auroc:
-        test_metrics["pixel_auroc"] = pixel_level(store.masks[rows], maps)
+        masks = store.masks[rows]
+        test_metrics["pixel_auroc"] = pixel_level(masks, maps)  # pooled over every pixel
+        if test_metrics["pixel_auroc"] is None:
+            test_metrics["pixel_absent"] = "the test items' masks hold one class only (no masks?): image level only"
+        per_item, items = pixel_auroc_per_image(masks, maps)
+        test_metrics["pixel_auroc_per_item"] = per_item
+        test_metrics["pixel_auroc_items"] = items

@@ -463,6 +463,10 @@ def test_folder_recipe_trains_scores_and_draws_maps(tmp_path):
     assert metrics["method"] == "devnet" and maps.shape == (metrics["test"]["n"], 32, 32)
     assert metrics["train"]["method"] == {"backbone": "resnet18", "layer": "layer4", "weights": "none"}
     assert 0 <= metrics["test"]["auroc"] <= 1 and 0 <= metrics["test"]["pixel_auroc"] <= 1
+    assert 0 <= metrics["test"]["pixel_auroc_per_item"] <= 1 and metrics["test"]["pixel_auroc_items"] > 0
+    shown = oneclass("evaluate", out, "--format", "json", "-q")
+    assert json.loads(shown.stdout)["groups"][0]["pixel_auroc_per_item_mean"] == \
+        pytest.approx(metrics["test"]["pixel_auroc_per_item"])
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert records[0] == {"stage": "train", "backbone": "resnet18 layer4", "weights": "none", "steps": 12,
                           "lr_step_every": records[0]["lr_step_every"]}

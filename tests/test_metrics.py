@@ -88,3 +88,21 @@ def test_equal_error_threshold_inside_a_collinear_stretch_of_the_roc_curve():
     labels = np.r_[np.zeros(10, int), np.ones(10, int)]
     scores = np.r_[np.zeros(8), [10.5, 10.5], np.arange(1, 11)]
     assert equal_error_threshold(labels, scores) == 3
+
+
+def test_pixel_auroc_pooled_and_per_item_by_hand():
+    """Pooled: one ranking of every pixel; per item (DevNet's): each anomalous item's own
+    ranking, averaged over the items whose mask holds both classes."""
+    masks = np.zeros((3, 1, 4), np.uint8)
+    masks[1] = [[1, 1, 0, 0]]
+    masks[2] = [[1, 1, 1, 1]]  # all anomalous: no ranking inside it, left out per item
+    maps = np.array([[[0.9, 0.0, 0.0, 0.0]],  # a normal item with one hot pixel
+                     [[0.5, 0.2, 0.3, 0.1]],  # pairs (anomalous > normal): 0.5>0.3, 0.5>0.1, 0.2>0.1; 0.2<0.3
+                     [[0.4, 0.4, 0.4, 0.4]]])
+    per_item, items = metrics.pixel_auroc_per_image(masks, maps)
+    assert items == 1 and per_item == pytest.approx(3 / 4)
+    # pooled: 6 anomalous pixels (0.5, 0.2, 0.4 x 4) against 6 normal (0.9, 0, 0, 0, 0.3, 0.1)
+    anomalous, normal = [0.5, 0.2, 0.4, 0.4, 0.4, 0.4], [0.9, 0.0, 0.0, 0.0, 0.3, 0.1]
+    wins = sum((a > b) + 0.5 * (a == b) for a in anomalous for b in normal)
+    assert metrics.pixel_auroc(masks, maps) == pytest.approx(wins / 36)
+    assert metrics.pixel_auroc_per_image(np.zeros((2, 1, 4)), maps[:2]) == (None, 0)

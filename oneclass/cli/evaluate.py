@@ -87,13 +87,14 @@ def _tables(results, groups, tests) -> None:
     images = any(r.metrics.get("image") for r in results)
     table = Table(title="test metrics (mean ± sample std over n runs)", title_justify="left")
     for column in ("dataset", "method", "gamma", "runs", "AUROC", "AUPRC", "acc@val thr", "pixel AUROC",
+                   "pixel AUROC/item",
                    *(("image AUROC", "image AUPRC") if images else ())):
         table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
     for g in groups:
         acc = g["val_threshold_accuracy_mean"]
         table.add_row(g["dataset"], g["method"], "" if g["gamma"] is None else f"{g['gamma']:g}",
                       str(g["n"]), _pm(g, "auroc"), _pm(g, "auprc"),
-                      "" if acc is None else f"{acc:.3f}", _pm(g, "pixel_auroc"),
+                      "" if acc is None else f"{acc:.3f}", _pm(g, "pixel_auroc"), _pm(g, "pixel_auroc_per_item"),
                       *((_pm(g, "image_auroc"), _pm(g, "image_auprc")) if images else ()))
     err.print(table)
     if len(results) <= 12:
