@@ -236,18 +236,18 @@ def _text(value) -> str | None:
 
 
 def mark(folder: Path, kind: str) -> None:
-    """Mark ``folder`` as a oneclass ``kind`` ("run" or "store")."""
+    """Mark ``folder`` as a oneclass ``kind`` ("run", "store" or "maps")."""
     write_json(folder / MARKER, {"kind": kind, "oneclass": __version__})
 
 
 def folder_kind(path: Path) -> str | None:
-    """"run" or "store" for a folder oneclass wrote; None for anything else."""
+    """"run", "store" or "maps" for a folder oneclass wrote; None for anything else."""
     if not path.is_dir():
         return None
     try:
         if (path / MARKER).is_file():
             kind = json.loads((path / MARKER).read_text()).get("kind")
-            return kind if kind in ("run", "store") else None
+            return kind if kind in ("run", "store", "maps") else None
         # folders written before the marker: a run's env.json, a store's meta.json
         if "run_format" in json.loads((path / "env.json").read_text()):
             return "run"

@@ -88,3 +88,23 @@ def tsne_map(points: np.ndarray, outcomes: list[str], title: str, path: Path) ->
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # off the points
     _save(fig, path)
     plt.close(fig)
+
+
+def map_overlay(pixels: np.ndarray, heat: np.ndarray, title: str, path: Path) -> None:
+    """An item (C, H, W uint8) beside the same with its anomaly map (H, W) laid over it in
+    colour (scaled to the map's own range, its scale bar beside it), titled."""
+    plt = _pyplot()
+    image = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+    cmap = "gray" if pixels.shape[0] == 1 else None
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    for ax in axes:
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = axes[1].imshow(heat, cmap="inferno", alpha=0.55, interpolation="bilinear")
+    fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="anomaly map")
+    axes[0].set_title("input", fontsize=9)
+    axes[1].set_title("map over input", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    plt.close(fig)

@@ -323,3 +323,30 @@ def test_resuming_from_a_damaged_checkpoint_is_one_line(tiny, tmp_path, damage, 
                     "--set", "train.epochs=3")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert expect in done.stderr and "Traceback" not in done.stderr
+
+
+def test_explain_draws_the_most_anomalous_items_beside_their_maps(run, tiny, tmp_path):
+    """`oneclass explain`: the TOP highest-scoring items, ranked as `score` ranks them, one
+    figure each, a scores.csv, a marked folder that --overwrite alone replaces."""
+    import csv
+
+    out = tmp_path / "maps"
+    done = oneclass("explain", run, tiny["store"], "--out", out, "--top", "3")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)
+    with open(out / "scores.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    scored = subprocess.run([sys.executable, "-m", "oneclass", "score", str(run), str(tiny["store"])],
+                            capture_output=True, text=True)
+    table = list(csv.DictReader(scored.stdout.splitlines()))
+    best = sorted(table, key=lambda r: -float(r["score"]))[:3]
+    assert [r["id"] for r in rows] == [r["id"] for r in best] and [r["rank"] for r in rows] == ["1", "2", "3"]
+    for row in rows:
+        _assert_a_drawn_png(out / row["figure"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([".oneclass", "scores.csv", *(r["figure"] for r in rows)])
+    again = oneclass("explain", run, tiny["store"], "--out", out)
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    assert oneclass("explain", run, tiny["store"], "--out", out, "--overwrite", "--top", "1").returncode == 0
+    assert len(list(out.glob("*.png"))) == 1
+    refused = oneclass("explain", run, tiny["store"], "--out", run, "--overwrite")  # a run, not maps
+    assert refused.returncode == 2 and "oneclass run folder" in refused.stderr

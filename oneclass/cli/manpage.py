@@ -91,6 +91,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("oneclass tsne demo-run --max-points 1000 --device cpu",
          "A quicker map of 1000 points drawn at random (--seed 0), on the CPU."),
     ],
+    "oneclass explain": [
+        ("oneclass explain demo-run demo-store --out demo-maps",
+         "The 20 most anomalous patches of a store, each beside its map: demo-maps/*.png."),
+        ("oneclass explain \"$run\" scan.png --out maps --top 0",
+         "Every patch of one image, cut as the run's recipe says."),
+    ],
     "oneclass list": [
         ("oneclass list datasets",
          "The dataset plugins a recipe's dataset.name may name."),
@@ -159,6 +165,8 @@ ENVIRONMENT_OF: dict[str, list[tuple[str, str]]] = {
                        ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
     "oneclass tsne": [(name, ENVIRONMENT[name]) for name in
                       ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
+    "oneclass explain": [(name, ENVIRONMENT[name]) for name in
+                         ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
 }
 
 # oneclass/data/store.py, oneclass/artifacts.py, oneclass/training.py, oneclass/stores.py
@@ -229,6 +237,14 @@ FILES: dict[str, list[tuple[str, str]]] = {
         ("OUT", "The figure; RUN/tsne-SPLIT.png by default."),
         ("OUT, .png replaced by .json", "Beside it: points, silhouette, threshold, outcomes "
                                         "(TP/FN/TN/FP), perplexity, seed, max_points."),
+    ],
+    "oneclass explain": [
+        ("RUN/model.pt, RUN/metrics.json", "The model, and the validation threshold the titles "
+                                           "compare each score with."),
+        ("OUT/RANK-SOURCE-xX-yY.png", "An item beside its anomaly map, titled with source, "
+                                      "position, score and threshold; rank 1 scores highest."),
+        ("OUT/scores.csv", "rank,id,source,x,y,score,figure of the items drawn."),
+        ("OUT/.oneclass", "The marker: --overwrite replaces only a maps folder oneclass wrote."),
     ],
 }
 
