@@ -106,30 +106,18 @@ def report(rows: list[dict], out: Path) -> str:
 
 
 def _figure(cells: dict, path: Path) -> None:
-    import matplotlib
+    """The toolkit's own AUROC-vs-gamma figure (a bar per method where there is one gamma),
+    a panel per dataset and protocol."""
+    from oneclass.plots import auc_vs_gamma
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = sorted({(d, p) for d, p, _ in cells})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (dataset, protocol) in zip(axes[0], panels):
-        methods = sorted({m for (d, p, _), ms in cells.items() if (d, p) == (dataset, protocol) for m in ms})
-        for method in methods:
-            points = sorted((g, np.mean(list(ms[method].values())), np.std(list(ms[method].values()), ddof=1)
-                             if len(ms[method]) > 1 else 0.0)
-                            for (d, p, g), ms in cells.items() if (d, p) == (dataset, protocol) and method in ms)
-            g, mean, std = map(np.array, zip(*points))
-            ax.errorbar(g, mean, yerr=std, marker="o", capsize=3, label=method,
-                        linewidth=2.5 if method == REFERENCE else 1.2)
-        ax.set_title(f"{dataset}, {protocol} split")
-        ax.set_xlabel("gamma (labelled anomalies' share of training)")
-        ax.set_ylabel("test AUROC (mean ± std over seeds)")
-        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    groups = []
+    for (dataset, protocol, gamma), methods in cells.items():
+        for method, by_seed in methods.items():
+            values = np.array(list(by_seed.values()))
+            groups.append({"dataset": f"{dataset}, {protocol} split", "method": method, "gamma": gamma,
+                           "n": len(values), "auroc_mean": float(values.mean()),
+                           "auroc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0})
+    auc_vs_gamma(groups, path)
 
 
 def main() -> None:

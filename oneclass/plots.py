@@ -31,7 +31,8 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
     the chance level (0.5) is drawn."""
     plt = _pyplot()
     datasets = sorted({g["dataset"] for g in groups})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4), squeeze=False,
+                             layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
         rows = [g for g in groups if g["dataset"] == dataset and g["gamma"] is not None]
         methods = sorted({g["method"] for g in rows})
@@ -56,7 +57,7 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
         ax.set_ylabel("test AUROC (mean ± std over runs)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # off the data
     _save(fig, path)
     plt.close(fig)
 
