@@ -50,3 +50,30 @@ def test_api_matches_the_cli_at_the_same_seed(tiny, tmp_path):
     method.fit(sets.train, sets.val)
     written = [float(line.rsplit(",", 1)[1]) for line in (out / "scores/test.csv").read_text().splitlines()[1:]]
     assert np.allclose(method.score(sets.test), written, rtol=0, atol=1e-6)
+
+
+def test_readme_first_hour_commands_run_verbatim(tmp_path):
+    """The set-up's training command, then the "in the same shell" block, exactly as the
+    README writes them, in a new bash whose PATH holds the installed `oneclass` (what
+    activating the virtual environment does), from a checkout's root (recipes/ at hand)."""
+    import os
+
+    text = (ROOT / "README.md").read_text()
+    setup = text[text.index("## Set-up"):text.index("## Extracting patches")]
+    blocks = re.findall(r"```sh\n(.*?)```", setup, re.S)
+    install, first_hour = blocks[0], blocks[2]
+    train = install[install.index("oneclass train"):].strip()
+    assert train == "oneclass train recipes/demo.yaml --out demo-run --overwrite"
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "oneclass").is_file(), "the README installs the `oneclass` script beside python"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "ONECLASS_CACHE": str(tmp_path / "cache"),
+           "COLUMNS": "120", **{k: v for k, v in os.environ.items() if k.startswith("LANG") or k == "LC_ALL"}}
+    script = f"set -euo pipefail\n{train}\n{first_hour}"
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "demo-run/metrics.json").is_file() and (tmp_path / "demo-run/tsne-test.png").is_file()
+    header = (tmp_path / "scores.csv").read_text().splitlines()[0]
+    assert header == "id,source,x,y,label,subclass,score"
+    assert "AUROC" in done.stderr

@@ -127,6 +127,9 @@ First hour
       -> tests/test_bad_input.py::test_out_with_missing_parents_is_created
 11b   the README's Python example                  runs as written in a fresh interpreter
       -> tests/test_api.py::test_readme_python_example_runs
+11c+  the README's set-up training command and     run verbatim in a new bash, `oneclass` on PATH
+      first-hour shell block                       as activating the venv puts it
+      -> tests/test_api.py::test_readme_first_hour_commands_run_verbatim
 12a   man pages and --help disagree (<bool>, no    one source; sections in order, exit codes 0 1 2
       EXAMPLES / EXIT STATUS / ENVIRONMENT /       130, flags as flags, examples real commands
       FILES)
