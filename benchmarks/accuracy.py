@@ -54,12 +54,19 @@ def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
     config.dataset.root = str((ROOT / config.dataset.root).resolve())
     store = api.patch_store(config)
     sets = api.split(store, config)
+    from oneclass.engine import TrainingDiverged
+
     began = time.perf_counter()
     model = api.method_from_recipe(config, store)
-    model.fit(sets.train, sets.val)
+    row = {"dataset": dataset, "protocol": protocol, "gamma": gamma, "seed": seed, "method": method}
+    try:
+        model.fit(sets.train, sets.val)
+    except TrainingDiverged as exc:  # a result too: counted and shown, not averaged
+        print(f"{cell}: {exc}", file=sys.stderr, flush=True)
+        return {**row, "auroc": float("nan"), "val_auroc": float("nan"),
+                "seconds": round(time.perf_counter() - began, 1)}
     seconds = time.perf_counter() - began
-    return {"dataset": dataset, "protocol": protocol, "gamma": gamma, "seed": seed, "method": method,
-            "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
+    return {**row, "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
             "val_auroc": round(api.auroc(sets.val, model.score(sets.val)), 5), "seconds": round(seconds, 1)}
 
 
@@ -89,18 +96,22 @@ def report(rows: list[dict], out: Path) -> str:
         methods = cells[key]
         reference = methods.get(REFERENCE, {})
         for method in sorted(methods, key=lambda m: (m != REFERENCE, m)):
-            values = np.array(list(methods[method].values()))
+            runs = np.array(list(methods[method].values()))
+            values = runs[np.isfinite(runs)]
+            diverged = f", {len(runs) - len(values)} diverged" if len(values) < len(runs) else ""
             spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
             test = ""
-            pairs = sorted(set(reference) & set(methods[method]))
+            pairs = sorted(s for s in set(reference) & set(methods[method])
+                           if np.isfinite(reference[s]) and np.isfinite(methods[method][s]))
             if method != REFERENCE and len(pairs) >= 5:
                 a = [reference[s] for s in pairs]
                 b = [methods[method][s] for s in pairs]
                 p = wilcoxon(a, b).pvalue if any(x != y for x, y in zip(a, b)) else 1.0
                 test = f"{p:.3g} ({len(pairs)})"
             took = np.mean(seconds[(key[0], method)])
-            lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {values.mean():.3f}{spread} "
-                         f"({len(values)}) | {test} | {took:.0f} |")
+            mean = f"{values.mean():.3f}" if len(values) else "–"
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {mean}{spread} "
+                         f"({len(values)}{diverged}) | {test} | {took:.0f} |")
     _figure(cells, out / "auroc-vs-gamma.png")
     return "\n".join(lines) + "\n"
 
@@ -113,7 +124,9 @@ def _figure(cells: dict, path: Path) -> None:
     groups = []
     for (dataset, protocol, gamma), methods in cells.items():
         for method, by_seed in methods.items():
-            values = np.array(list(by_seed.values()))
+            values = np.array([v for v in by_seed.values() if np.isfinite(v)])
+            if not len(values):
+                continue
             groups.append({"dataset": f"{dataset}, {protocol} split", "method": method, "gamma": gamma,
                            "n": len(values), "auroc_mean": float(values.mean()),
                            "auroc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0})

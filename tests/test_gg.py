@@ -90,3 +90,12 @@ def test_extreme_parameters_stay_finite():
     assert torch.isfinite(z).all() and torch.isfinite(loss).all()
     loss.sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (mu, alpha, beta))
+
+
+def test_a_diverged_networks_nan_reaches_the_loss_instead_of_raising():
+    """NaN parameters (a diverged run) give NaN draws, which the trainer's guard turns
+    into one line; the Gamma constructor's validation raised a page-long ValueError."""
+    reg = gg.Regularisers(0.1, 0.1, 0.1)
+    mu = torch.zeros(2, 3)
+    z = gg.sample(mu, torch.full_like(mu, float("nan")), torch.zeros_like(mu), reg)
+    assert z.shape == mu.shape and torch.isnan(z).all()

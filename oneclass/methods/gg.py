@@ -65,7 +65,9 @@ def sample(mu: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, reg: Regul
     """One reparameterised draw per element (Eq. 2), differentiable in mu, alpha, beta."""
     mu = mu.float()
     s, p = reg.scale(alpha).expand_as(mu), reg.shape(beta).expand_as(mu)
-    y = torch.distributions.Gamma(1.0 / p, torch.ones_like(p)).rsample()
+    # no argument validation: a diverged network's NaN must reach the loss, where the
+    # trainer stops the run in one line naming stage and epoch, not raise in here
+    y = torch.distributions.Gamma(1.0 / p, torch.ones_like(p), validate_args=False).rsample()
     # a draw that underflows to 0 would put an infinite derivative on y^(1/p)
     y = y.clamp_min(torch.finfo(y.dtype).tiny)
     sign = torch.randint(0, 2, mu.shape, device=mu.device, dtype=mu.dtype) * 2 - 1
