@@ -24,6 +24,19 @@ def oneclass(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
 
 
+def one_error_line(result: subprocess.CompletedProcess, code: int = 2, *expect: str) -> str:
+    """The refusal every user mistake gets: exit ``code``, one "oneclass: error:" line on
+    stderr holding each of ``expect``, never the advice to load with weights_only=False;
+    the line."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oneclass: error: "), result.stderr
+    for text in expect:
+        assert text in lines[0], lines[0]
+    assert "weights_only" not in result.stderr
+    return lines[0]
+
+
 TINY_RECIPE = """\
 seed: 0
 dataset: {name: synthetic, normal: 6, anomalous: 8, height: 128, width: 128}

@@ -216,7 +216,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_RECIPE, oneclass
+from conftest import TINY_RECIPE, one_error_line, oneclass
 
 
 def _folder(root, image_size=(40, 40), mask=None, mask_size=None):
@@ -473,17 +473,6 @@ def test_the_catalogue_names_real_tests():
                 f"case {case}: tests/{file}::{name} is not defined there"
 
 
-def _refused(result, code: int, *expect: str) -> str:
-    """One "oneclass: error:" line holding each of ``expect``, exit ``code``; the line."""
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("oneclass: error: "), result.stderr
-    for text in expect:
-        assert text in lines[0], lines[0]
-    assert "weights_only" not in result.stderr  # never advise loading what was refused
-    return lines[0]
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (hidden ones too) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -511,7 +500,7 @@ def test_overwrite_refuses_a_store_and_a_folder_of_runs(tiny, run, tmp_path):
         (["train", tiny["recipe"], "--store", store, "--out", runs], "a folder oneclass did not write"),
         (["extract-patches", "--out", runs], "a folder oneclass did not write"),
     ):
-        _refused(oneclass(*args, "--overwrite"), 2, expect, "remove it yourself")
+        one_error_line(oneclass(*args, "--overwrite"), 2, expect, "remove it yourself")
         assert {folder: _snapshot(folder) for folder in (store, runs)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "store"]
 
@@ -527,8 +516,8 @@ def test_an_output_file_naming_a_folder_or_a_path_under_a_file(run, tiny, tmp_pa
     folder.mkdir()
     notes = tmp_path / "notes.txt"
     notes.write_text("keep me")
-    _refused(oneclass(*args, folder), 2, f"{flag}: {folder} is a folder; name the file to write")
-    _refused(oneclass(*args, notes / f"x{suffix}"), 2,
+    one_error_line(oneclass(*args, folder), 2, f"{flag}: {folder} is a folder; name the file to write")
+    one_error_line(oneclass(*args, notes / f"x{suffix}"), 2,
              f"{notes}: not a folder, so nothing can be written under it")
     assert list(folder.iterdir()) == [] and notes.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", f"out{suffix}"]
@@ -551,7 +540,7 @@ def test_extract_into_a_read_only_place(read_only):
     """3g: exit 1 and the place named, before any image is read."""
     for out in (read_only / "store", read_only / "a" / "b" / "store"):
         for overwrite in ([], ["--overwrite"]):
-            _refused(oneclass("extract-patches", "--out", out, *overwrite), 1,
+            one_error_line(oneclass("extract-patches", "--out", out, *overwrite), 1,
                      f"{read_only}: not writable (read-only file system or no permission)")
     assert list(read_only.iterdir()) == []
 
@@ -570,11 +559,11 @@ def test_numeric_recipe_keys_out_of_range_stop_train(tiny, run, tmp_path, old, n
     recipe = tmp_path / "r.yaml"
     recipe.write_text(TINY_RECIPE.replace(old, new))
     line = f"oneclass: error: {recipe}: {message}"
-    assert _refused(oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "new"), 2) == line
+    assert one_error_line(oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "new"), 2) == line
     kept = shutil.copytree(run, tmp_path / "kept")
     before = _snapshot(kept)
     again = oneclass("train", recipe, "--store", tiny["store"], "--out", kept, "--overwrite")
-    assert _refused(again, 2) == line
+    assert one_error_line(again, 2) == line
     assert _snapshot(kept) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "r.yaml"]
 
@@ -586,7 +575,7 @@ def test_score_and_tsne_device_errors_name_the_flag(run, tiny, tmp_path, command
     """7b: the user typed --device, so the line says --device (not train.device)."""
     args = (["score", run, tiny["store"], "-o", tmp_path / "s.csv"] if command == "score"
             else ["tsne", run, "--perplexity", "5", "-o", tmp_path / "t.png"])
-    line = _refused(oneclass(*args, "--device", device), 2)
+    line = one_error_line(oneclass(*args, "--device", device), 2)
     assert line == f"oneclass: error: --device: unknown device {device!r} (auto, cpu, cuda, cuda:N)"
     assert list(tmp_path.iterdir()) == []
 
@@ -602,7 +591,7 @@ def test_train_device_errors_name_what_set_it(tiny, tmp_path, how):
     named = {"flag": "--device", "set": "--set 'train.device=bogus'", "recipe": str(recipe)}[how]
     done = oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "run", *extra)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing begun
-    line = _refused(done, 2, "train.device: unknown device 'bogus'")
+    line = one_error_line(done, 2, "train.device: unknown device 'bogus'")
     assert line.startswith(f"oneclass: error: {named}: train.device: "), line
 
 
@@ -652,7 +641,7 @@ def test_resuming_from_a_damaged_checkpoint_keeps_the_unfinished_run(tiny, tmp_p
     _damage(kind, partial / "checkpoint.pt", marker)
     before = _snapshot(partial)
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "run", "--resume")
-    _refused(done, 2, f"{partial / 'checkpoint.pt'}: {expect.format(what='checkpoint')}")
+    one_error_line(done, 2, f"{partial / 'checkpoint.pt'}: {expect.format(what='checkpoint')}")
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert _snapshot(partial) == before and not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.partial"]
@@ -670,7 +659,7 @@ def test_a_damaged_foreign_or_booby_trapped_model_is_not_loaded(run, tiny, tmp_p
     for args in (["score", copy, tiny["store"], "-o", tmp_path / "s.csv"],
                  ["tsne", copy, "--perplexity", "5", "-o", tmp_path / "t.png"]):
         done = oneclass(*args)
-        _refused(done, 2, f"{copy / 'model.pt'}: {expect.format(what='model')}")
+        one_error_line(done, 2, f"{copy / 'model.pt'}: {expect.format(what='model')}")
         assert "Traceback" not in done.stderr and done.stdout == ""
     assert _snapshot(copy) == before and not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -794,8 +783,8 @@ def test_evaluate_plot_needs_run_folders_and_a_png(run, tmp_path):
     """13c: AUROC against gamma of score files (which carry no gamma), or into a file that
     is not a .png: refused, no figure."""
     pdf = tmp_path / "auc.pdf"
-    _refused(oneclass("evaluate", run, "-q", "--plot", pdf), 2, f"--plot: {pdf}: expected a .png file name")
+    one_error_line(oneclass("evaluate", run, "-q", "--plot", pdf), 2, f"--plot: {pdf}: expected a .png file name")
     # without -q too: refused before any table is printed
-    _refused(oneclass("evaluate", run / "scores" / "test.csv", "--plot", tmp_path / "auc.png"), 2,
+    one_error_line(oneclass("evaluate", run / "scores" / "test.csv", "--plot", tmp_path / "auc.png"), 2,
              "--plot: AUROC against gamma needs run folders (score files carry no gamma)")
     assert list(tmp_path.iterdir()) == []

@@ -16,17 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import oneclass
+from conftest import one_error_line, oneclass
 
 pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
 
 
 def _one_line(result, code: int, *expect: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("oneclass: error:"), result.stderr
-    for text in expect:
-        assert text in lines[0], lines[0]
+    one_error_line(result, code, *expect)
     assert result.stdout == ""
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import oneclass
+from conftest import one_error_line, oneclass
 from oneclass import recipe as recipes
 from oneclass.artifacts import RUN_FILES, open_run
 from oneclass.data.store import PatchStore
@@ -164,13 +164,6 @@ def test_tsne_subsamples_to_max_points(run, tmp_path):
     done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5", "--max-points", "20")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "t.json").read_text())["points"] == 20
-
-
-def one_error_line(done) -> str:
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("oneclass: error: "), done.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("sets,message", [
