@@ -75,9 +75,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     to resume from."""
     from oneclass.data.splits import make_split
     from oneclass.data.items import PatchData
-    from oneclass.engine import Trainer
-
-    from oneclass.engine import resolve_device
+    from oneclass.engine import Trainer, resolve_device
 
     report = report or (lambda event: None)
     cls, params = method_class(config)
@@ -142,13 +140,14 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
     train_seconds = time.perf_counter() - began
     save_model(partial / "model.pt", cls.name, params, in_shape, method)
     metrics = _score_sets(method, store, split, labels, partial, config.evaluate)
+    info = method.run_info()
     metrics = {"method": cls.name, "dataset": config.dataset.name, "gamma": config.split.gamma,
                "seed": config.seed, **metrics,
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
                          "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
                          if trainer.throughput else None, "device": str(trainer.device),
                          **({"selected": trainer.selected} if trainer.selected else {}),
-                         **({"method": method.run_info()} if method.run_info() else {})}}
+                         **({"method": info} if info else {})}}
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
     write_json(partial / "metrics.json", metrics)

@@ -31,6 +31,9 @@ Data safety
       data failing validation
       -> tests/test_data_safety.py::test_a_failing_overwrite_keeps_the_old_run
       -> tests/test_bad_input.py::test_numeric_recipe_keys_out_of_range_stop_train
+1g+   explain --out OUT where OUT.partial is an    2, "not an unfinished oneclass maps folder"; its
+      unrelated folder (or OUT a run)              files kept
+      -> tests/test_pipeline.py::test_explain_draws_the_most_anomalous_items_beside_their_maps
 2a    train / extract-patches --overwrite --out    2 up front (not after training), "exists and is
       an existing file                             not a folder"; the file kept
       -> tests/test_data_safety.py::test_out_naming_a_file_is_refused_before_any_work

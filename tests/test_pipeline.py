@@ -343,3 +343,9 @@ def test_explain_draws_the_most_anomalous_items_beside_their_maps(run, tiny, tmp
     assert len(list(out.glob("*.png"))) == 1
     refused = oneclass("explain", run, tiny["store"], "--out", run, "--overwrite")  # a run, not maps
     assert refused.returncode == 2 and "oneclass run folder" in refused.stderr
+    stranger = tmp_path / "other.partial"  # where `--out other` would be built: not ours
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("keep me")
+    one_error_line(oneclass("explain", run, tiny["store"], "--out", tmp_path / "other"), 2,
+                   f"{stranger}: exists and is not an unfinished oneclass maps folder")
+    assert (stranger / "notes.txt").read_text() == "keep me" and not (tmp_path / "other").exists()

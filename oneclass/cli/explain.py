@@ -31,12 +31,17 @@ def explain(
     """
     import csv
 
-    from oneclass.artifacts import PARTIAL, check_destination, discard, mark, open_run, replace_folder
+    from oneclass.artifacts import (MARKER, PARTIAL, check_destination, discard, folder_kind, mark, open_run,
+                                    replace_folder)
     from oneclass.data.items import PatchData
     from oneclass.plots import map_overlay
     from oneclass.scoring import load_method, scoring_input
 
     check_destination(out, "maps", overwrite)
+    built = out.with_name(out.name + PARTIAL)
+    if (built.is_symlink() or built.exists()) and folder_kind(built) != "maps":  # only ever delete our own
+        raise OneclassError(f"{built}: exists and is not an unfinished oneclass maps folder (no {MARKER} "
+                            f"marker); remove it yourself or choose another --out")
     folder = open_run(run)
     lines = sys.stdin.read().splitlines() if input == "-" else None
     images, index, _ = scoring_input(folder, input, lines)
@@ -49,9 +54,8 @@ def explain(
     chosen = np.sort(order)
     maps = dict(zip(chosen.tolist(), method.explain(PatchData(images, chosen))))
     threshold = ((folder.metrics.get("test") or {}).get("at_val_threshold") or {}).get("threshold")
-    built = out.with_name(out.name + PARTIAL)
-    if built.exists():
-        discard(built)
+    if built.is_symlink() or built.exists():
+        discard(built)  # a maps folder a killed explain left unfinished
     try:
         built.mkdir(parents=True)
         mark(built, "maps")

@@ -166,6 +166,7 @@ class SSVQVAE(_GridAutoencoder):
         super().__init__(params, in_shape)
         self.codebook = self.add("codebook", Codebook(params.codes, params.dim))
         self._counts = torch.zeros(params.codes, dtype=torch.long)
+        self._restarted = 0  # codes restarted this epoch, read with _counts
 
     def on_start(self, train: PatchData) -> None:
         """``codebook_init: data`` (default): the codes start as the encodings of K random
@@ -218,8 +219,6 @@ class SSVQVAE(_GridAutoencoder):
             codebook.embeddings[dead] = vectors[pick].to(codebook.embeddings.dtype)
         codebook.usage[dead] = 1.0
         self._restarted += int(dead.sum())
-
-    _restarted = 0
 
     def epoch_stats(self) -> dict:
         """Codebook usage over the epoch's training batches: share of codes used, the
