@@ -170,3 +170,5 @@ methods.add("devnet", f"{_M}.devnet:DevNet",
             "DevNet (Pang et al.): deviation loss with a Gaussian prior, top-k MIL over a backbone's feature-map cells")
 methods.add("devnet-plain", f"{_M}.devnet:DevNetPlain",
             "DevNet without MIL (the paper's ablation DS): one score of globally averaged features")
+methods.add("dpa", f"{_M}.dpa:DPA",
+            "Deep perceptual autoencoder (Tuluptceva et al.): relative-perceptual-L1 on VGG features, progressive growing")

@@ -52,6 +52,8 @@ FAST_BY_METHOD: dict[str, dict[str, Any]] = {
     "devnet": {"weights": "none", "scales": [32], "layer": "layer3", "batch_size": 16, "anomalies_per_batch": 8},
     "devnet-plain": {"weights": "none", "scales": [32], "layer": "layer3", "batch_size": 16,
                      "anomalies_per_batch": 8},
+    # random VGG weights, a narrow autoencoder, short phases (8 -> 16 -> 32 px)
+    "dpa": {"weights": "none", "width": 8, "latent": 16, "batch_size": 16, "transition": 128, "stable": 256},
 }
 #: The ``train`` section the check trains with (``oneclass.recipe.TrainSection`` keys).
 FAST_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "device": "cpu"}

@@ -135,13 +135,14 @@ class Method:
     explain = None  # (data) -> (n, H, W) array, where a method draws anomaly maps
 
     @torch.no_grad()
-    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData) -> np.ndarray:
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData,
+            batch_size: int = INFER_BATCH) -> np.ndarray:
         """Apply ``fn`` to every batch of ``data`` in eval mode; outputs in row order."""
         for module in self.modules.values():
             module.eval()
         out = []
-        for start in range(0, len(data), INFER_BATCH):
-            x = batch_pixels(data, np.arange(start, min(start + INFER_BATCH, len(data))), self.device)
+        for start in range(0, len(data), batch_size):
+            x = batch_pixels(data, np.arange(start, min(start + batch_size, len(data))), self.device)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
                 out.append(fn(x).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0,), dtype=np.float32)

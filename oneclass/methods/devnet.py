@@ -47,7 +47,6 @@ Where we follow or depart from the authors' code (mala-lab/deviation-network-ima
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -59,11 +58,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from oneclass.data.items import LABELED_ANOMALY, PatchData
-from oneclass.engine import keep_global_rng
 from oneclass.errors import OneclassError
 from oneclass.maps import gradient_maps
 from oneclass.methods.base import INFER_BATCH, Method
-from oneclass.methods.nets.backbones import build_backbone, default_layers
+from oneclass.methods.nets.backbones import build_backbone, default_layers, feature_shapes, load_weights
 from oneclass.metrics import topk_count
 
 SCORE_PIXELS = INFER_BATCH * 128 * 128  # input pixels (at the largest scale) per scoring batch
@@ -200,16 +198,9 @@ class DevNet(Method):
                        f"{batch_size}), got {apb}")
 
     def _check_feature_maps(self, backbone: nn.Module, layer: str) -> None:
-        """Every scale must leave the backbone a non-empty feature map (shapes only, on the
-        meta device: nothing is computed)."""
-        probe = copy.deepcopy(backbone).to("meta").eval()
-        for side in self.params.scales:
-            try:
-                with torch.no_grad():
-                    shape = probe(torch.empty(1, 3, side, side, device="meta"))[layer].shape
-            except RuntimeError:
-                shape = None
-            if shape is None or shape[-1] < 1 or shape[-2] < 1:
+        """Every scale must leave the backbone a non-empty feature map."""
+        for side, shapes in feature_shapes(backbone, self.params.scales).items():
+            if shapes is None or min(shapes[layer][1:]) < 1:
                 self._fail(f"{self.params.backbone} ({layer}) has an empty feature map for {side}x{side} "
                            f"images (scales: {self.params.scales}); use larger scales or an earlier layer")
 
@@ -236,18 +227,6 @@ class DevNet(Method):
 
     # -- training -----------------------------------------------------------------------
 
-    def _load_weights(self) -> str:
-        """Initialise the backbone with ``weights``; returns their source for the records."""
-        p = self.params
-        if p.weights == "none":
-            warnings.warn(f"method.{self.name}.weights: {p.backbone} has random weights (weights: none); "
-                          f"DevNet is meant to fine-tune pretrained features", stacklevel=3)
-            return "none"
-        with keep_global_rng():  # building draws throwaway initial weights
-            pretrained = build_backbone(p.backbone, p.weights, [self.net.layer], key=f"method.{self.name}.weights")
-        self.net.backbone.load_state_dict(pretrained.state_dict())
-        return pretrained.weights_source
-
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         p = self.params
         anomalous = train.roles == LABELED_ANOMALY if train.roles is not None else np.zeros(len(train), bool)
@@ -259,7 +238,8 @@ class DevNet(Method):
         trainer = self.prepare(val)  # puts the networks on the training device
         batch_size = p.batch_size or trainer.cfg.batch_size
         self._check_batch(batch_size)
-        self.weights_source = self._load_weights()
+        self.weights_source = load_weights(self.net.backbone, p.weights, f"method.{self.name}.weights",
+                                           "DevNet is meant to fine-tune pretrained features")
         # optimizer steps, and the lr schedule in passes of the balanced sampler over the
         # unlabelled items (the trainer steps schedules once a pass)
         steps = p.steps if p.steps is not None else (p.epochs or trainer.cfg.epochs) * p.steps_per_epoch
@@ -290,10 +270,7 @@ class DevNet(Method):
     def _map_in_chunks(self, fn, data: PatchData) -> np.ndarray:
         """``self.map`` in batches of at most SCORE_PIXELS pixels at the largest scale."""
         side = max(max(self.params.scales), *self.in_shape[1:])
-        size = max(1, min(INFER_BATCH, SCORE_PIXELS // (side * side)))
-        parts = [self.map(fn, data.subset(np.arange(start, min(start + size, len(data)))))
-                 for start in range(0, len(data), size)]
-        return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+        return self.map(fn, data, batch_size=max(1, min(INFER_BATCH, SCORE_PIXELS // (side * side))))
 
     def score(self, data: PatchData) -> np.ndarray:
         return self._map_in_chunks(self._score, data)

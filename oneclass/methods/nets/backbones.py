@@ -21,6 +21,7 @@ dict of the whole torchvision network (the classifier head may be left out).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import os
@@ -111,17 +112,25 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """``{layer: feature map}`` of ``layers`` (default: all the backbone's); stops
+        after the deepest one asked."""
         if x.ndim != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
             raise ValueError(f"{self.name}: expects float images (N, 1 or 3, H, W) in [0, 1], "
                              f"got {x.dtype} {tuple(x.shape)}")
+        wanted = self.layers if layers is None else list(layers)
+        unknown = [layer for layer in wanted if layer not in self.layers]
+        if unknown:
+            raise ValueError(f"{self.name}: built without layer {unknown[0]!r}; it has {', '.join(self.layers)}")
         x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
         found = {}
         for child, module in self.body.named_children():
             x = module(x)
             if child in self._taps:
                 found[self._taps[child]] = x
-        return {layer: found[layer] for layer in self.layers}
+                if all(layer in found for layer in wanted):
+                    break
+        return {layer: found[layer] for layer in wanted}
 
     def freeze(self) -> Backbone:
         """No gradients, and batch norm keeps its running statistics even under ``train()``."""
@@ -182,6 +191,37 @@ def build_backbone(name: str, weights: str | os.PathLike, layers: Sequence[str] 
     return Backbone(name, body, {layer: taps[layer] for layer in layers},
                     {layer: out_channels[layer] for layer in layers}, source,
                     tuple(transforms.mean), tuple(transforms.std))
+
+
+def load_weights(backbone: Backbone, weights: str | os.PathLike, key: str, meant: str) -> str:
+    """Replace ``backbone``'s weights by ``weights`` ("imagenet" or a state-dict path), as
+    a method does when its fit starts; returns their source for the run's records. With
+    "none" the random weights stay, with a warning that the method is ``meant`` otherwise.
+    The global random state is left alone (building draws throwaway initial weights)."""
+    from oneclass.engine import keep_global_rng
+
+    if weights == "none":
+        warnings.warn(f"{key}: {backbone.name} has random weights (weights: none); {meant}", stacklevel=3)
+        return "none"
+    with keep_global_rng():
+        pretrained = build_backbone(backbone.name, weights, backbone.layers, key=key)
+    backbone.body.load_state_dict(pretrained.body.state_dict())
+    return pretrained.weights_source
+
+
+def feature_shapes(backbone: Backbone, sides: Sequence[int]) -> dict[int, dict[str, tuple[int, ...]] | None]:
+    """{side: {layer: (C, h, w)}} of ``backbone`` for square inputs of each side, or None
+    where the network cannot take that side; shapes only (on the meta device)."""
+    probe = copy.deepcopy(backbone).to("meta").eval()
+    shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}
+    for side in sides:
+        try:
+            with torch.no_grad():
+                found = probe(torch.empty(1, 3, side, side, device="meta"))
+            shapes[side] = {layer: tuple(f.shape[1:]) for layer, f in found.items()}
+        except RuntimeError:
+            shapes[side] = None
+    return shapes
 
 
 def _init(body: nn.Module) -> None:
