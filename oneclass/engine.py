@@ -264,21 +264,31 @@ class Trainer:
         start, best = 0, None
         resume = self._resume
         if resume is not None:
-            try:
-                self.method.restore(resume)
-            except (RuntimeError, KeyError):
-                raise OneclassError(f"{self.run_dir / CHECKPOINT}: the checkpoint does not fit this run's "
-                                    f"method (another run's file?); start again with --overwrite") from None
-            if name in resume["stages_done"]:
+            # The checkpoint's modules belong to a finished stage or to the one it was
+            # written in; a stage after those starts from what the method's code between
+            # stages made of them (e.g. encoder weights copied from a pretrained
+            # autoencoder), so restoring there would undo that work.
+            at_checkpoint = resume["stage"] == name
+            done = name in resume["stages_done"]
+            if done or at_checkpoint:
+                try:
+                    self.method.restore(resume)
+                except (RuntimeError, KeyError):
+                    raise OneclassError(f"{self.run_dir / CHECKPOINT}: the checkpoint does not fit this run's "
+                                        f"method (another run's file?); start again with --overwrite") from None
+            if done and not at_checkpoint:
                 self.stages_done.append(name)
                 return
-            self._resume = None
+            self._resume = None  # caught up: what follows runs as the interrupted run did
             torch.set_rng_state(resume["rng"]["torch"])
             if resume["rng"]["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
             self.throughput = list(resume["throughput"])
             self.selected = dict(resume.get("selected", {}))
-            if resume["stage"] == name:
+            if done:  # the last stage finished before the interruption
+                self.stages_done.append(name)
+                return
+            if at_checkpoint:
                 start, best = resume["epoch"], resume["best"]
                 optimizer.load_state_dict(resume["optimizer"])
                 scheduler.load_state_dict(resume["scheduler"])

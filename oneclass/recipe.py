@@ -100,6 +100,15 @@ class EvaluateSection:
     image_topk: float = 0.1  # share of an image's patches that topk_mean averages (DevNet)
 
 
+@dataclass
+class SelectSection:
+    # recipe key -> the values to try (method.* and train.* keys); every combination is
+    # trained on the training set and scored on held-out folds of the validation set
+    grid: dict[str, Any] = field(default_factory=dict)
+    folds: int = 3  # folds of the validation set, stratified by label and grouped by image
+    metric: Literal["auroc", "auprc"] = "auroc"
+
+
 @dataclass(frozen=True)
 class Range:
     """An interval of allowed values: [low, high], either end open or absent."""
@@ -137,7 +146,7 @@ RANGES = {
     "train.epochs": _POSITIVE, "train.batch_size": _POSITIVE, "train.lr": Range(0, low_open=True),
     "train.weight_decay": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
     "train.ensemble": _POSITIVE,
-    "evaluate.image_topk": Range(0, 1, low_open=True),
+    "evaluate.image_topk": Range(0, 1, low_open=True), "select.folds": Range(2),
 }
 
 # what a person writes as a number but YAML 1.1 reads as a string: 1e-4, 1E-4, +2e3
@@ -154,6 +163,7 @@ class Recipe:
     method: MethodSection = field(default_factory=MethodSection)
     train: TrainSection = field(default_factory=TrainSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    select: SelectSection = field(default_factory=SelectSection)
     source: str = field(default="<defaults>", repr=False, compare=False)
     # key path → what set it on the command line ("--set 'k=v'", "--device"), for errors
     origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)

@@ -12,11 +12,13 @@ import numpy as np
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
-                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder, save_torch,
+                                discard, environment, folder_kind, mark, read_json, read_recipe_copy, replace_folder,
+                                save_torch,
                                 write_image_scores, write_json, write_scores, write_text)
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
 from oneclass.scoring import score_rows
+from oneclass.select import SELECT_FILE, apply_choice, grid_points, run_selection
 from oneclass.stores import Report, check_store_matches, obtain_store, store_hash
 
 
@@ -79,6 +81,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
 
     report = report or (lambda event: None)
     cls, params = method_class(config)
+    grid_points(config)  # a select.grid is checked before any work
     resolve_device(config.train.device, f"{config.where('train.device')}: train.device")  # CUDA asked, none here
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
@@ -97,6 +100,11 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
     in_shape = tuple(store.images.shape[1:])
     val = PatchData(store.images, split.val, labels=labels[split.val])
+    selection = None
+    if config.select.grid:
+        selection = _selection(config, partial, resume, store, split, val, in_shape, report)
+        config = apply_choice(config, selection)
+        cls, params = method_class(config)
     trainer = Trainer(config.train, config.seed, partial, resume=resume, val=val, report=report)
     method = build_method(config, cls, params, in_shape, keep_rng=False)  # drawn right after the seeding
     method.trainer = trainer
@@ -106,6 +114,8 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
                 discard(partial)  # checked to be an unfinished oneclass run
             partial.mkdir(parents=True)
             mark(partial, "run")
+            if selection is not None:
+                write_json(partial / SELECT_FILE, selection)
         except OSError as exc:
             raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
     try:
@@ -121,6 +131,18 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             raise OutputError(f"{exc.filename or partial}: cannot write: {exc.strerror or exc}{where}") from None
         raise
     return out
+
+
+def _selection(config, partial: Path, resume: bool, store: PatchStore, split, val, in_shape,
+               report: Report) -> dict:
+    """The select section's choice: run now, or read back from the run being resumed."""
+    from oneclass.data.items import PatchData
+
+    if resume and (partial / SELECT_FILE).is_file():
+        return read_json(partial / SELECT_FILE)
+    train = PatchData(store.images, split.train, roles=split.train_roles)
+    sources = [store.index[int(row)]["source"] for row in split.val]
+    return run_selection(config, train, val, sources, in_shape, report)
 
 
 def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
@@ -163,7 +185,8 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         if started is None:
             raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
                                 f"cannot be checked against the recipe; start again with --overwrite")
-        now = config.to_dict()
+        chosen = partial / SELECT_FILE  # recipe.yaml holds the select section's choice
+        now = (apply_choice(config, read_json(chosen)) if chosen.is_file() else config).to_dict()
         if started != now:
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "

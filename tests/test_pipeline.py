@@ -79,6 +79,25 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_scores(tiny, tmp_path)
     assert epochs == [1, 1, 2, 3]  # pretrain 1, then train 1-2 before the cut and 3 after
 
 
+def test_resume_at_the_start_of_a_stage_keeps_the_work_done_between_stages(tiny, tmp_path):
+    """Ctrl-C in the first epoch of Deep SAD's one-class stage: the checkpoint is the end of
+    pretraining, whose network copy into the one-class encoder happens between the stages;
+    resuming once restored the stale encoder over it (the run then trained from random
+    weights) and drew the wrong random state."""
+    config = recipes.load(tiny["recipe"])
+    store = PatchStore.open(tiny["store"])
+    train_run(config, tmp_path / "whole", store=store)
+
+    def interrupt(event):
+        if event.get("event") == "batch" and event["stage"] == "train":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    train_run(config, tmp_path / "cut", store=store, resume=True)
+    assert (tmp_path / "cut/scores/test.csv").read_text() == (tmp_path / "whole/scores/test.csv").read_text()
+
+
 def test_repeats_run_consecutive_seeds(tiny, tmp_path):
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "rep",
                     "--repeats", "2", "--seed", "5", "-q", "--set", "train.epochs=1",

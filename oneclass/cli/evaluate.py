@@ -61,8 +61,9 @@ def evaluate(
         writer.writeheader()
         writer.writerows(rows)
     elif format == "json":
-        json.dump({"inputs": [r.flat() for r in results], "groups": groups, "wilcoxon": tests},
-                  sys.stdout, indent=2)
+        selections = {r.name: r.selection for r in results if r.selection is not None}
+        json.dump({"inputs": [r.flat() for r in results], "groups": groups, "wilcoxon": tests,
+                   **({"selections": selections} if selections else {})}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     if plot is not None:
         from oneclass.plots import auc_vs_gamma
@@ -112,6 +113,9 @@ def _tables(results, groups, tests) -> None:
                            f"{at['tp']}/{at['fn']}/{at['tn']}/{at['fp']}", f"{at['accuracy']:.3f}",
                            *(extra if images else ()))
         err.print(detail)
+    for r in results:
+        if r.selection is not None:
+            err.print(_selection_table(r.name, r.selection))
     if tests:
         paired = Table(title="paired Wilcoxon signed-rank tests (test AUROC)", title_justify="left")
         for column in ("method A", "method B", "pairs", "mean A−B", "p"):
@@ -120,3 +124,23 @@ def _tables(results, groups, tests) -> None:
             p = "" if t["p"] is None else f"{t['p']:.4g}"
             paired.add_row(t["method_a"], t["method_b"], str(t["n"]), f"{t['mean_difference']:+.4f}", p)
         err.print(paired)
+
+
+def _selection_table(name: str, record: dict):
+    """A run's hyperparameter selection (select.json): every grid point's held-out folds."""
+    from rich.table import Table
+
+    metric = record["metric"].upper()
+    table = Table(title=f"hyperparameter selection of {name}: {metric} on {record['folds']} held-out folds "
+                        f"of the validation set (anomalies per fold: "
+                        f"{', '.join(map(str, record['fold_anomalies']))})", title_justify="left")
+    for key in record["grid"]:
+        table.add_column(key)
+    for column in ("folds", "mean ± std", "chosen"):
+        table.add_column(column, justify="left" if column == "folds" else "right")
+    for i, point in enumerate(record["points"]):
+        folds = ", ".join("diverged" if v is None else f"{v:.4f}" for v in point["folds"])
+        mean = "" if point["mean"] is None else f"{point['mean']:.4f} ± {point['std']:.4f}"
+        table.add_row(*(str(point["values"][key]) for key in record["grid"]), folds, mean,
+                      "✓" if i == record["chosen"] else "")
+    return table

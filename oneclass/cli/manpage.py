@@ -210,6 +210,8 @@ FILES: dict[str, list[tuple[str, str]]] = {
          "its patch scores aggregated by evaluate.image_score."),
         ("OUT/metrics.json", "Test and validation metrics."),
         ("OUT/maps/test.npy", "Anomaly maps of the test items, for methods that draw them."),
+        ("OUT/select.json", "With a select: section: every grid point's metric on each held-out "
+                            "validation fold, their mean and std, and the chosen point."),
         ("OUT/.oneclass", "The marker: --overwrite replaces only a run folder carrying it."),
         ("OUT.partial/", "The run while it is built, renamed to OUT when complete; its "
                          "checkpoint.pt, written after every epoch, is what --resume continues."),
@@ -227,6 +229,8 @@ FILES: dict[str, list[tuple[str, str]]] = {
          "A patch run's image table, for image AUROC and AUPRC."),
         ("RUN/recipe.yaml, RUN/metrics.json",
          "Dataset, method, gamma and seed to group by; pixel AUROC where maps were drawn."),
+        ("RUN/select.json", "A run trained with a select: section: its grid points' held-out "
+                            "metrics, shown in a table (and under selections with --format json)."),
         ("FILE", "A score table, CSV or JSON lines, with score and label columns; a source "
                  "column adds image metrics (topk_mean, k = 0.1)."),
         ("--plot PNG", "Test AUROC against gamma, mean and std per method."),

@@ -41,6 +41,11 @@ def train(
     A run folder (see Files) is built as OUT.partial and renamed when complete. Each run
     folder's path is printed on stdout, one per line, so `run=$(oneclass train r.yaml)`
     works; progress goes to stderr.
+
+    A recipe's select: section (grid of method.* and train.* values, folds, metric)
+    first trains every grid point on the training set and scores it on held-out folds of
+    the validation set; the point with the best mean is then trained as the run, and the
+    figures are kept in select.json. Test items are not used to choose.
     """
     from oneclass.data.store import PatchStore
     from oneclass.training import train_run
@@ -161,6 +166,11 @@ def _report(event: dict) -> None:
                   f"val {c['val']['normal']}+{c['val']['anomalous']}; "
                   f"test {c['test']['normal']}+{c['test']['anomalous']} (normal+anomalous); "
                   f"unused {c['unused']}")
+    elif kind in ("select", "selected"):
+        metric = next(k for k in ("auroc", "auprc") if k in event)
+        value = "diverged" if event[metric] != event[metric] else f"{event[metric]:.4f}"
+        where = f"fold {event['fold']}/{event['folds']}" if kind == "select" else "chosen, mean"
+        err.print(f"  select {event['point']}: {where} {metric} {value}")
     elif "loss" in event:  # an epoch: its loss, then whatever else the method logged
         extra = "".join(f"  {_name(k)} {_value(v)}" for k, v in event.items() if k not in _EPOCH_KEYS)
         err.print(f"  {event['stage']} {event['epoch']}/{event['epochs']}  loss {event['loss']:.5g}{extra}"

@@ -1,0 +1,189 @@
+"""Hyperparameters chosen with a few labelled anomalies, for any method (the recipe's
+``select:`` section).
+
+The perceptual-autoencoder paper (perceptual-ae.txt, Sec. 3.3) sets a method up with a
+small validation set holding anomalies of limited variety, choosing its hyperparameters
+by ROC AUC. Here every point of ``select.grid`` (the product of its value lists, over
+``method.*`` and ``train.*`` keys) is trained ``select.folds`` times on the run's training
+set: fit k sees the validation set without fold k (for early stopping and ``train.keep:
+best``), and fold k, never seen by that fit, is scored. The point with the best mean of
+the held-out folds' ``select.metric`` is the run's (ties: the first in grid order); the run
+then trains it as usual, with the whole validation set. Test items are never used.
+
+Folds are stratified by label and grouped by source image (no image's patches on both
+sides), drawn from the run's seed. Every fit starts from the run's seed, so the chosen
+point's run is the same as a run of that point alone. ``select.json`` in the run folder
+records every point's fold values, mean and std, and the choice; ``oneclass evaluate``
+shows them.
+
+The paper leaves open how the folds are formed (the authors' code splits the training
+normals into folds and spreads the anomalous validation slides over them); we fold the
+validation set only, so the training set is the same for every fit.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import numpy as np
+
+from oneclass import recipe as recipes
+from oneclass.data.items import PatchData
+from oneclass.errors import OneclassError
+
+SELECT_FILE = "select.json"
+
+
+@dataclass
+class Point:
+    values: dict[str, Any]  # grid key -> value
+    config: recipes.Recipe  # the run's recipe with these values
+
+    def label(self) -> str:
+        return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in self.values.items())
+
+
+def grid_points(config: recipes.Recipe) -> list[Point]:
+    """Every combination of ``select.grid``'s values (the last key varying fastest), each
+    checked as the run's recipe would be; [] without a grid. Mistakes raise one line
+    naming the key."""
+    from oneclass import registry
+    from oneclass.training import method_class
+
+    grid = config.select.grid
+    if not grid:
+        return []
+    where = config.where("select.grid")
+    cls, _ = method_class(config)
+    params = [f.name for f in fields(cls.Params)]
+    train_keys = [f.name for f in fields(recipes.TrainSection)]
+    for key, values in grid.items():
+        parts = str(key).split(".")
+        blame = f"{where}: select.grid: {key}"
+        if parts[0] == "method" and len(parts) >= 3 and parts[1] in registry.methods.names():
+            if parts[1] != cls.name:
+                raise OneclassError(f"{blame}: the run's method is {cls.name}, not {parts[1]}")
+            param = parts[2]
+        elif parts[0] == "method" and len(parts) >= 2:
+            param = parts[1]
+        elif parts[0] == "train" and len(parts) == 2:
+            if parts[1] not in train_keys:
+                raise OneclassError(f"{blame}: train has no key {parts[1]!r}; it has {', '.join(train_keys)}")
+            param = None
+        else:
+            raise OneclassError(f"{blame}: only method and train keys can be searched (the data, "
+                                f"split and seed stay those of the run), e.g. method.{cls.name}.{params[0]}")
+        if param is not None and param not in params:
+            raise OneclassError(f"{blame}: {cls.name} has no parameter {param!r}; it has {', '.join(params)}")
+        if not isinstance(values, list) or not values:
+            raise OneclassError(f"{blame}: expected a non-empty list of values to try, got {values!r}")
+    combinations = list(itertools.product(*grid.values()))
+    if len(combinations) < 2:
+        raise OneclassError(f"{where}: select.grid has one point ({_describe(grid)}); give some key "
+                            f"at least two values, or drop the select section")
+    points = []
+    for combination in combinations:
+        values = dict(zip(grid, combination))
+        data = copy.deepcopy(config.to_dict())  # to_dict shares the method blocks with config
+        for key, value in values.items():
+            recipes._set_path(data, key.split("."), value, f"select.grid: {key}")
+        origins = {**config.origins, **{key: f"{where}: select.grid" for key in values}}
+        point = recipes.from_dict(data, config.source, origins)
+        method_class(point)  # each value checked as the method's parameter
+        points.append(Point(values, point))
+    return points
+
+
+def _describe(grid: dict) -> str:
+    return ", ".join(f"{key}: {values}" for key, values in grid.items())
+
+
+def make_folds(labels: np.ndarray, sources: list[str], folds: int, seed: int, where: str) -> list[np.ndarray]:
+    """Positions of each held-out fold in the validation set, stratified by ``labels`` and
+    grouped by ``sources``; refuses too few anomalous (or normal) items or images."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for label, kind in ((1, "labelled anomalies"), (0, "normal items")):
+        items = int((labels == label).sum())
+        images = len({s for s, y in zip(sources, labels) if y == label})
+        if items < folds or images < folds:
+            raise OneclassError(f"{where}: select.folds: {folds} folds need at least {folds} validation "
+                                f"{kind} from {folds} images; the validation set has {items} "
+                                f"(from {images} images); lower select.folds or raise split.val_fraction")
+    groups = np.unique(np.asarray(sources), return_inverse=True)[1]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
+    held = [np.sort(test) for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+    for k, positions in enumerate(held):
+        if len(np.unique(labels[positions])) < 2:
+            raise OneclassError(f"{where}: select.folds: fold {k + 1} of {folds} holds only one class "
+                                f"(too few validation images per class); lower select.folds")
+    return held
+
+
+def _metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if not np.isfinite(scores).all():
+        return float("nan")
+    return float((roc_auc_score if name == "auroc" else average_precision_score)(labels, scores))
+
+
+def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_sources: list[str],
+                  in_shape: tuple[int, int, int], report: Callable[[dict], None]) -> dict:
+    """Train and score every grid point on every fold; the record ``select.json`` holds."""
+    from oneclass.engine import Trainer, TrainingDiverged
+    from oneclass.training import build_method, method_class
+
+    points = grid_points(config)
+    where = config.where("select")
+    folds = make_folds(val.labels, val_sources, config.select.folds, config.seed, where)
+    metric = config.select.metric
+    records = []
+    for i, point in enumerate(points):
+        cls, params = method_class(point.config)
+        values = []
+        for k, held in enumerate(folds):
+            rest = np.setdiff1d(np.arange(len(val)), held)
+            fit_val = val.subset(rest)
+            tag = f"select {i + 1}/{len(points)} fold {k + 1}/{len(folds)}"
+
+            def progress(event, tag=tag):  # the fits' batches drive the bar; their epochs stay quiet
+                if event.get("event") == "batch":
+                    report({**event, "stage": f"{tag} {event['stage']}"})
+
+            trainer = Trainer(point.config.train, point.config.seed, None, val=fit_val, report=progress)
+            method = build_method(point.config, cls, params, in_shape, keep_rng=False)
+            method.trainer = trainer
+            held_out = val.subset(held)
+            try:
+                method.fit(train, fit_val)
+                values.append(_metric(metric, held_out.labels, method.score(held_out)))
+            except TrainingDiverged:  # this point's loss blew up: it cannot be chosen
+                values.append(float("nan"))
+            report({"event": "select", "point": point.label(), "fold": k + 1, "folds": len(folds),
+                    metric: values[-1]})
+        done = all(np.isfinite(values))  # a diverged fold (null in the record) rules the point out
+        records.append({"values": point.values, "folds": [v if np.isfinite(v) else None for v in values],
+                        "mean": float(np.mean(values)) if done else None,
+                        "std": float(np.std(values, ddof=1)) if done else None})
+    means = [-np.inf if r["mean"] is None else r["mean"] for r in records]
+    if not np.isfinite(max(means)):
+        raise OneclassError(f"{where}: every grid point diverged (non-finite scores); nothing to choose")
+    best = int(np.argmax(means))
+    report({"event": "selected", "point": points[best].label(), metric: records[best]["mean"]})
+    return {"metric": metric, "folds": len(folds), "fold_sizes": [len(f) for f in folds],
+            "fold_anomalies": [int(val.labels[f].sum()) for f in folds],
+            "grid": {key: list(values) for key, values in config.select.grid.items()},
+            "points": records, "chosen": best, "values": records[best]["values"]}
+
+
+def apply_choice(config: recipes.Recipe, record: dict) -> recipes.Recipe:
+    """The run's recipe with the chosen point's values."""
+    for point in grid_points(config):
+        if point.values == record["values"]:
+            return point.config
+    raise OneclassError(f"{SELECT_FILE}: the chosen point {record['values']} is not in the recipe's "
+                        f"select.grid (another recipe's file?)")
