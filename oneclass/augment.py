@@ -91,6 +91,12 @@ def _rot90(x, value, gen, key):
 
 
 def _cutout(x, frac, gen, key):
+    return cutout(x, frac, gen)
+
+
+def cutout(x: torch.Tensor, frac: float, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of ``x`` with a square of side round(frac * min(H, W)), wholly inside it
+    at a uniform position, set to 0."""
     n, _, h, w = x.shape
     side = round(frac * min(h, w))
     device = gen.device if gen is not None else "cpu"

@@ -104,6 +104,7 @@ class Stage:
     schedule: Literal["multistep", "step", "cosine", "constant"] = "multistep"
     milestones: tuple[int, ...] = ()  # multistep: epochs after which lr is multiplied by lr_factor
     step_size: int = 1  # step: every step_size epochs
+    t_max: int | None = None  # cosine: epochs of a half period (default: the stage's epochs)
     lr_factor: float = 0.1
     clip: float | None = None  # the gradients' global norm is clipped to this
     frozen: tuple[str, ...] = ()  # method modules held fixed: no gradients, eval mode
@@ -130,7 +131,7 @@ class Stage:
         if self.schedule == "step":
             return lr.StepLR(optimizer, self.step_size, self.lr_factor)
         if self.schedule == "cosine":
-            return lr.CosineAnnealingLR(optimizer, max(epochs, 1))
+            return lr.CosineAnnealingLR(optimizer, self.t_max or max(epochs, 1))
         milestones = list(self.milestones) if self.schedule == "multistep" else []
         return lr.MultiStepLR(optimizer, milestones, self.lr_factor)
 

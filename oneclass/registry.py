@@ -172,3 +172,11 @@ methods.add("devnet-plain", f"{_M}.devnet:DevNetPlain",
             "DevNet without MIL (the paper's ablation DS): one score of globally averaged features")
 methods.add("dpa", f"{_M}.dpa:DPA",
             "Deep perceptual autoencoder (Tuluptceva et al.): relative-perceptual-L1 on VGG features, progressive growing")
+methods.add("recode-vae", f"{_M}.rsc_vae:RecodeVAE",
+            "Recode-VAE: a VAE (L1 + KL) scored by its recoding's JS divergence and its reconstruction error")
+methods.add("rsc-vae-o", f"{_M}.rsc_vae:RSCVAEO",
+            "RSC-VAE one-class mode (Zhang & Du): VAE loss plus the recoding's semantic consistency")
+methods.add("rsc-vae-d", f"{_M}.rsc_vae:RSCVAED",
+            "RSC-VAE distributionally-shifted mode: pseudo-anomalies (flips, rot90, cutout) pushed to N(0, I)")
+methods.add("rsc-vae-e", f"{_M}.rsc_vae:RSCVAEE",
+            "RSC-VAE extremely-imbalanced mode: labelled anomalies pushed to N(0, I) without reconstruction")

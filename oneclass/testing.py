@@ -54,6 +54,8 @@ FAST_BY_METHOD: dict[str, dict[str, Any]] = {
                      "anomalies_per_batch": 8},
     # random VGG weights, a narrow autoencoder, short phases (8 -> 16 -> 32 px)
     "dpa": {"weights": "none", "width": 8, "latent": 16, "batch_size": 16, "transition": 128, "stable": 256},
+    **{name: {"width": 8, "latent": 8, "epochs": 10} for name in
+       ("recode-vae", "rsc-vae-o", "rsc-vae-d", "rsc-vae-e")},
 }
 #: The ``train`` section the check trains with (``oneclass.recipe.TrainSection`` keys).
 FAST_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "device": "cpu"}

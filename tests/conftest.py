@@ -37,6 +37,31 @@ def one_error_line(result: subprocess.CompletedProcess, code: int = 2, *expect: 
     return lines[0]
 
 
+def auroc_of_a_short_real_run(recipe: str, overrides: list[str]) -> float:
+    """Train a shipped recipe (with ``overrides``, on the shared MNIST) on one CPU thread
+    (two contend on CI's two cores) and return its test AUROC."""
+    import warnings
+
+    import torch
+
+    from oneclass import api
+
+    shared("mnist")
+    config = api.load_recipe(recipe, ["dataset.root=" + str(SHARED_DATA / "mnist"), "train.device=cpu", *overrides])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        store = api.patch_store(config)
+        sets = api.split(store, config)
+        method = api.method_from_recipe(config, store)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. random VGG weights, chosen to stay offline
+            method.fit(sets.train, sets.val)
+        return api.auroc(sets.test, method.score(sets.test))
+    finally:
+        torch.set_num_threads(threads)
+
+
 TINY_RECIPE = """\
 seed: 0
 dataset: {name: synthetic, normal: 6, anomalous: 8, height: 128, width: 128}

@@ -5,14 +5,12 @@ only, bad parameters, and real separation on MNIST and on patches of a slide."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, one_error_line, oneclass, shared
-from oneclass import api
+from conftest import SHARED_DATA, one_error_line, oneclass, auroc_of_a_short_real_run
 from oneclass.data.datasets.synthetic import write_synthetic_slide
 from oneclass.data.items import LABELED_ANOMALY, UNLABELED, PatchData
 from oneclass.engine import Trainer
@@ -170,22 +168,9 @@ def test_weights_from_a_local_file_initialise_the_perceptual_network(tmp_path):
 def test_dpa_separates_real_digits_in_a_short_cpu_run():
     """MNIST 0 vs the nine other digits (recipes/dpa-mnist.yaml, shortened): measured test
     AUROC 0.992 at seed 0 in about a minute on one core; chance is 0.5."""
-    shared("mnist")
-    config = api.load_recipe("recipes/dpa-mnist.yaml", [
-        "dataset.root=" + str(SHARED_DATA / "mnist"), "dataset.max_per_class=100",
-        "method.dpa.transition=640", "method.dpa.stable=1280", "train.device=cpu"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        store = api.patch_store(config)
-        sets = api.split(store, config)
-        method = api.method_from_recipe(config, store)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            method.fit(sets.train, sets.val)
-        assert api.auroc(sets.test, method.score(sets.test)) >= 0.9
-    finally:
-        torch.set_num_threads(threads)
+    auroc = auroc_of_a_short_real_run("recipes/dpa-mnist.yaml", [
+        "dataset.max_per_class=100", "method.dpa.transition=640", "method.dpa.stable=1280"])
+    assert auroc >= 0.9
 
 
 SLIDE_RECIPE = """\
