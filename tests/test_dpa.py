@@ -213,3 +213,15 @@ def test_a_bad_layer_from_the_command_line_is_one_error_line(tiny, tmp_path):
                     "--set", "method.dpa.layer=relu3_9", "-q")
     one_error_line(done, 2, "method.dpa.layer", "unknown layer 'relu3_9'", "valid:")
     assert not (tmp_path / "r").exists()
+
+
+def test_without_growing_one_phase_trains_at_the_item_size_and_separates_easy_anomalies():
+    records = []
+    method = _fit(_params(progressive=False, stable=512, width=8, latent=16), _normals(), report=records.append)
+    assert {r["stage"] for r in records if "epoch" in r} == {"train"}
+    assert method.sides == [32] and method.layers == {32: "relu3_2"}
+    images = easy_anomalies(24, 24, 32, seed=5)
+    labels = np.r_[np.zeros(24), np.ones(24)]
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, method.score(PatchData(images, np.arange(48)))) >= 0.8

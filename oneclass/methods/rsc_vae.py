@@ -210,7 +210,7 @@ class _Params:
     js_nodes: int = 20  # Gauss-Hermite nodes per dimension
     js_samples: int = 16  # Monte-Carlo draws of each distribution
     beta: float = 1.0  # weight of the pseudo-anomalies' / labelled anomalies' term (1, 5 or 10)
-    dsa: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])  # textures: [cutout:0.25]
+    dsa: list[str] = field(default_factory=lambda: ["hflip", "vflip", "rot90"])  # pseudo-anomaly ops, 1 to all at random; textures: [cutout:0.25]
     dsa_p: float = 0.01  # share of training items turned into pseudo-anomalies (digits 1%, textures 5%)
     lr: float | None = 0.01  # Adam, cosine annealing
     t_max: int = 50  # epochs of the cosine schedule's half period
