@@ -78,6 +78,9 @@ def grid_points(config: recipes.Recipe) -> list[Point]:
                                 f"split and seed stay those of the run), e.g. method.{cls.name}.{params[0]}")
         if param is not None and param not in params:
             raise OneclassError(f"{blame}: {cls.name} has no parameter {param!r}; it has {', '.join(params)}")
+        if param in cls.ignored_params():
+            raise OneclassError(f"{blame}: {cls.name} does not use {param} (a parameter of its family "
+                                f"that this variant ignores); every grid point would train the same model")
         if not isinstance(values, list) or not values:
             raise OneclassError(f"{blame}: expected a non-empty list of values to try, got {values!r}")
     combinations = list(itertools.product(*grid.values()))

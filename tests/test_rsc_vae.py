@@ -160,3 +160,29 @@ def test_rsc_vae_separates_real_digits_in_a_short_cpu_run():
     """MNIST 0 vs the other digits (recipes/rsc-vae-mnist.yaml, 20 epochs instead of 60):
     measured test AUROC 0.925 at seed 0 in about 40 s on one core; chance is 0.5."""
     assert auroc_of_a_short_real_run("recipes/rsc-vae-mnist.yaml", ["method.rsc-vae-o.epochs=20"]) >= 0.85
+
+
+def test_the_resnet_networks_train_on_larger_whole_images_with_augmentation_and_cutout():
+    images = np.repeat(easy_anomalies(16, 8, 64), 3, axis=1)  # RGB, 64 px
+    params = fast_params(RSCVAED, overrides={"network": "resnet", "width": 8, "latent": 8, "epochs": 2,
+                                             "batch_size": 8, "dsa": ["cutout:0.25"], "dsa_p": 0.5,
+                                             "augment": ["hflip", "rotate:5"]})
+    method = build(RSCVAED, params, in_shape=(3, 64, 64))
+    method.fit(PatchData(images, np.arange(16), roles=np.zeros(16, np.int8)))
+    scores = method.score(PatchData(images, np.arange(24)))
+    assert scores.shape == (24,) and np.isfinite(scores).all()
+    assert method.explain(PatchData(images, np.arange(2))).shape == (2, 64, 64)
+    with pytest.raises(OneclassError, match="the resnet networks take square items whose side is a multiple of 32"):
+        RSCVAED(RSCVAED.Params(network="resnet"), (3, 48, 48))
+    with pytest.raises(OneclassError, match="method.rsc-vae-d.augment: unknown augmentation 'spin'"):
+        RSCVAED(RSCVAED.Params(augment=["spin"]), (1, 32, 32))
+
+
+def test_select_refuses_beta_for_a_mode_that_ignores_it():
+    from oneclass import recipe as recipes
+    from oneclass.select import grid_points
+
+    grid = "select.grid={method.beta: [1, 5, 10]}"
+    assert len(grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=rsc-vae-d", grid]))) == 3
+    with pytest.raises(OneclassError, match="recode-vae does not use beta"):
+        grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=recode-vae", grid]))

@@ -36,10 +36,12 @@ z = mu at inference. Choices where the paper is silent or ambiguous:
   written; the batch loss is their mean over items (the paper's sum only rescales the lr).
 - the decoder ends in a sigmoid (images in [0, 1]); log-variances are clamped to
   [-10, 10] so that exp() cannot overflow at lr 0.01.
-- the conv networks: the encoder is the paper's four 3x3 convolutions (stride 2, batch
-  norm, LeakyReLU 0.2) then a dense layer to (mu, log sigma^2); the decoder mirrors it
-  with 4x4 transposed convolutions (the paper does not describe it). Items must be square
-  with a side that is a multiple of 16 (MNIST: 28 resized to 32, as in the paper).
+- the networks (``network``): ``conv``, the paper's four 3x3 convolutions (stride 2,
+  batch norm, LeakyReLU 0.2) then a dense layer to (mu, log sigma^2), for square items
+  whose side is a multiple of 16 (MNIST: 28 resized to 32, as in the paper); ``resnet``,
+  ResNet-18's layout with every width 64 for 256 px images (side a multiple of 32). The
+  paper does not describe its decoders: ours mirror the encoders (4x4 transposed
+  convolutions; nearest upsampling and blocks).
 - the paper picks the epoch with the best *test* AUROC (and on MVTec the best beta on
   test); here the epoch is the last, or the best on validation (``train.keep: best``), and
   beta can be chosen on validation with a ``select:`` grid: honest figures, which may sit
@@ -160,7 +162,7 @@ def shift(x: torch.Tensor, ops: list[tuple[str, float | None]]) -> torch.Tensor:
     return out
 
 
-class _Encoder(nn.Module):
+class _ConvEncoder(nn.Module):
     def __init__(self, channels: int, side: int, width: int, latent: int):
         super().__init__()
         layers, c = [], channels
@@ -176,7 +178,7 @@ class _Encoder(nn.Module):
         return mu, logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
 
 
-class _Decoder(nn.Module):
+class _ConvDecoder(nn.Module):
     def __init__(self, channels: int, side: int, width: int, latent: int):
         super().__init__()
         self.shape = (width << 3, side // 16, side // 16)
@@ -191,6 +193,56 @@ class _Decoder(nn.Module):
         return self.body(self.head(z).view(-1, *self.shape))
 
 
+class _Block(nn.Module):
+    """ResNet-18's basic block (two 3x3 convolutions with batch norm, identity or strided
+    1x1 shortcut) at one width, LeakyReLU 0.2."""
+
+    def __init__(self, width: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.LeakyReLU(0.2), nn.Conv2d(width, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width))
+        self.shortcut = (nn.Identity() if stride == 1 else
+                         nn.Sequential(nn.Conv2d(width, width, 1, stride, bias=False), nn.BatchNorm2d(width)))
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+class _ResNetEncoder(nn.Module):
+    """ResNet-18's layout with every width ``width`` (the paper's 64 for 256 px images):
+    a 7x7 stride-2 stem and max pooling, four stages of two blocks (strides 1, 2, 2, 2),
+    then a dense layer to (mu, log sigma^2); a side / 32 feature map."""
+
+    def __init__(self, channels: int, side: int, width: int, latent: int):
+        super().__init__()
+        stages = [_Block(width, stride) for first in (1, 2, 2, 2) for stride in (first, 1)]
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                  nn.LeakyReLU(0.2), nn.MaxPool2d(3, 2, 1), *stages, nn.Flatten())
+        self.head = nn.Linear(width * (side // 32) ** 2, 2 * latent)
+
+    forward = _ConvEncoder.forward
+
+
+class _ResNetDecoder(nn.Module):
+    """The encoder mirrored (the paper does not describe its decoder): a dense layer to a
+    side / 32 map, five x2 nearest upsamplings each followed by a block, a 3x3 convolution
+    to the image channels and a sigmoid."""
+
+    def __init__(self, channels: int, side: int, width: int, latent: int):
+        super().__init__()
+        self.shape = (width, side // 32, side // 32)
+        self.head = nn.Linear(latent, int(np.prod(self.shape)))
+        ups = [m for _ in range(5) for m in (nn.Upsample(scale_factor=2, mode="nearest"), _Block(width))]
+        self.body = nn.Sequential(*ups, nn.Conv2d(width, channels, 3, 1, 1), nn.Sigmoid())
+
+    forward = _ConvDecoder.forward
+
+
+NETWORKS = {"conv": (_ConvEncoder, _ConvDecoder, 16), "resnet": (_ResNetEncoder, _ResNetDecoder, 32)}
+
+
 class _Expectations(nn.Module):
     """E[l_mut] and E[l_recon] over the training normals, for the score (Eq. 15)."""
 
@@ -202,8 +254,9 @@ class _Expectations(nn.Module):
 
 @dataclass
 class _Params:
+    network: Literal["conv", "resnet"] = "conv"  # conv: 28/32 px digits (the paper); resnet: 256 px images
     latent: int = 32  # latent dimensions (the paper does not say)
-    width: int = 32  # channels of the first convolution, doubled at each of the four
+    width: int = 32  # conv: the first convolution's channels, doubled at each of the four; resnet: all (64)
     lam: float = 0.1  # lambda: the weight of l_consist (fixed in the paper)
     alpha: float = 0.5  # the score's weight of l_mut against l_recon (Eq. 15)
     js: Literal["gauss-hermite", "monte-carlo"] = "gauss-hermite"  # the l_mut estimator
@@ -215,7 +268,8 @@ class _Params:
     lr: float | None = 0.01  # Adam, cosine annealing
     t_max: int = 50  # epochs of the cosine schedule's half period
     epochs: int | None = 500  # the paper's; recipes train shorter
-    batch_size: int | None = 32
+    batch_size: int | None = 32  # the paper: 32 for digits, 8 for 256 px images
+    augment: list[str] = field(default_factory=list)  # e.g. [hflip, vflip, rotate:5] (the paper's MVTec)
 
 
 class RecodeVAE(Method):
@@ -240,8 +294,9 @@ class RecodeVAE(Method):
         self._check_params()
         channels, side, _ = self.in_shape
         p = self.params
-        self.encoder = self.add("encoder", _Encoder(channels, side, p.width, p.latent))
-        self.decoder = self.add("decoder", _Decoder(channels, side, p.width, p.latent))
+        encoder, decoder, _ = NETWORKS[p.network]
+        self.encoder = self.add("encoder", encoder(channels, side, p.width, p.latent))
+        self.decoder = self.add("decoder", decoder(channels, side, p.width, p.latent))
         self.expect = self.add("expect", _Expectations())
         self.dsa_ops = parse_dsa(p.dsa, f"method.{self.name}.dsa")
         self.pseudo_count = 0  # pseudo-anomalies made in the current epoch
@@ -251,9 +306,14 @@ class RecodeVAE(Method):
 
     def _check_params(self) -> None:
         p, (_, height, width) = self.params, self.in_shape
-        if height != width or height % 16 or height < 16:
-            self._fail(f"the conv networks take square items whose side is a multiple of 16 (MNIST: "
-                       f"patches.resize: 32, as the paper), got {height}x{width}")
+        from oneclass.augment import parse_augment
+
+        multiple = NETWORKS[p.network][2]
+        if height != width or height % multiple or height < multiple:
+            self._fail(f"the {p.network} networks take square items whose side is a multiple of {multiple} "
+                       f"(MNIST: patches.resize: 32, as the paper; MVTec: 256 with network: resnet), "
+                       f"got {height}x{width}")
+        parse_augment(p.augment, f"method.{self.name}.augment")
         for key in ("lam", "beta"):
             if getattr(p, key) < 0:
                 self._fail(f"{key} must not be negative, got {getattr(p, key)}")
@@ -350,7 +410,8 @@ class RecodeVAE(Method):
         epochs = p.epochs or trainer.cfg.epochs
         spec = trainer.spec("train", [*self.encoder.parameters(), *self.decoder.parameters()], optimizer="adam",
                             lr=p.lr if p.lr is not None else trainer.cfg.lr, epochs=epochs, weight_decay=0.0,
-                            schedule="cosine", t_max=p.t_max, batch_size=p.batch_size or trainer.cfg.batch_size)
+                            schedule="cosine", t_max=p.t_max, batch_size=p.batch_size or trainer.cfg.batch_size,
+                            augment=tuple(p.augment))
         normals = items.subset(np.flatnonzero(~anomalous))
         trainer.stage(spec, items, self._objective, scorer=self._score,
                       epoch_stats=lambda: self._epoch_stats(normals))
