@@ -25,6 +25,7 @@ from oneclass.testing import check_method, easy_anomalies
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*has random weights:UserWarning")  # FAST trains backbones offline
 @pytest.mark.parametrize("name", registry.methods.names())
 def test_registered_method_passes_check_method(name):
     check_method(name)
