@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oneclass.artifacts import ScoreTable, open_run, parse_scores, read_json
+from oneclass.artifacts import ScoreTable, open_run, parse_scores
 from oneclass.errors import OneclassError
-from oneclass.select import SELECT_FILE
+from oneclass.select import SELECT_FILE, read_record
 from oneclass.metrics import (aggregate_images, check_image_rule, describe_rule, evaluate_scores,
                               image_metrics, image_rule, wilcoxon)
 
@@ -121,7 +121,7 @@ def _from_run(path: Path) -> Result:
             metrics[key] = value
     metrics["image"] = _run_images(run, test)
     split = run.recipe.get("split") or {}
-    selection = read_json(path / SELECT_FILE) if (path / SELECT_FILE).is_file() else None
+    selection = read_record(path / SELECT_FILE) if (path / SELECT_FILE).is_file() else None
     return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),
                   method=(run.recipe.get("method") or {}).get("name", ""),
                   gamma=split.get("gamma"), seed=run.recipe.get("seed"), selection=selection)

@@ -24,8 +24,10 @@ validation set only, so the training set is the same for every fit.
 from __future__ import annotations
 
 import copy
+import gc
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -87,16 +89,27 @@ def grid_points(config: recipes.Recipe) -> list[Point]:
     if len(combinations) < 2:
         raise OneclassError(f"{where}: select.grid has one point ({_describe(grid)}); give some key "
                             f"at least two values, or drop the select section")
-    points = []
+    points, effective = [], {}
     for combination in combinations:
         values = dict(zip(grid, combination))
         data = copy.deepcopy(config.to_dict())  # to_dict shares the method blocks with config
         for key, value in values.items():
             recipes._set_path(data, key.split("."), value, f"select.grid: {key}")
         origins = {**config.origins, **{key: f"{where}: select.grid" for key in values}}
-        point = recipes.from_dict(data, config.source, origins)
-        method_class(point)  # each value checked as the method's parameter
-        points.append(Point(values, point))
+        point = Point(values, recipes.from_dict(data, config.source, origins))
+        _, params = method_class(point.config)  # each value checked as the method's parameter
+        for key in values:
+            name = key.split(".")[1]
+            if key.startswith("train.") and getattr(params, name, None) is not None:
+                raise OneclassError(f"{where}: select.grid: {key}: {cls.name} uses its own {name} "
+                                    f"(method.{cls.name}.{name}: {getattr(params, name)}), not {key}; search "
+                                    f"method.{cls.name}.{name} instead, or set it to null")
+        same = effective.setdefault(repr((asdict(params), asdict(point.config.train))), point)
+        if same is not point:
+            raise OneclassError(f"{where}: select.grid: the points {same.label()} and {point.label()} train the "
+                                f"same model: a value does not reach the method (a plain method.KEY in the recipe "
+                                f"wins over method.{cls.name}.KEY)")
+        points.append(point)
     return points
 
 
@@ -137,6 +150,8 @@ def _metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
 def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_sources: list[str],
                   in_shape: tuple[int, int, int], report: Callable[[dict], None]) -> dict:
     """Train and score every grid point on every fold; the record ``select.json`` holds."""
+    import torch
+
     from oneclass.engine import Trainer, TrainingDiverged
     from oneclass.training import build_method, method_class
 
@@ -166,6 +181,10 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
                 values.append(_metric(metric, held_out.labels, method.score(held_out)))
             except TrainingDiverged:  # this point's loss blew up: it cannot be chosen
                 values.append(float("nan"))
+            del method, trainer  # they refer to each other: free the fit's memory (GPU) now
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             report({"event": "select", "point": point.label(), "fold": k + 1, "folds": len(folds),
                     metric: values[-1]})
         done = all(np.isfinite(values))  # a diverged fold (null in the record) rules the point out
@@ -183,10 +202,24 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
             "points": records, "chosen": best, "values": records[best]["values"]}
 
 
-def apply_choice(config: recipes.Recipe, record: dict) -> recipes.Recipe:
-    """The run's recipe with the chosen point's values."""
+RECORD_KEYS = ("metric", "folds", "fold_sizes", "fold_anomalies", "grid", "points", "chosen", "values")
+
+
+def read_record(path: Path) -> dict:
+    """A run's select.json, checked; a damaged or foreign file is one OneclassError line."""
+    from oneclass.artifacts import read_json
+
+    record = read_json(path)
+    if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+        raise OneclassError(f"{path}: not a oneclass selection record (expected the keys "
+                            f"{', '.join(RECORD_KEYS)})")
+    return record
+
+
+def apply_choice(config: recipes.Recipe, record: dict, where: Path) -> recipes.Recipe:
+    """The run's recipe with the chosen point's values (``record`` read from ``where``)."""
     for point in grid_points(config):
         if point.values == record["values"]:
             return point.config
-    raise OneclassError(f"{SELECT_FILE}: the chosen point {record['values']} is not in the recipe's "
-                        f"select.grid (another recipe's file?)")
+    raise OneclassError(f"{where}: the chosen point {record['values']} is not in the recipe's select.grid "
+                        f"(the recipe's grid changed?)")

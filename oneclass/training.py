@@ -12,13 +12,13 @@ import numpy as np
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
-                                discard, environment, folder_kind, mark, read_json, read_recipe_copy, replace_folder,
+                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder,
                                 save_torch,
                                 write_image_scores, write_json, write_scores, write_text)
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
 from oneclass.scoring import score_rows
-from oneclass.select import SELECT_FILE, apply_choice, grid_points, run_selection
+from oneclass.select import SELECT_FILE, apply_choice, grid_points, read_record, run_selection
 from oneclass.stores import Report, check_store_matches, obtain_store, store_hash
 
 
@@ -103,9 +103,12 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     selection = None
     if config.select.grid:
         selection = _selection(config, partial, resume, store, split, val, in_shape, report)
-        config = apply_choice(config, selection)
+        config = apply_choice(config, selection, partial / SELECT_FILE)
         cls, params = method_class(config)
-    trainer = Trainer(config.train, config.seed, partial, resume=resume, val=val, report=report)
+    # a run interrupted after its selection but before its first checkpoint resumes from
+    # the selection (select.json) and trains from the start
+    trainer = Trainer(config.train, config.seed, partial, resume=resume and (partial / CHECKPOINT).is_file(),
+                      val=val, report=report)
     method = build_method(config, cls, params, in_shape, keep_rng=False)  # drawn right after the seeding
     method.trainer = trainer
     if not resume:
@@ -122,7 +125,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
         _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
         replace_folder(partial, out, "run")
     except BaseException as exc:
-        kept = (partial / CHECKPOINT).is_file()
+        kept = (partial / CHECKPOINT).is_file() or (partial / SELECT_FILE).is_file()
         if not kept:
             discard(partial)
         if isinstance(exc, OSError):
@@ -139,7 +142,7 @@ def _selection(config, partial: Path, resume: bool, store: PatchStore, split, va
     from oneclass.data.items import PatchData
 
     if resume and (partial / SELECT_FILE).is_file():
-        return read_json(partial / SELECT_FILE)
+        return read_record(partial / SELECT_FILE)
     train = PatchData(store.images, split.train, roles=split.train_roles)
     sources = [store.index[int(row)]["source"] for row in split.val]
     return run_selection(config, train, val, sources, in_shape, report)
@@ -186,7 +189,9 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
             raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
                                 f"cannot be checked against the recipe; start again with --overwrite")
         chosen = partial / SELECT_FILE  # recipe.yaml holds the select section's choice
-        now = (apply_choice(config, read_json(chosen)) if chosen.is_file() else config).to_dict()
+        if chosen.is_file() and config.select.grid:
+            config = apply_choice(config, read_record(chosen), chosen)
+        now = config.to_dict()
         if started != now:
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
@@ -195,7 +200,8 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         from oneclass.artifacts import load_torch
         from oneclass.engine import CHECKPOINT_KEYS
 
-        load_torch(partial / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS)  # damaged: refused before any work
+        if (partial / CHECKPOINT).is_file() or not (partial / SELECT_FILE).is_file():
+            load_torch(partial / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS)  # damaged: refused before any work
         return
     check_destination(out, "run", overwrite)
     if partial.is_symlink() or partial.exists():

@@ -84,6 +84,8 @@ def test_the_growth_phases_and_their_layers():
     assert method.phases() == [("8px", 8, False), ("16px-fade", 16, True), ("16px", 16, False),
                                ("32px-fade", 32, True), ("32px", 32, False)]
     assert method.layers == {8: "relu1_2", 16: "relu2_2", 32: "relu3_2"}
+    # a deep layer at the item size only, and a 4 px start, are no reason to refuse
+    assert DPA(_params(start=4, layer="relu5_4"), (1, 64, 64)).layers[4] == "relu1_2"
     flat = DPA(_params(progressive=False, layer="relu2_2"), (3, 64, 64))
     assert flat.phases() == [("train", 64, False)] and flat.layers == {64: "relu2_2"}
     # the autoencoder works at every resolution of the growth, mixing while it fades in

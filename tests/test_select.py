@@ -112,9 +112,12 @@ def test_selection_picks_the_best_held_out_point_and_never_scores_test_items(tin
     ("{train.nope: [1, 2]}", ["train has no key 'nope'"]),
     ("{method.sign: 3}", ["expected a non-empty list"]),
     ("{method.sign: [1.0, abc]}", ["method.sign", "expected a number"]),
+    ("{method.sign-toy.sign: [1.0, -1.0]}", ["the points sign=1.0 and sign=-1.0 train the same model",
+                                             "a plain method.KEY in the recipe wins"]),
 ])
 def test_bad_grids_are_refused_before_any_work(tiny, tmp_path, sign_toy, grid, expect):
-    config = recipes.load(_recipe(tiny, tmp_path, "method: {name: sign-toy}", grid))
+    # a plain sign in the recipe: it wins over the block's (method.sign-toy.sign)
+    config = recipes.load(_recipe(tiny, tmp_path, "method: {name: sign-toy, sign: 1.0}", grid))
     with pytest.raises(OneclassError) as caught:
         train_run(config, tmp_path / "run", store=PatchStore.open(tiny["store"]))
     message = str(caught.value)
@@ -175,3 +178,39 @@ def test_select_for_dpa(tiny, tmp_path):
     assert metrics["train"]["method"]["layers"]["32"] == chosen["method.dpa.layer"]
     shown = oneclass("evaluate", tmp_path / "run", "-q", "-f", "json")
     assert json.loads(shown.stdout)["selections"][str(tmp_path / "run")] == record
+
+
+def test_a_train_key_the_method_overrides_is_refused(tiny, tmp_path):
+    recipe = _recipe(tiny, tmp_path, "method: {name: dpa}", "{train.lr: [0.01, 0.001]}")
+    with pytest.raises(OneclassError, match="dpa uses its own lr .method.dpa.lr: 0.001., not train.lr"):
+        train_run(recipes.load(recipe), tmp_path / "run", store=PatchStore.open(tiny["store"]))
+
+
+def test_a_damaged_selection_record_is_one_error_line(tiny, tmp_path, sign_toy):
+    recipe = _recipe(tiny, tmp_path, "method: {name: sign-toy}", "{method.sign: [-1.0, 1.0]}")
+    train_run(recipes.load(recipe), tmp_path / "run", store=PatchStore.open(tiny["store"]))
+    (tmp_path / "run/log.jsonl").write_text("")  # the toy trains no stage, so logs none
+    (tmp_path / "run/select.json").write_text("{}")
+    done = oneclass("evaluate", tmp_path / "run")
+    one_error_line(done, 2, "select.json: not a oneclass selection record")
+
+
+def test_ctrl_c_after_the_selection_keeps_it_and_resume_trains_the_choice(tiny, tmp_path, sign_toy):
+    recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
+                     "{method.rep_dim: [8, 16]}")
+    config = recipes.load(recipe)
+    store = PatchStore.open(tiny["store"])
+    train_run(config, tmp_path / "whole", store=store)
+
+    def interrupt(event):  # the chosen point's first batch: no checkpoint yet
+        if event.get("event") == "batch" and event["stage"] == "pretrain":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    assert not (tmp_path / "cut.partial/checkpoint.pt").exists()
+    assert (tmp_path / "cut.partial/select.json").is_file()
+    events = []
+    train_run(config, tmp_path / "cut", store=store, resume=True, report=events.append)
+    assert not [e for e in events if e.get("event") == "select"]
+    assert (tmp_path / "cut/scores/test.csv").read_text() == (tmp_path / "whole/scores/test.csv").read_text()

@@ -91,12 +91,16 @@ def _interrupted(target: Path, args: list[str]) -> None:
     import sys
 
     from oneclass.artifacts import CHECKPOINT, PARTIAL
+    from oneclass.select import SELECT_FILE
 
     partial = target.with_name(target.name + PARTIAL)
+    again = shlex.join(["oneclass", "train", *args, "--resume"])
     if (partial / CHECKPOINT).is_file():
-        again = shlex.join(["oneclass", "train", *args, "--resume"])
         print(f"oneclass: interrupted; the checkpoint is {partial / CHECKPOINT}; resume with: {again}",
               file=sys.stderr)
+    elif (partial / SELECT_FILE).is_file():
+        print(f"oneclass: interrupted; the hyperparameter selection is kept in {partial / SELECT_FILE}; "
+              f"resume with: {again}", file=sys.stderr)
     else:
         print("oneclass: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
     raise SystemExit(130)

@@ -244,7 +244,7 @@ class DPA(Method):
             warnings.simplefilter("ignore")
             vgg = build_backbone(p.backbone, "none", list(dict.fromkeys(self.layers.values())),
                                  key=f"method.{self.name}.layer")
-        shapes = feature_shapes(vgg, self.sides)
+        shapes = feature_shapes(vgg, self.sides, {s: [layer] for s, layer in self.layers.items()})
         for s, layer in self.layers.items():
             if shapes[s] is None or min(shapes[s][layer][1:]) < 1:
                 self._fail(f"{p.backbone} {layer} has an empty feature map for {s}x{s} images; "

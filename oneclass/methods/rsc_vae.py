@@ -26,10 +26,11 @@ z = mu at inference. Choices where the paper is silent or ambiguous:
   ``js_nodes``-point Gauss-Hermite quadrature: a surrogate of the joint JS (it can exceed
   ln 2), but deterministic and smooth, so scores are exactly reproducible and training
   gradients noise-free. ``js: monte-carlo`` estimates the joint JS from ``js_samples``
-  reparameterised draws of each distribution (unbiased; noisy; its scoring draws come from
-  a fixed private generator, so scores still repeat).
+  reparameterised draws of each distribution (unbiased; noisy; at scoring the same fixed
+  draws serve every item, from a private generator, so scores repeat whatever the batch).
 - E[.] in Eq. 15: over the training normals (labelled anomalies and pseudo-anomalies left
-  out), computed when training ends and kept in the model: the paper leaves the set
+  out), computed when training ends (and after every epoch when a validation set is
+  scored, at the cost of a forward pass over them) and kept in the model: the paper leaves the set
   unstated, and a user scoring one image has no test set to average over. Eq. 16's min-max
   over the test set is monotone (no AUROC changes) and is left out.
 - l_recon is the L1 norm (a sum over pixels), the KL terms sums over latent dimensions, as
@@ -100,11 +101,13 @@ def js_gauss_hermite(mu1, logvar1, mu2, logvar2, nodes: int = 20) -> torch.Tenso
 def js_monte_carlo(mu1, logvar1, mu2, logvar2, samples: int = 16,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """The joint JS divergence of two diagonal Gaussians per row, from ``samples``
-    reparameterised draws of each (drawn on the CPU from ``generator``, else torch's
-    global generator)."""
+    reparameterised draws of each, drawn on the CPU: from torch's global generator, a
+    fresh draw per row (training); from ``generator`` (scoring), the same standard-normal
+    draws for every row, so an item's score does not depend on its place in a batch."""
 
     def draws(mu, logvar):
-        eps = torch.randn((samples, *mu.shape), generator=generator, dtype=mu.dtype).to(mu.device)
+        rows = 1 if generator is not None else len(mu)
+        eps = torch.randn((samples, rows, mu.shape[1]), generator=generator, dtype=mu.dtype).to(mu.device)
         return mu + (0.5 * logvar).exp() * eps  # (S, N, D)
 
     def half(z, mu_a, logvar_a, mu_b, logvar_b):
@@ -342,9 +345,10 @@ class RecodeVAE(Method):
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
         x_hat = self.decoder(z)
         mu2, logvar2 = self.encoder(x_hat)
+        mu, logvar, mu2, logvar2 = mu.float(), logvar.float(), mu2.float(), logvar2.float()  # AMP: no fp16 overflow
         return {"recon": (x - x_hat).abs().flatten(1).sum(1), "enc1": kl_to_standard(mu, logvar),
                 "enc2": kl_to_standard(mu2, logvar2),
-                "mut": self._mut(mu.float(), logvar.float(), mu2.float(), logvar2.float(), generator),
+                "mut": self._mut(mu, logvar, mu2, logvar2, generator),
                 "x_hat": x_hat}
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:

@@ -209,15 +209,17 @@ def load_weights(backbone: Backbone, weights: str | os.PathLike, key: str, meant
     return pretrained.weights_source
 
 
-def feature_shapes(backbone: Backbone, sides: Sequence[int]) -> dict[int, dict[str, tuple[int, ...]] | None]:
+def feature_shapes(backbone: Backbone, sides: Sequence[int], layers: dict[int, list[str]] | None = None
+                   ) -> dict[int, dict[str, tuple[int, ...]] | None]:
     """{side: {layer: (C, h, w)}} of ``backbone`` for square inputs of each side, or None
-    where the network cannot take that side; shapes only (on the meta device)."""
+    where the network cannot take that side up to the layers asked (``layers[side]``,
+    default all of the backbone's); shapes only (on the meta device)."""
     probe = copy.deepcopy(backbone).to("meta").eval()
     shapes: dict[int, dict[str, tuple[int, ...]] | None] = {}
     for side in sides:
         try:
             with torch.no_grad():
-                found = probe(torch.empty(1, 3, side, side, device="meta"))
+                found = probe(torch.empty(1, 3, side, side, device="meta"), (layers or {}).get(side))
             shapes[side] = {layer: tuple(f.shape[1:]) for layer, f in found.items()}
         except RuntimeError:
             shapes[side] = None
