@@ -12,8 +12,7 @@ import numpy as np
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
-                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder,
-                                save_torch,
+                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder, save_torch,
                                 write_image_scores, write_json, write_scores, write_text)
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
