@@ -26,17 +26,17 @@ it stopped); OUT/table.md gets the summary when all are done.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _runs import read_rows, run_cells  # noqa: E402 - beside this script
 
 DATASETS = {
     "mnist": ("recipes/dpa-mnist.yaml", []),
@@ -85,13 +85,6 @@ def run_cell(dataset: str, seed: int, method: str, overrides: list[str], device:
             "score_images_per_s": round(scoring, 1)}
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def report(rows: list[dict]) -> str:
     lines = ["| dataset | dpa | ss-dcae (pixel L2) | dpa - ss-dcae, paired | dpa images/s per phase (seed 0) "
              "| scoring images/s (dpa, ss-dcae) |", "|---|---|---|---|---|---|"]
@@ -133,19 +126,9 @@ def main() -> None:
     overrides = [f"method.dpa.weights={args.weights}", *args.overrides]
     print(f"{len(cells)} runs to do ({len(done)} done) on {args.device}, {args.jobs} jobs x {args.threads} "
           f"threads; overrides: {' '.join(overrides)}", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_cell, *cell, overrides, args.device, args.threads) for cell in cells]
-        for future in as_completed(futures):
-            row = future.result()
-            new = not runs.is_file()
-            with open(runs, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-            print(f"  {row['dataset']} seed {row['seed']} {row['method']}: AUROC {row['auroc']:.3f} "
-                  f"({row['seconds']:.0f} s; {row['phases']}; scoring {row['score_images_per_s']} images/s)",
-                  flush=True)
+    run_cells(runs, COLUMNS, args.jobs, run_cell, cells, (overrides, args.device, args.threads),
+              lambda row: f"  {row['dataset']} seed {row['seed']} {row['method']}: AUROC {row['auroc']:.3f} "
+                          f"({row['seconds']:.0f} s; {row['phases']}; scoring {row['score_images_per_s']} images/s)")
     table = report(read_rows(runs))
     (args.out / "table.md").write_text(table)
     print(table)

@@ -19,17 +19,17 @@ it stopped); OUT/table.md gets the table when all are done.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _runs import read_rows, run_cells  # noqa: E402 - beside this script
 
 METHODS = ("recode-vae", "rsc-vae-o", "rsc-vae-d", "rsc-vae-e")
 # Table 1 of the paper: Recode VAE, RSC-VAE_o, _d, _e per digit
@@ -68,13 +68,6 @@ def run_cell(digit: int, seed: int, method: str, epochs: int, device: str, threa
             "seconds": round(seconds, 1), "train_images_per_s": round(float(np.median(speed)), 1),
             "score_images_per_s": round(scoring, 1),
             "test_hash": hashlib.sha1(np.asarray(sets.test.rows).tobytes()).hexdigest()[:10]}
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def report(rows: list[dict]) -> str:
@@ -129,18 +122,9 @@ def main() -> None:
              for m in args.methods.split(",") if (int(d), s, m) not in done]
     print(f"{len(cells)} runs to do ({len(done)} done), {args.epochs} epochs, on {args.device}, "
           f"{args.jobs} jobs x {args.threads} threads", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_cell, *cell, args.epochs, args.device, args.threads) for cell in cells]
-        for future in as_completed(futures):
-            row = future.result()
-            new = not runs.is_file()
-            with open(runs, "a", newline="") as fh:
-                writer = csv.DictWriter(fh, COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-            print(f"  digit {row['digit']} seed {row['seed']} {row['method']}: AUROC {row['auroc']:.3f} "
-                  f"({row['seconds']:.0f} s, {row['train_images_per_s']} images/s)", flush=True)
+    run_cells(runs, COLUMNS, args.jobs, run_cell, cells, (args.epochs, args.device, args.threads),
+              lambda row: f"  digit {row['digit']} seed {row['seed']} {row['method']}: AUROC {row['auroc']:.3f} "
+                          f"({row['seconds']:.0f} s, {row['train_images_per_s']} images/s)")
     table = report(read_rows(runs))
     (args.out / "table.md").write_text(table)
     print(table)

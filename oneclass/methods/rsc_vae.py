@@ -51,6 +51,7 @@ z = mu at inference. Choices where the paper is silent or ambiguous:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -79,13 +80,19 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
     return -0.5 * ((z - mu) ** 2 / logvar.exp() + logvar) - _HALF_LOG_2PI
 
 
+@functools.lru_cache(maxsize=4)
+def _hermite(nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Hermite nodes and weights / sqrt(pi), once per node count (float64, CPU)."""
+    t, w = np.polynomial.hermite.hermgauss(nodes)
+    return torch.from_numpy(t), torch.from_numpy(w / math.sqrt(math.pi))
+
+
 def js_gauss_hermite(mu1, logvar1, mu2, logvar2, nodes: int = 20) -> torch.Tensor:
     """Sum over dimensions of the per-dimension JS divergence of two diagonal Gaussians
     (rows of (N, D) means and log-variances), each by Gauss-Hermite quadrature:
     E_P[f] = pi^-1/2 sum_i w_i f(mu + sqrt(2) sigma t_i)."""
-    t, w = np.polynomial.hermite.hermgauss(nodes)
-    t = torch.as_tensor(t, dtype=mu1.dtype, device=mu1.device)
-    w = torch.as_tensor(w / math.sqrt(math.pi), dtype=mu1.dtype, device=mu1.device)
+    t, w = _hermite(nodes)
+    t, w = t.to(mu1.device, mu1.dtype), w.to(mu1.device, mu1.dtype)
 
     def half(mu_a, logvar_a, mu_b, logvar_b):  # KL(A || M) per dimension, M = (A + B) / 2
         z = mu_a[..., None] + math.sqrt(2) * (0.5 * logvar_a).exp()[..., None] * t
