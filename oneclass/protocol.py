@@ -46,6 +46,11 @@ def method_class_problems(cls, name: str | None = None) -> list[str]:
         unknown = [k for k in ignored() if k not in params.__dataclass_fields__] if callable(ignored) else []
         if unknown:
             problems.append(f"`ignored_params` names what `Params` lacks: {', '.join(unknown)}")
+        ignored_at = getattr(cls, "ignored_at", None)
+        if callable(ignored_at) and not required:
+            unknown = [k for k in ignored_at(params()) if k not in params.__dataclass_fields__]
+            if unknown:
+                problems.append(f"`ignored_at` names what `Params` lacks: {', '.join(unknown)}")
     for attr in REQUIRED:
         if not callable(getattr(cls, attr, None)):
             problems.append(f"no `{attr}` method")

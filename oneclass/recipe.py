@@ -61,6 +61,10 @@ class SplitSection:
     train_size: int | None = None  # L + M + N; default: the largest the pool allows
     val_fraction: float = 0.1  # of the sources (or patches) set aside for validation
     test_fraction: float = 0.2  # of the sources (or patches) set aside for testing
+    # a source prefix (MNIST's "t10k/"): the items whose source begins with it are the
+    # test pool, the dataset's own test split, in place of test_fraction
+    test_sources: str | None = None
+    test_anomaly_share: float = 1.0  # of the test pool's anomalies in an unbalanced test set
     test_size: int | None = None  # default: the largest the test pool allows
     test_balanced: bool = True  # as many normal as anomalous test patches
     group_by: Literal["source", "none"] = "source"
@@ -143,6 +147,7 @@ RANGES = {
     "split.gamma": Range(0, 0.5), "split.labeled_anomalies": _COUNT, "split.labeled_normal": _COUNT,
     "split.contamination": Range(0, 1, high_open=True), "split.train_size": _POSITIVE,
     "split.val_fraction": _SHARE, "split.test_fraction": _SHARE, "split.test_size": _POSITIVE,
+    "split.test_anomaly_share": Range(0, 1, low_open=True),
     "train.epochs": _POSITIVE, "train.batch_size": _POSITIVE, "train.lr": Range(0, low_open=True),
     "train.weight_decay": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
     "train.ensemble": _POSITIVE,

@@ -104,11 +104,16 @@ def grid_points(config: recipes.Recipe) -> list[Point]:
                 raise OneclassError(f"{where}: select.grid: {key}: {cls.name} uses its own {name} "
                                     f"(method.{cls.name}.{name}: {getattr(params, name)}), not {key}; search "
                                     f"method.{cls.name}.{name} instead, or set it to null")
-        same = effective.setdefault(repr((asdict(params), asdict(point.config.train))), point)
+        unused = cls.ignored_at(params)
+        used = {k: v for k, v in asdict(params).items() if k not in unused}
+        same = effective.setdefault(repr((used, asdict(point.config.train))), point)
         if same is not point:
+            why = [f"{cls.name} ignores {key.rsplit('.', 1)[-1]} when {unused[key.rsplit('.', 1)[-1]]}"
+                   for key in values if key.rsplit(".", 1)[-1] in unused]
             raise OneclassError(f"{where}: select.grid: the points {same.label()} and {point.label()} train the "
-                                f"same model: a value does not reach the method (a plain method.KEY in the recipe "
-                                f"wins over method.{cls.name}.KEY)")
+                                f"same model: " + ("; ".join(why) if why else
+                                f"a value does not reach the method (a plain method.KEY in the recipe "
+                                f"wins over method.{cls.name}.KEY)"))
         points.append(point)
     return points
 

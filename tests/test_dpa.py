@@ -227,3 +227,13 @@ def test_without_growing_one_phase_trains_at_the_item_size_and_separates_easy_an
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(labels, method.score(PatchData(images, np.arange(48)))) >= 0.8
+
+
+def test_select_refuses_a_growth_grid_when_growing_is_off():
+    from oneclass import recipe as recipes
+    from oneclass.select import grid_points
+
+    grid = "select.grid={method.transition: [1000, 2000]}"
+    with pytest.raises(OneclassError, match="dpa ignores transition when progressive is false"):
+        grid_points(recipes.load("recipes/dpa-mnist.yaml", ["method.dpa.progressive=false", grid]))
+    assert len(grid_points(recipes.load("recipes/dpa-mnist.yaml", [grid]))) == 2

@@ -280,3 +280,27 @@ def test_real_t10k_counts_match_the_labels_file():
     assert counts == expected
     first = items[0].load()
     assert first.image.shape == (28, 28, 1) and first.categories == [f"digit-{labels[0]}"]
+
+
+def test_the_papers_protocol_tests_on_t10k_and_trains_on_train(tmp_path, monkeypatch):
+    """Ganomaly's MNIST protocol with the train files present: the normal digit's t10k
+    items and half of the other t10k items are the test set; training and validation come
+    from the train files only."""
+    from oneclass import api
+    monkeypatch.setenv("ONECLASS_CACHE", str(tmp_path / "cache"))
+    train_labels = [d for d in range(10) for _ in range(8)]
+    t10k_labels = [d for d in range(10) for _ in range(4)]
+    write_split(tmp_path / "raw", "train", train_labels, seed=1)
+    write_split(tmp_path / "raw", "t10k", t10k_labels, seed=2)
+    config = api.load_recipe(RECIPE, [f"dataset.root={tmp_path}", "dataset.normal_classes=[3]",
+                                      "split.test_sources=t10k/", "split.test_balanced=false",
+                                      "split.test_anomaly_share=0.5", "split.gamma=0", "split.contamination=0"])
+    store = api.patch_store(config)
+    sets = api.split(store, config)
+    sources = np.array([r["source"] for r in store.index])
+    digits = np.array([int(r["subclass"][-1]) if r["subclass"].startswith("digit") else 3 for r in store.index])
+    test, train, val = sets.test.rows, sets.train.rows, sets.val.rows
+    assert all(s.startswith("t10k/") for s in sources[test])
+    assert all(s.startswith("train/") for s in np.concatenate([sources[train], sources[val]]))
+    assert (digits[test] == 3).sum() == 4 and (digits[test] != 3).sum() == 18  # half of 36
+    assert set(digits[train]) == {3}  # gamma 0, no pollution: the normal digit only

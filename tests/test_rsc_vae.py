@@ -189,3 +189,14 @@ def test_select_refuses_beta_for_a_mode_that_ignores_it():
     assert len(grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=rsc-vae-d", grid]))) == 3
     with pytest.raises(OneclassError, match="recode-vae does not use beta"):
         grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=recode-vae", grid]))
+
+
+def test_select_refuses_points_that_differ_only_where_the_values_make_a_key_unused():
+    from oneclass import recipe as recipes
+    from oneclass.select import grid_points
+
+    grid = "select.grid={method.dsa: [[hflip], [vflip]]}"
+    with pytest.raises(OneclassError, match=r"rsc-vae-e ignores dsa when dsa_p is 0"):
+        grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=rsc-vae-e", grid]))
+    assert len(grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", [
+        "method.name=rsc-vae-e", "method.rsc-vae-e.dsa_p=0.01", grid]))) == 2

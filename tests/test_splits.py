@@ -155,3 +155,40 @@ def test_bad_split_keys(kw, message):
 def test_a_store_without_anomalies_is_refused():
     with pytest.raises(SplitError, match="no anomalous patches"):
         make_split(np.zeros(50, int), ["good"] * 50, ["s"] * 50, SplitSection(), seed=0)
+
+
+def prefixed_pool():
+    """The synthetic pool's 20 sources, the first 6 named as a dataset's own test split."""
+    labels, subclasses, sources = synthetic_pool()
+    return labels, subclasses, [("test/" if int(s[3:]) % 4 == 0 or int(s[3:]) == 9 else "train/") + s
+                                for s in sources]
+
+
+def test_test_sources_make_the_test_pool_and_the_rest_is_dealt():
+    labels, subclasses, sources = prefixed_pool()
+    sp = make_split(labels, subclasses, sources, SplitSection(test_sources="test/", test_balanced=False,
+                                                             val_fraction=0.2), seed=0)
+    src = np.array(sources)
+    in_test = np.char.startswith(src.astype(str), "test/")
+    assert np.array_equal(sp.test, np.flatnonzero(in_test))  # all of it, unbalanced
+    assert not in_test[sp.train].any() and not in_test[sp.val].any()
+    assert 0 < labels[sp.val].sum() < len(sp.val)
+    assert len(set(src[sp.val])) == 3  # 20% of the 14 other sources, by the midpoint rule
+    # Ganomaly's protocol: every normal test item and half of the anomalous ones
+    half = make_split(labels, subclasses, sources, SplitSection(
+        test_sources="test/", test_balanced=False, test_anomaly_share=0.5), seed=0)
+    pool = np.flatnonzero(in_test)
+    assert set(pool[labels[pool] == 0]) <= set(half.test.tolist())
+    assert labels[half.test].sum() == round(0.5 * labels[pool].sum())
+    assert set(half.test.tolist()) <= set(pool.tolist())
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"test_sources": "val/"}, r"split.test_sources: 0 of 2000 items have a source beginning with 'val/' \(e.g. 'test/img00'\)"),
+    ({"test_sources": ""}, r"split.test_sources: an empty prefix"),
+    ({"test_sources": "test/", "test_anomaly_share": 0.5}, r"split.test_anomaly_share: .*test_balanced: false"),
+])
+def test_bad_test_sources(kw, message):
+    labels, subclasses, sources = prefixed_pool()
+    with pytest.raises(SplitError, match=message):
+        make_split(labels, subclasses, sources, SplitSection(**kw), seed=0)

@@ -11,6 +11,10 @@ Definitions (c-ss-ms-gvae.txt Sec. 4, ss-vq-vae.txt, Ruff et al. 2020):
 - the validation set holds inliers and outliers (thresholds, hyperparameters, early
   stopping); the test set is balanced normal/anomalous by default.
 
+With ``test_sources`` the test pool is the dataset's own test split (MNIST's t10k/
+items) instead of ``test_fraction`` of the sources, and ``test_anomaly_share`` thins an
+unbalanced test set's anomalies (Ganomaly's MNIST protocol keeps half of them).
+
 With ``group_by: source`` whole source images are dealt to the test, validation and
 training pools, so neighbouring (overlapping) patches of one image never straddle two
 sets; with ``none`` patches are dealt one by one, which uses the data better but lets
@@ -67,8 +71,12 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
 
     groups = np.asarray(sources, dtype=object) if section.group_by == "source" \
         else np.arange(len(labels))
-    test_pool, val_pool, train_pool = _deal_groups(groups, labels, subclasses,
-                                                   section.test_fraction, section.val_fraction, rng)
+    if section.test_sources is None:
+        test_pool, val_pool, train_pool = _deal_groups(groups, labels, subclasses,
+                                                       section.test_fraction, section.val_fraction, rng)
+    else:
+        test_pool, val_pool, train_pool = _deal_by_source(groups, labels, subclasses, sources,
+                                                          section, rng)
     test = _test_set(test_pool, labels, section, rng)
     val = np.sort(val_pool)
     _need_both(val, labels, "validation", "split.val_fraction")
@@ -101,7 +109,10 @@ def _check(section) -> None:
     for key in ("val_fraction", "test_fraction"):
         if not 0 < getattr(section, key) < 1:
             bad(key, f"must lie in (0, 1), got {getattr(section, key)}")
-    if section.val_fraction + section.test_fraction >= 1:
+    if section.test_sources is not None and not section.test_sources:
+        bad("test_sources", "an empty prefix would put every item in the test pool; "
+            "leave it out to deal test items by split.test_fraction")
+    if section.test_sources is None and section.val_fraction + section.test_fraction >= 1:
         bad("test_fraction", "val_fraction + test_fraction must leave something to train on")
     for key in ("train_size", "test_size"):
         if getattr(section, key) is not None and getattr(section, key) <= 0:
@@ -164,9 +175,32 @@ def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
     return tuple(np.flatnonzero(pool == p) for p in range(3))
 
 
+def _deal_by_source(groups, labels, subclasses, sources, section, rng) -> tuple[np.ndarray, ...]:
+    """The test pool is the dataset's own test split (the items whose source begins with
+    ``test_sources``, e.g. MNIST's t10k/); the other groups are dealt to validation
+    (``val_fraction`` of them) and training as usual."""
+    in_test = np.array([s.startswith(section.test_sources) for s in sources], dtype=bool)
+    if not in_test.any() or in_test.all():
+        raise SplitError(f"split.test_sources: {in_test.sum()} of {len(in_test)} items have a "
+                         f"source beginning with {section.test_sources!r} (e.g. {sources[0]!r}); "
+                         f"the test pool needs some and training the rest")
+    rest = np.flatnonzero(~in_test)
+    _, val_rows, train_rows = _deal_groups(groups[rest], labels[rest], subclasses[rest], 0.0,
+                                           section.val_fraction, rng)
+    return np.flatnonzero(in_test), rest[val_rows], rest[train_rows]
+
+
 def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:
     normal, anomalous = pool[~labels[pool]], pool[labels[pool]]
-    _need_both(pool, labels, "test", "split.test_fraction")
+    _need_both(pool, labels, "test", "split.test_sources" if section.test_sources else "split.test_fraction")
+    if section.test_anomaly_share < 1:
+        if section.test_balanced:
+            raise SplitError("split.test_anomaly_share: thins an unbalanced test set's anomalies; "
+                             "set split.test_balanced: false with it")
+        # Ganomaly's MNIST protocol: every normal test item and a share of the anomalous ones
+        kept = rng.permutation(anomalous)[:max(1, round(section.test_anomaly_share * len(anomalous)))]
+        pool = np.sort(np.concatenate([normal, kept]))
+        anomalous = kept
     if not section.test_balanced:
         if section.test_size is None:
             return np.sort(pool)

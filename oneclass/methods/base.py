@@ -53,6 +53,12 @@ class Method:
         family's Params); ``oneclass list methods -v`` leaves them out."""
         return ()
 
+    @classmethod
+    def ignored_at(cls, params: "Method.Params") -> dict[str, str]:
+        """Parameters unused at these values of the others, each with the reason
+        (``{"dsa": "dsa_p is 0"}``): select refuses grid points that differ only there."""
+        return {}
+
     def __init__(self, params: "Method.Params", in_shape: tuple[int, int, int]):
         self.params = params
         self.in_shape = tuple(in_shape)

@@ -231,6 +231,11 @@ class DPA(Method):
         batch_size: int | None = 128
         lr: float | None = 1.0e-3  # Adam, fresh at every phase
 
+    @classmethod
+    def ignored_at(cls, params) -> dict[str, str]:
+        return {} if params.progressive else {"start": "progressive is false",
+                                              "transition": "progressive is false"}
+
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
         self._check_params()

@@ -299,6 +299,11 @@ class RecodeVAE(Method):
         unused = () if cls.consistency else ("lam",)
         return unused + (() if cls.shifted or cls.supervision == "supervised" else ("beta", "dsa", "dsa_p"))
 
+    @classmethod
+    def ignored_at(cls, params) -> dict[str, str]:
+        return {"dsa": "dsa_p is 0"} if (cls.shifted or cls.supervision == "supervised") \
+            and params.dsa_p == 0 else {}
+
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
         self._check_params()
