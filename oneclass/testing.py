@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import random
 import time
 from dataclasses import asdict
@@ -58,7 +59,9 @@ FAST_BY_METHOD: dict[str, dict[str, Any]] = {
        ("recode-vae", "rsc-vae-o", "rsc-vae-d", "rsc-vae-e")},
 }
 #: The ``train`` section the check trains with (``oneclass.recipe.TrainSection`` keys).
-FAST_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "device": "cpu"}
+#: ONECLASS_CHECK_DEVICE=cuda runs the check on a GPU (the CUDA paths of every method).
+FAST_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3,
+                              "device": os.environ.get("ONECLASS_CHECK_DEVICE", "cpu")}
 #: Over all the above, for the fits that check the code rather than what it learns
 #: (same seed same scores, labels ignored, labels refused, training without labels):
 #: one epoch or a few steps, on a smaller training set.

@@ -64,6 +64,7 @@ class DeepSAD(Method):
         eta: float = 1.0  # weight of the labelled items
         eps: float = 1e-6  # keeps the inverse distance of labelled anomalies finite
         center_min: float = 0.1  # the +-0.1 rule for the centre's coordinates
+        epochs: int | None = None  # of the one-class objective; null: train.epochs
         pretrain_epochs: int = 20  # autoencoder pretraining; 0 skips it
         pretrain_lr: float = 1e-4
         pretrain_weight_decay: float = 0.5e-3
@@ -103,7 +104,8 @@ class DeepSAD(Method):
             dist = ((self.net(batch["x"]) - self.center.c) ** 2).sum(1)
             return deep_sad_loss(dist, batch["roles"], p.eta, p.eps).mean()
 
-        trainer.stage(trainer.spec("train", self.net.parameters()), train, objective, on_start=start,
+        epochs = {} if p.epochs is None else {"epochs": p.epochs}
+        trainer.stage(trainer.spec("train", self.net.parameters(), **epochs), train, objective, on_start=start,
                       scorer=self._distance)
 
     def _distance(self, x: torch.Tensor) -> torch.Tensor:
