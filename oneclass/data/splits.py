@@ -170,7 +170,10 @@ def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
         if len(members):
             weight = weights[members] / weights[members].sum()
             mids = np.cumsum(weight) - weight / 2
-            pool_of_group[members] = np.searchsorted(bounds, mids, side="right")
+            pools = np.searchsorted(bounds, mids, side="right")
+            if members is not normal_only:
+                _no_empty_pool(pools, mids, np.array([0.0, *bounds, 1.0]))
+            pool_of_group[members] = pools
     pool = pool_of_group[inverse]
     return tuple(np.flatnonzero(pool == p) for p in range(3))
 
@@ -188,6 +191,22 @@ def _deal_by_source(groups, labels, subclasses, sources, section, rng) -> tuple[
     _, val_rows, train_rows = _deal_groups(groups[rest], labels[rest], subclasses[rest], 0.0,
                                            section.val_fraction, rng)
     return np.flatnonzero(in_test), rest[val_rows], rest[train_rows]
+
+
+def _no_empty_pool(pools: np.ndarray, mids: np.ndarray, edges: np.ndarray) -> None:
+    """Give every pool with a share at least one of the groups holding anomalies, while
+    there are enough of them: a heavy group can swallow a small pool's whole share (its
+    midpoint falls beyond it), leaving the validation set without anomalies. The group
+    moved is the one nearest the empty pool's share, taken from a pool with groups to spare."""
+    for pool in range(len(edges) - 1):
+        if (pools == pool).any() or edges[pool + 1] <= edges[pool]:
+            continue
+        counts = np.bincount(pools, minlength=len(edges) - 1)
+        spare = np.flatnonzero(counts[pools] > 1)
+        if not len(spare):
+            return
+        centre = (edges[pool] + edges[pool + 1]) / 2
+        pools[spare[np.argmin(np.abs(mids[spare] - centre))]] = pool
 
 
 def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:
