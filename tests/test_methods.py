@@ -109,6 +109,17 @@ def test_deep_sad_network_is_bias_free_and_receives_the_pretrained_encoder():
     assert (method.center.c.abs() >= 0.1 - 1e-7).all()
 
 
+def test_deep_sad_trains_its_own_epochs_from_random_weights_without_pretraining():
+    images, _ = easy_set(64, 0)
+    eng = engine(epochs=1)
+    method = make(DeepSAD, DeepSAD.Params(rep_dim=8, pretrain_epochs=0, epochs=3), (1, 32, 32), eng)
+    stages = []
+    real_stage = eng.stage
+    eng.stage = lambda spec, *args, **kw: stages.append((spec.name, spec.epochs)) or real_stage(spec, *args, **kw)
+    method.fit(PatchData(images, np.arange(64), roles=np.zeros(64, np.int8)), None)
+    assert stages == [("train", 3)] and "ae" not in method.modules  # train.epochs (1) overridden
+
+
 def test_deep_svdd_leaves_labelled_anomalies_out():
     data = PatchData(np.zeros((4, 1, 32, 32), np.uint8), np.arange(4),
                      roles=np.array([UNLABELED, LABELED_ANOMALY, LABELED_NORMAL, UNLABELED], np.int8))

@@ -13,15 +13,13 @@ which silently turned the method into plain DCAE):
     labelled anomaly:     eta * max(0, margin * e_ref - e(x))
 
 with e_ref the mean error of the batch's unlabelled and labelled normal items (held
-constant in the gradient). ``error: relative`` divides e(x) by the patch's pixel
-variance, in training and scoring alike. ``explain`` gives the per-pixel squared error (summed over
+constant in the gradient). ``explain`` gives the per-pixel squared error (summed over
 channels), so pixel-level AUROC applies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -30,11 +28,6 @@ from oneclass.data.items import LABELED_ANOMALY
 from oneclass.data.items import PatchData
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, check_shape
-
-
-# added to a patch's pixel variance (pixels in [0, 1]) before it divides the error: a flat
-# patch gets a large but finite relative error
-RELATIVE_FLOOR = 1e-4
 
 
 def hinged_reconstruction_loss(error: torch.Tensor, roles: torch.Tensor, eta: float,
@@ -56,10 +49,6 @@ class SSDCAE(Method):
         rep_dim: int = 128
         eta: float = 1.0  # weight of the labelled-anomaly term
         margin: float = 2.0  # anomalies' errors beyond margin x the normal error stop counting
-        # absolute: the mean squared error (the baseline as published); relative: divided by
-        # the patch's own pixel variance, so that a smooth patch is not normal merely for
-        # being easy to reconstruct (the inversion on nanofibre, README)
-        error: Literal["absolute", "relative"] = "absolute"
 
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
@@ -68,16 +57,10 @@ class SSDCAE(Method):
         self.ae = self.add("ae", AutoEncoder(channels, size, params.rep_dim, bias=True))
 
     def _pixel_errors(self, x: torch.Tensor) -> torch.Tensor:
-        errors = ((self.ae(x) - x) ** 2).sum(1)
-        if self.params.error == "relative":
-            errors = errors / (x.flatten(1).var(1) + RELATIVE_FLOOR)[:, None, None]
-        return errors
+        return ((self.ae(x) - x) ** 2).sum(1)
 
     def _error(self, x: torch.Tensor) -> torch.Tensor:
-        error = ((self.ae(x) - x) ** 2).flatten(1).mean(1)
-        if self.params.error == "relative":
-            error = error / (x.flatten(1).var(1) + RELATIVE_FLOOR)
-        return error
+        return ((self.ae(x) - x) ** 2).flatten(1).mean(1)
 
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         p, trainer = self.params, self.prepare(val)
