@@ -253,7 +253,10 @@ class Trainer:
         early stopping when configured. ``epoch_stats()`` adds its entries to each
         epoch's log line."""
         from oneclass.augment import parse_augment
+        from oneclass.heap import steady_heap
 
+        if self.device.type == "cpu":
+            steady_heap()  # activations and gradients reuse the heap, step after step
         name, steps = spec.name, spec.steps
         per_epoch = max(1, _batches_per_epoch(data, spec, spec.batch_size or self.cfg.batch_size, name))
         augment = parse_augment(list(spec.augment), f"stage {name}: augment")
