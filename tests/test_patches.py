@@ -107,3 +107,30 @@ def test_whole_image_label_comes_from_the_mask_or_the_subclass():
     assert unmasked.masks.sum() == 0 and unmasked.anomaly_frac.tolist() == [0.0]
     empty = P.whole_image(image, np.zeros((5, 7), np.uint8), ["crack"], "good", 4, 3)
     assert empty.label.tolist() == [0]  # an empty mask marks nothing
+
+
+def test_images_are_read_ahead_in_order_with_few_chunks_in_flight(monkeypatch):
+    """Two threads decode and cut the next images while one is written; chunks come out
+    in task order however the threads finish, and no more than two wait unwritten."""
+    import random
+    import threading
+    import time
+
+    from oneclass.data import extract as E
+
+    started, lock = [], threading.Lock()
+    written = []
+
+    def fake_run(task):
+        with lock:
+            started.append(task)
+            ahead = len(started) - len(written)
+        time.sleep(random.Random(task).random() / 200)  # finish out of order
+        return task, ahead
+
+    monkeypatch.setattr(E, "run_task", fake_run)
+    tasks = list(range(12))
+    for chunk, ahead in E._read_ahead(tasks):
+        written.append(chunk)
+        assert ahead <= 3  # the one being written and two in flight
+    assert written == tasks

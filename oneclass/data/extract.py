@@ -251,8 +251,11 @@ def extract(
 
 def _run_all(tasks: list, workers: int) -> Iterator[P.PatchChunk]:
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield run_task(task)
+        if all(isinstance(task, ImageTask) for task in tasks):
+            yield from _read_ahead(tasks)
+        else:  # slide regions: one reader at a time per slide handle
+            for task in tasks:
+                yield run_task(task)
         return
     import multiprocessing
 
@@ -260,3 +263,21 @@ def _run_all(tasks: list, workers: int) -> Iterator[P.PatchChunk]:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
         yield from pool.imap(run_task, tasks, chunksize=1)
+
+
+def _read_ahead(tasks: list[ImageTask], threads: int = 2) -> Iterator[P.PatchChunk]:
+    """The tasks' chunks in order, decoded and cut by ``threads`` threads while the caller
+    writes (decoding, numpy and file writes release the GIL): 0.62 s -> 0.50 s for the
+    nanofibre grid on two cores (benchmarks/extract.py). At most ``threads`` chunks are
+    in flight besides the one being written, so memory stays bounded."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="oneclass-extract") as pool:
+        pending = deque(pool.submit(run_task, task) for task in tasks[:threads])
+        for task in tasks[threads:]:
+            chunk = pending.popleft().result()
+            pending.append(pool.submit(run_task, task))
+            yield chunk
+        while pending:
+            yield pending.popleft().result()
