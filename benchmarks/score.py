@@ -6,13 +6,16 @@
 For deep-sad and c-ss-ms-gvae (short training runs made once under OUT; speed does not
 depend on what they learned), with --threads torch threads (1: per core):
 
-- `oneclass score RUN STORE -o FILE`, whole process, with glibc's malloc as it comes and
-  with its mmap/trim thresholds raised (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_):
-  patches/s, minor page faults and system CPU seconds of each; the two runs alternate
-  and the best of --repeats is kept;
+- `oneclass score RUN STORE -o FILE`, whole process, three ways: as it comes (the code
+  raises glibc's thresholds itself, oneclass.heap), with the thresholds raised in the
+  environment instead (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_: the code then
+  leaves malloc alone), and with neither (ONECLASS_STEADY_HEAP=0: glibc as it comes);
+  patches/s, minor page faults and system CPU seconds of each; the runs alternate and
+  the best of --repeats is kept;
 - `method.score(store)` in this process, patches/s;
-- the ceiling: the same per-batch function the method scores with, in a bare loop over
-  the whole store preloaded as one float tensor (no reading, no conversion, no copies).
+- the ceiling: the same per-batch function the method scores with, in batches of the size
+  score() chooses, in a bare loop over the whole store preloaded as one float tensor (no
+  reading, no conversion, no copies).
 
 Ratios are measured in one run of this script, on one machine: the table says which.
 """
@@ -39,7 +42,9 @@ RUNS = {
     "c-ss-ms-gvae": ["method.name=c-ss-ms-gvae",
                      "method.c-ss-ms-gvae.epochs={mean: 1, scale: 1, shape: 1, semi: 1, classifier: 1}"],
 }
-RAISED = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+SETTINGS = {"as it comes": {}, "env raised": {"MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+                                             "MALLOC_TRIM_THRESHOLD_": str(1 << 30)},
+            "heap code off": {"ONECLASS_STEADY_HEAP": "0"}}
 
 
 def oneclass(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +83,7 @@ def in_process(run: Path, store_path: Path, repeats: int) -> tuple[float, float,
     from oneclass.artifacts import open_run
     from oneclass.data.items import PatchData
     from oneclass.data.store import PatchStore
-    from oneclass.methods.base import INFER_BATCH
+    from oneclass.methods.base import CPU_BATCH_BYTES, INFER_BATCH, PROBE_ITEMS, largest_output
     from oneclass.scoring import load_method
 
     method = load_method(open_run(run), "cpu")
@@ -93,14 +98,17 @@ def in_process(run: Path, store_path: Path, repeats: int) -> tuple[float, float,
     for module in method.modules.values():
         module.eval()
     pixels = torch.from_numpy(np.array(store.images)).float().div_(255)
+    with torch.inference_mode(), largest_output(method.modules.values()) as largest:
+        captured["fn"](pixels[:PROBE_ITEMS])
+    batch = max(1, min(INFER_BATCH, CPU_BATCH_BYTES * PROBE_ITEMS // max(largest[0], 1)))  # as score() cuts
     for _ in range(repeats):
         began = time.perf_counter()
         method.score(data)
         best_ours = min(best_ours, time.perf_counter() - began)
         began = time.perf_counter()
         with torch.inference_mode():
-            for start in range(0, len(pixels), INFER_BATCH):
-                captured["fn"](pixels[start:start + INFER_BATCH])
+            for start in range(0, len(pixels), batch):
+                captured["fn"](pixels[start:start + batch])
         best_bare = min(best_bare, time.perf_counter() - began)
     n = len(data)
     return n / best_ours, n / best_bare, n
@@ -119,22 +127,25 @@ def main() -> None:
     store, runs = prepare(args.out)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
           f"{torch.__version__}, {args.threads} thread(s); best of {args.repeats}", flush=True)
-    lines = ["| method | patches | `oneclass score` patches/s (malloc as is) | with raised thresholds | "
-             "ratio raised/as is | minor faults as is / raised | sys s as is / raised | score() in process | "
-             "bare loop (ceiling) | score() / ceiling |", "|---" * 10 + "|"]
+    labels = list(SETTINGS)
+    lines = ["| method | patches | " + " | ".join(f"`oneclass score` patches/s, {k}" for k in labels)
+             + " | env raised / as it comes | minor faults (" + " / ".join(labels) + ") | sys s ("
+             + " / ".join(labels) + ") | score() in process | bare loop (ceiling) | score() / ceiling |",
+             "|---" * (len(labels) + 7) + "|"]
     for name, run in runs.items():
-        best = {"as is": None, "raised": None}
+        best = dict.fromkeys(labels)
         for _ in range(args.repeats):
-            for label, env in (("as is", {}), ("raised", RAISED)):
+            for label, env in SETTINGS.items():
                 got = whole_process(run, store, args.out / "scores.csv", args.threads, env)
                 if best[label] is None or got["wall"] < best[label]["wall"]:
                     best[label] = got
         ours, bare, n = in_process(run, store, args.repeats)
-        plain, raised = n / best["as is"]["wall"], n / best["raised"]["wall"]
-        lines.append(f"| {name} | {n} | {plain:.0f} | {raised:.0f} | {raised / plain:.2f} | "
-                     f"{best['as is']['faults']} / {best['raised']['faults']} | "
-                     f"{best['as is']['sys']:.2f} / {best['raised']['sys']:.2f} | {ours:.0f} | {bare:.0f} | "
-                     f"{ours / bare:.2f} |")
+        rate = {k: n / best[k]["wall"] for k in labels}
+        lines.append(f"| {name} | {n} | " + " | ".join(f"{rate[k]:.0f}" for k in labels)
+                     + f" | {rate['env raised'] / rate['as it comes']:.2f} | "
+                     + " / ".join(str(best[k]["faults"]) for k in labels) + " | "
+                     + " / ".join(f"{best[k]['sys']:.2f}" for k in labels)
+                     + f" | {ours:.0f} | {bare:.0f} | {ours / bare:.2f} |")
         print(lines[-1], flush=True)
     print("\n".join(lines))
 

@@ -8,17 +8,19 @@ training loop allocates and frees the same activations every batch, so memory we
 and forth: scoring the nanofibre grid made ~5 million page faults and ~9 s of system
 time, 1.35-1.6x slower than with the thresholds raised (benchmarks/score.py). Raising
 them in the environment (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) fixed it for
-those who knew; ``steady_heap`` does it from the code, once per process. Activations
-stay under the mmap threshold because CPU batches are cut by bytes
+those who knew; ``steady_heap`` does it from the code, once per process. Scoring's
+activations stay under the mmap threshold because CPU batches are cut by bytes
 (``oneclass.methods.base.CPU_BATCH_BYTES``); the heap then keeps what a batch needs, a
-bounded amount, instead of giving it back. Elsewhere than glibc it does nothing.
+bounded amount, instead of giving it back. It leaves glibc alone where the environment
+already tunes malloc (MALLOC_*_ variables, GLIBC_TUNABLES) or ONECLASS_STEADY_HEAP=0
+asks it to, and elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
+import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
@@ -28,10 +30,13 @@ TRIM_THRESHOLD = 256 << 20  # free memory the heap keeps at its top before trimm
 @functools.lru_cache(maxsize=1)
 def steady_heap() -> bool:
     """Raise glibc's mmap and trim thresholds for this process; True where it did."""
+    tuned = [k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"]
+    if tuned or os.environ.get("ONECLASS_STEADY_HEAP") == "0":
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    done = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]
+    return all(done)

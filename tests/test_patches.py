@@ -134,3 +134,27 @@ def test_images_are_read_ahead_in_order_with_few_chunks_in_flight(monkeypatch):
         written.append(chunk)
         assert ahead <= 3  # the one being written and two in flight
     assert written == tasks
+
+
+def test_reading_ahead_leaves_the_warning_filters_and_decoder_loggers_as_they_were(tmp_path):
+    """Decoders are quieted once for the reading threads: per-decode catch_warnings in two
+    threads left an 'ignore' filter (and PIL's logger off) for the rest of the process."""
+    import logging
+    import warnings
+
+    from PIL import Image
+
+    from oneclass.data import extract as E
+    from oneclass.data.datasets.base import ImageItem
+
+    for i in range(12):
+        Image.fromarray(np.full((64, 64), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
+    params = E.ExtractParams(size=32, stride=16)
+    tasks = [E.ImageTask(ImageItem(str(tmp_path / f"{i}.png"), P.NORMAL, tmp_path / f"{i}.png"), params, 1)
+             for i in range(12)]
+    filters = list(warnings.filters)
+    for _ in range(5):
+        chunks = list(E._read_ahead(tasks))
+        assert [int(c.images[0, 0, 0, 0]) for c in chunks] == [i * 10 for i in range(12)]
+    assert warnings.filters == filters
+    assert not logging.getLogger("PIL").disabled and not logging.getLogger("tifffile").disabled

@@ -200,3 +200,6 @@ def test_select_refuses_points_that_differ_only_where_the_values_make_a_key_unus
         grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", ["method.name=rsc-vae-e", grid]))
     assert len(grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", [
         "method.name=rsc-vae-e", "method.rsc-vae-e.dsa_p=0.01", grid]))) == 2
+    with pytest.raises(OneclassError, match=r"rsc-vae-d ignores beta when dsa_p is 0"):
+        grid_points(recipes.load("recipes/rsc-vae-mnist.yaml", [
+            "method.name=rsc-vae-d", "method.rsc-vae-d.dsa_p=0", "select.grid={method.beta: [1, 5]}"]))

@@ -214,3 +214,14 @@ def test_a_heavy_source_never_leaves_validation_or_test_without_anomalies(seed):
     sp = make_split(labels, subclasses, sources, SplitSection(gamma=0.05, test_fraction=0.2, val_fraction=0.1),
                     seed=seed)
     assert labels[sp.val].sum() > 0 and labels[sp.test].sum() > 0
+
+
+def test_the_group_moved_into_an_empty_pool_is_the_lightest_spare_one():
+    from oneclass.data.splits import _no_empty_pool
+
+    # test holds a light group, training a heavy and two light ones; validation is empty
+    pools = np.array([0, 2, 2, 2])
+    weight = np.array([0.05, 0.8, 0.05, 0.1])
+    mids = np.cumsum(weight) - weight / 2
+    _no_empty_pool(pools, weight, mids, np.array([0.0, 0.2, 0.3, 1.0]))
+    assert pools.tolist() == [0, 2, 1, 2]  # the 0.05 group from training, not the 0.8 one

@@ -8,8 +8,11 @@ Whole-slide images are opened through OpenSlide in :mod:`oneclass.data.slides`.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -89,10 +92,16 @@ def image_size(path: Path) -> tuple[int, int]:
         raise ImageReadError(f"{path}: cannot read image: {_reason(exc)}") from None
 
 
-def _read_any(path: Path, mask: bool = False) -> np.ndarray:
-    # decoders warn or log about what they can read past (corrupt EXIF, odd tags): the
-    # pixels either come back, or the failure becomes one error line; nothing else
-    # reaches stderr
+_thread = threading.local()
+
+
+@contextmanager
+def quiet_decoders() -> Iterator[None]:
+    """Inside, decoders' warnings and log lines (what they can read past: corrupt EXIF,
+    odd tags) reach nobody: the pixels either come back, or the failure becomes one error
+    line. The warning filters and loggers are process-wide and ``catch_warnings`` is not
+    thread-safe, so threads that decode for a caller holding this context run
+    ``decoding_thread`` first and leave the filters alone."""
     quiet = [logging.getLogger(name) for name in ("tifffile", "PIL")]
     was = [logger.disabled for logger in quiet]
     with warnings.catch_warnings():
@@ -100,10 +109,22 @@ def _read_any(path: Path, mask: bool = False) -> np.ndarray:
         for logger in quiet:
             logger.disabled = True
         try:
-            return _decode(path, mask)
+            yield
         finally:
             for logger, disabled in zip(quiet, was):
                 logger.disabled = disabled
+
+
+def decoding_thread() -> None:
+    """A thread pool's initializer: this thread decodes inside the caller's ``quiet_decoders``."""
+    _thread.quieted = True
+
+
+def _read_any(path: Path, mask: bool = False) -> np.ndarray:
+    if getattr(_thread, "quieted", False):
+        return _decode(path, mask)
+    with quiet_decoders():
+        return _decode(path, mask)
 
 
 def _decode(path: Path, mask: bool) -> np.ndarray:

@@ -109,6 +109,8 @@ def _check(section) -> None:
     for key in ("val_fraction", "test_fraction"):
         if not 0 < getattr(section, key) < 1:
             bad(key, f"must lie in (0, 1), got {getattr(section, key)}")
+    if not 0 < section.test_anomaly_share <= 1:
+        bad("test_anomaly_share", f"must lie in (0, 1], got {section.test_anomaly_share}")
     if section.test_sources is not None and not section.test_sources:
         bad("test_sources", "an empty prefix would put every item in the test pool; "
             "leave it out to deal test items by split.test_fraction")
@@ -172,7 +174,7 @@ def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
             mids = np.cumsum(weight) - weight / 2
             pools = np.searchsorted(bounds, mids, side="right")
             if members is not normal_only:
-                _no_empty_pool(pools, mids, np.array([0.0, *bounds, 1.0]))
+                _no_empty_pool(pools, weight, mids, np.array([0.0, *bounds, 1.0]))
             pool_of_group[members] = pools
     pool = pool_of_group[inverse]
     return tuple(np.flatnonzero(pool == p) for p in range(3))
@@ -193,11 +195,12 @@ def _deal_by_source(groups, labels, subclasses, sources, section, rng) -> tuple[
     return np.flatnonzero(in_test), rest[val_rows], rest[train_rows]
 
 
-def _no_empty_pool(pools: np.ndarray, mids: np.ndarray, edges: np.ndarray) -> None:
+def _no_empty_pool(pools: np.ndarray, weight: np.ndarray, mids: np.ndarray, edges: np.ndarray) -> None:
     """Give every pool with a share at least one of the groups holding anomalies, while
     there are enough of them: a heavy group can swallow a small pool's whole share (its
     midpoint falls beyond it), leaving the validation set without anomalies. The group
-    moved is the one nearest the empty pool's share, taken from a pool with groups to spare."""
+    moved is the lightest one a pool with groups to spare can give (the nearest to the
+    empty share among equals), so the pools' shares move as little as they can."""
     for pool in range(len(edges) - 1):
         if (pools == pool).any() or edges[pool + 1] <= edges[pool]:
             continue
@@ -206,7 +209,7 @@ def _no_empty_pool(pools: np.ndarray, mids: np.ndarray, edges: np.ndarray) -> No
         if not len(spare):
             return
         centre = (edges[pool] + edges[pool + 1]) / 2
-        pools[spare[np.argmin(np.abs(mids[spare] - centre))]] = pool
+        pools[spare[np.lexsort((np.abs(mids[spare] - centre), weight[spare]))[0]]] = pool
 
 
 def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:

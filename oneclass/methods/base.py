@@ -150,7 +150,7 @@ class Method:
     embed = None  # (data) -> (n, d) array, where a method has a latent space
     explain = None  # (data) -> (n, H, W) array, where a method draws anomaly maps
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData,
             batch_size: int = INFER_BATCH) -> np.ndarray:
         """Apply ``fn`` to every batch of ``data`` in eval mode; outputs in row order. On

@@ -27,6 +27,7 @@ from torch import nn
 
 from oneclass.data.items import LABELED_ANOMALY
 from oneclass.data.items import PatchData
+from oneclass.errors import OneclassError
 from oneclass.maps import gradient_maps
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, Encoder, check_shape
@@ -72,6 +73,9 @@ class DeepSAD(Method):
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
         check_shape(self.name, self.in_shape)
+        if params.epochs is not None and params.epochs < 1:
+            raise OneclassError(f"method.{self.name}.epochs: must be >= 1 (or null: train.epochs), "
+                                f"got {params.epochs}")
         channels, size, _ = self.in_shape
         self.net = self.add("net", Encoder(channels, size, params.rep_dim, bias=False))
         self.center = self.add("center", _Center(params.rep_dim))

@@ -301,8 +301,10 @@ class RecodeVAE(Method):
 
     @classmethod
     def ignored_at(cls, params) -> dict[str, str]:
-        return {"dsa": "dsa_p is 0"} if (cls.shifted or cls.supervision == "supervised") \
-            and params.dsa_p == 0 else {}
+        if params.dsa_p != 0 or not (cls.shifted or cls.supervision == "supervised"):
+            return {}
+        # at dsa_p 0 no pseudo-anomalies are made; rsc-vae-d has no other use for beta
+        return {"dsa": "dsa_p is 0", **({} if cls.supervision == "supervised" else {"beta": "dsa_p is 0"})}
 
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
