@@ -83,7 +83,7 @@ def in_process(run: Path, store_path: Path, repeats: int) -> tuple[float, float,
     from oneclass.artifacts import open_run
     from oneclass.data.items import PatchData
     from oneclass.data.store import PatchStore
-    from oneclass.methods.base import CPU_BATCH_BYTES, INFER_BATCH, PROBE_ITEMS, largest_output
+    from oneclass.methods.base import INFER_BATCH, PROBE_ITEMS, cpu_batch_size, largest_output
     from oneclass.scoring import load_method
 
     method = load_method(open_run(run), "cpu")
@@ -100,7 +100,7 @@ def in_process(run: Path, store_path: Path, repeats: int) -> tuple[float, float,
     pixels = torch.from_numpy(np.array(store.images)).float().div_(255)
     with torch.inference_mode(), largest_output(method.modules.values()) as largest:
         captured["fn"](pixels[:PROBE_ITEMS])
-    batch = max(1, min(INFER_BATCH, CPU_BATCH_BYTES * PROBE_ITEMS // max(largest[0], 1)))  # as score() cuts
+    batch = cpu_batch_size(largest[0], PROBE_ITEMS, INFER_BATCH)  # as score() cuts
     for _ in range(repeats):
         began = time.perf_counter()
         method.score(data)

@@ -64,4 +64,5 @@ def test_scoring_again_makes_almost_no_page_faults():
     batch: ~160 minor page faults per 32 x 32 patch (5 million on the nanofibre grid)."""
     done = subprocess.run([sys.executable, "-c", SCORE_TWICE], capture_output=True, text=True, check=True)
     faults = int(done.stdout.split()[-1])
-    assert faults < 20 * 1024 // 10, f"{faults} minor page faults scoring 1024 patches a second time"
+    # measured: 1,300-3,600 with the fix (they vary from run to run), 188,240 without
+    assert faults < 20_000, f"{faults} minor page faults scoring 1024 patches a second time"

@@ -167,15 +167,20 @@ class Method:
         out, start = [], 0
         if self.device.type == "cpu":
             steady_heap()
-        if self.device.type == "cpu" and len(data) > PROBE_ITEMS:
-            probe = min(PROBE_ITEMS, batch_size)
-            with largest_output(self.modules.values()) as largest:
-                out.append(run(np.arange(probe)))
-            batch_size = max(1, min(batch_size, CPU_BATCH_BYTES * probe // max(largest[0], 1)))
-            start = probe
+            if len(data) > PROBE_ITEMS:
+                start = min(PROBE_ITEMS, batch_size)
+                with largest_output(self.modules.values()) as largest:
+                    out.append(run(np.arange(start)))
+                batch_size = cpu_batch_size(largest[0], start, batch_size)
         for start in range(start, len(data), batch_size):
             out.append(run(np.arange(start, min(start + batch_size, len(data)))))
         return torch.cat(out).numpy() if out else np.zeros((0,), dtype=np.float32)
+
+
+def cpu_batch_size(largest_bytes: int, probe: int, asked: int) -> int:
+    """The CPU batch whose largest module output stays under CPU_BATCH_BYTES, given that
+    a batch of ``probe`` items made one of ``largest_bytes``; at most ``asked``."""
+    return max(1, min(asked, CPU_BATCH_BYTES * probe // max(largest_bytes, 1)))
 
 
 @contextmanager
