@@ -184,3 +184,10 @@ def test_every_built_in_method_draws_maps():
 
     missing = [name for name in registry.methods.names() if not callable(registry.methods.get(name).explain)]
     assert missing == []
+
+
+def test_deep_sad_refuses_fewer_than_one_epoch_naming_the_key():
+    from oneclass.errors import OneclassError
+
+    with pytest.raises(OneclassError, match=r"^method.deep-sad.epochs: must be >= 1 \(or null: train.epochs\), got 0$"):
+        DeepSAD(DeepSAD.Params(epochs=0), (1, 32, 32))
