@@ -5,8 +5,9 @@ stages (e.g. autoencoder pretraining, then the one-class objective), each descri
 :class:`Stage` spec: what is trained, with which optimizer, learning rates, schedule,
 gradient clipping, frozen modules and frozen batch-norm statistics, for how many epochs
 or steps. The trainer owns everything around the loss: device, seeding, batches read
-straight from the memory-mapped patch store, optional AMP, progress, one JSON line per
-epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
+straight from the memory-mapped patch store (the next one read in a thread, pinned on
+CUDA), optional AMP, channels-last memory order and torch.compile (:mod:`oneclass.compiled`),
+progress, one JSON line per epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
 validation AUROC and a guard against non-finite losses, for every stage alike.
 
 Resuming is exact: the batch order of an epoch is drawn from (seed, stage, epoch), and
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 
 from oneclass.artifacts import CHECKPOINT, load_torch, save_torch
+from oneclass.compiled import compiled_loss
+from oneclass.compiled import resolve as resolve_compile
 from oneclass.data.items import LABELED_ANOMALY, PatchData
 from oneclass.errors import OneclassError
 
@@ -150,6 +153,8 @@ class Trainer:
         self.seed = seed
         self.device = resolve_device(train.device)
         self.amp = bool(train.amp) and self.device.type == "cuda"
+        self.channels_last = bool(train.channels_last)
+        self.compile, self.compile_skipped = resolve_compile(train.compile, self.device)
         self.run_dir = run_dir
         self.val = val
         self.report = report or (lambda record: None)
@@ -186,7 +191,7 @@ class Trainer:
     def attach(self, method) -> None:
         """Train ``method``: its modules go to the trainer's device and into checkpoints."""
         self.method = method
-        method.to(self.device, self.amp)
+        method.to(self.device, self.amp, self.channels_last)
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -225,17 +230,29 @@ class Trainer:
 
     def batches(self, data: PatchData, shuffle_key: tuple, spec: Stage) -> Iterator[dict[str, torch.Tensor]]:
         """An epoch's batches as ``spec`` samples them, drawn by a generator seeded from
-        ``shuffle_key``. ``x`` is float in [0, 1] on the device; ``roles``/``labels``
-        come along."""
-        from oneclass.methods.base import batch_pixels
+        ``shuffle_key``. ``x`` is float in [0, 1] on the device (channels-last where the
+        recipe asks); ``roles``/``labels`` come along. With ``train.prefetch`` the next
+        batch is read from the store (and pinned, on CUDA) in a thread while this one
+        trains."""
+        from oneclass.methods.base import host_pixels, to_device
 
-        for take in _batch_rows(data, spec, spec.batch_size or self.cfg.batch_size,
-                                np.random.default_rng([self.seed, *shuffle_key])):
-            batch = {"x": batch_pixels(data, take, self.device)}
+        def read(take: np.ndarray) -> dict[str, torch.Tensor]:
+            pin = self.device.type == "cuda"
+            batch = {"x": host_pixels(data, take, pin)}
             for key in ("roles", "labels"):
                 values = getattr(data, key)
                 if values is not None:
-                    batch[key] = torch.from_numpy(np.asarray(values[take])).to(self.device)
+                    batch[key] = torch.from_numpy(np.asarray(values[take]))
+            return batch
+
+        rows = _batch_rows(data, spec, spec.batch_size or self.cfg.batch_size,
+                           np.random.default_rng([self.seed, *shuffle_key]))
+        host = (read(take) for take in rows)
+        for batch in _one_ahead(host) if self.cfg.prefetch else host:
+            batch["x"] = to_device(batch["x"], self.device, self.channels_last)
+            for key in ("roles", "labels"):
+                if key in batch:
+                    batch[key] = batch[key].to(self.device, non_blocking=True)
             yield batch
 
     def _autocast(self):
@@ -260,6 +277,8 @@ class Trainer:
         name, steps = spec.name, spec.steps
         per_epoch = max(1, _batches_per_epoch(data, spec, spec.batch_size or self.cfg.batch_size, name))
         augment = parse_augment(list(spec.augment), f"stage {name}: augment")
+        if self.compile:
+            loss_fn = compiled_loss(loss_fn, name)
         epochs = math.ceil(steps / per_epoch) if steps is not None else spec.epochs
         optimizer = spec.make_optimizer()
         scheduler = spec.make_schedule(optimizer, epochs)
@@ -399,6 +418,22 @@ def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generato
     for start in range(0, len(others), step):
         drawn = rng.choice(anomalies, spec.anomalies_per_batch, replace=True)
         yield np.sort(np.concatenate([others[start:start + step], drawn]))
+
+
+def _one_ahead(items: Iterator[dict]) -> Iterator[dict]:
+    """``items`` produced one ahead in a thread: the next batch is read while the caller
+    trains on this one. Leaving early waits for the one batch in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(1, thread_name_prefix="oneclass-batches") as pool:
+        pending = pool.submit(next, items, done)
+        while True:
+            item = pending.result()
+            if item is done:
+                return
+            pending = pool.submit(next, items, done)
+            yield item
 
 
 @contextmanager

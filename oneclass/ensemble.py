@@ -57,11 +57,12 @@ class Ensemble(Method):
     def modules(self, value) -> None:  # Method.__init__ sets an empty dict; members hold them
         pass
 
-    def to(self, device, amp: bool = False) -> "Ensemble":
+    def to(self, device, amp: bool = False, channels_last: bool = False) -> "Ensemble":
         for member in self.members:
-            member.to(device, amp)
+            member.to(device, amp, channels_last)
         self.standardisation.to(device)
         self.device, self.amp = torch.device(device), self.members[0].amp
+        self.channels_last = channels_last
         return self
 
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:

@@ -84,7 +84,7 @@ def gradient_maps(method: "Method", score_fn: Callable[[torch.Tensor], torch.Ten
     out = [np.zeros((0, height, width), np.float32)]
     with _tolerant_determinism():
         for start in range(0, len(data), size):
-            x = batch_pixels(data, np.arange(start, min(start + size, len(data))), method.device)
+            x = batch_pixels(data, np.arange(start, min(start + size, len(data))), method.device, method.channels_last)
             out.append(gradient_map(score_fn, x, sigma, percentile))
     return np.concatenate(out)
 

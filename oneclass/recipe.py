@@ -86,7 +86,12 @@ class TrainSection:
     weight_decay: float = 0.5e-6
     lr_milestones: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    amp: bool = False  # mixed precision, CUDA only
+    amp: bool = False  # mixed precision (float16 autocast), CUDA only
+    channels_last: bool = False  # 4-d weights and batches in NHWC memory order, training and scoring
+    # torch.compile each stage's loss; true refuses where this torch build cannot compile
+    # (no C++ compiler, no Triton), try falls back to eager mode and records why
+    compile: Union[bool, Literal["try"]] = False
+    prefetch: bool = True  # read (and on CUDA pin) the next batch in a thread while one trains
     deterministic: bool = False  # torch.use_deterministic_algorithms
     early_stopping: int | None = None  # patience in epochs on validation AUROC
     # last: each stage ends with its last epoch; best: each stage scored on the validation

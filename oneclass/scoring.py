@@ -46,7 +46,8 @@ def load_method(run: RunFolder, device: str = "auto"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OneclassError(f"{path}: its weights do not fit a {cls.name} of the run's parameters ({first})") from None
     deterministic_mode(config.train.deterministic)
-    return method.to(resolve_device(device, "--device"), amp=config.train.amp)
+    return method.to(resolve_device(device, "--device"), amp=config.train.amp,
+                     channels_last=config.train.channels_last)
 
 
 def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = None):

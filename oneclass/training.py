@@ -76,12 +76,14 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     to resume from."""
     from oneclass.data.splits import make_split
     from oneclass.data.items import PatchData
+    from oneclass.compiled import resolve as resolve_compile
     from oneclass.engine import Trainer, resolve_device
 
     report = report or (lambda event: None)
     cls, params = method_class(config)
     grid_points(config)  # a select.grid is checked before any work
-    resolve_device(config.train.device, f"{config.where('train.device')}: train.device")  # CUDA asked, none here
+    device = resolve_device(config.train.device, f"{config.where('train.device')}: train.device")  # CUDA asked, none here
+    resolve_compile(config.train.compile, device)  # compile: true where this torch build cannot
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
     if store is None:
@@ -170,6 +172,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
                "train": {"seconds": round(train_seconds, 2), "items": len(split.train),
                          "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
                          if trainer.throughput else None, "device": str(trainer.device),
+                         "compiled": trainer.compile,
+                         **({"compile_skipped": trainer.compile_skipped} if trainer.compile_skipped else {}),
                          **({"selected": trainer.selected} if trainer.selected else {}),
                          **({"method": info} if info else {})}}
     if method.explain is not None:

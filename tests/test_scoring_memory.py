@@ -29,7 +29,7 @@ def test_cpu_batches_are_cut_to_keep_the_largest_output_under_the_byte_budget(mo
     wide = method.add("wide", Wide())
     sizes = []
     real = base.batch_pixels
-    monkeypatch.setattr(base, "batch_pixels", lambda data, rows, device: sizes.append(len(rows)) or real(data, rows, device))
+    monkeypatch.setattr(base, "batch_pixels", lambda data, rows, device, *a: sizes.append(len(rows)) or real(data, rows, device, *a))
     images = np.random.default_rng(0).integers(0, 256, (50, 1, 4, 4), dtype=np.uint8)
     out = method.map(lambda x: wide(x)[:, 0], PatchData(images, np.arange(50)))
     # the probe of 8 items outputs 8 MiB: the budget (8 MiB) takes 8 items a batch

@@ -75,6 +75,7 @@ class Method:
         self.modules: dict[str, torch.nn.Module] = {}
         self.device = torch.device("cpu")
         self.amp = False
+        self.channels_last = False
         self._trainer: Trainer | None = None
 
     # -- networks -----------------------------------------------------------------
@@ -82,15 +83,22 @@ class Method:
     def add(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         """Make ``module`` part of the model: on its device, in every checkpoint and in
         ``state_dict()``."""
-        self.modules[name] = module.to(self.device)
+        self.modules[name] = module.to(self.device, memory_format=self._memory_format)
         return module
 
-    def to(self, device: torch.device | str, amp: bool = False) -> "Method":
+    def to(self, device: torch.device | str, amp: bool = False, channels_last: bool = False) -> "Method":
+        """Modules to ``device``; ``amp``: float16 autocast on CUDA; ``channels_last``: 4-d
+        weights and inputs in NHWC memory order (same values, other kernels)."""
         self.device = torch.device(device)
         self.amp = amp and self.device.type == "cuda"
+        self.channels_last = channels_last
         for module in self.modules.values():
-            module.to(self.device)
+            module.to(self.device, memory_format=self._memory_format)
         return self
+
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def snapshot(self) -> dict:
         """A copy of every module's state, for :meth:`restore`."""
@@ -160,7 +168,7 @@ class Method:
             module.eval()
 
         def run(rows: np.ndarray) -> torch.Tensor:
-            x = batch_pixels(data, rows, self.device)
+            x = batch_pixels(data, rows, self.device, self.channels_last)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
                 return fn(x).float().cpu()
 
@@ -202,12 +210,23 @@ def largest_output(modules) -> Iterator[list[int]]:
             handle.remove()
 
 
-def batch_pixels(data: PatchData, take: np.ndarray, device: torch.device) -> torch.Tensor:
+def batch_pixels(data: PatchData, take: np.ndarray, device: torch.device,
+                 channels_last: bool = False) -> torch.Tensor:
     """Items ``take`` (sorted positions in ``data``) as float in [0, 1] on ``device``."""
+    return to_device(host_pixels(data, take, device.type == "cuda"), device, channels_last)
+
+
+def host_pixels(data: PatchData, take: np.ndarray, pin: bool = False) -> torch.Tensor:
+    """Items ``take`` (sorted positions in ``data``) read from the store as uint8, in
+    page-locked memory with ``pin`` (for an asynchronous copy to CUDA)."""
     pixels = torch.from_numpy(np.ascontiguousarray(data.images[data.rows[take]]))
-    if device.type == "cuda":
-        pixels = pixels.pin_memory()
-    return pixels.to(device, non_blocking=True).float().div_(255)
+    return pixels.pin_memory() if pin else pixels
+
+
+def to_device(pixels: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """uint8 pixels → float in [0, 1] on ``device``, NHWC in memory with ``channels_last``."""
+    x = pixels.to(device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def build(cls: type[Method], params, in_shape: tuple[int, int, int], seed: int = 0,

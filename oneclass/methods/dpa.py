@@ -340,7 +340,7 @@ class DPA(Method):
         self.vgg.eval()
         batch = max(1, SCORE_PIXELS // (self.in_shape[1] * self.in_shape[2]))
         for start in range(0, len(normals), batch):
-            x = batch_pixels(normals, np.arange(start, min(start + batch, len(normals))), self.device)
+            x = batch_pixels(normals, np.arange(start, min(start + batch, len(normals))), self.device, self.channels_last)
             f = self.vgg(area_resize(x, side), [layer])[layer].double()
             total = total + f.sum((0, 2, 3))
             squares = squares + (f * f).sum((0, 2, 3))
