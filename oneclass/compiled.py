@@ -62,7 +62,10 @@ def can_compile(device: torch.device) -> str | None:
 def compiled_loss(loss_fn: Callable, stage: str) -> Callable:
     """``loss_fn`` compiled; a compilation failure later (an operation Inductor cannot
     lower) is one line naming the stage and the key."""
-    compiled = torch.compile(loss_fn)
+    # fallback_random: random draws inside the graph (the gVAE's signs, dropout) come from
+    # torch's generator as in eager mode, not Inductor's own, so a compiled run draws the
+    # same numbers as an eager one and resumes from the checkpoint's generator state
+    compiled = torch.compile(loss_fn, options={"fallback_random": True})
 
     def run(batch):
         try:

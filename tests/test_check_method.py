@@ -330,4 +330,4 @@ def test_loading_a_run_leaves_the_global_random_state(tmp_path):
     loaded = load_method(RunFolder(tmp_path, recipe, {}, {}, {}), "cpu")
     scores = loaded.score(data)
     assert _same(before, _states())
-    assert np.array_equal(scores, method.score(data))
+    assert np.array_equal(scores, method.to("cpu").score(data))  # built on ONECLASS_CHECK_DEVICE

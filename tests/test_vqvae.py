@@ -139,7 +139,9 @@ def test_dead_codes_restart_on_normal_encodings_only():
     # item 0 normal (all 1s), item 1 a labelled anomaly (all -1s); a 2 x 2 grid each
     e = torch.stack([torch.ones(2, 2, 2), -torch.ones(2, 2, 2)])
     counts = torch.tensor([0, 0, 8, 0])
-    method._restart_dead_codes(e, torch.tensor([UNLABELED, LABELED_ANOMALY]), counts)
+    method._plan_restarts(e, torch.tensor([UNLABELED, LABELED_ANOMALY]), counts)
+    assert book.embeddings[[1, 3]].tolist() == [[8.0, 8.0], [6.0, 6.0]]  # not inside the step's loss
+    method._apply_restarts()  # the next step's start, or the epoch's end
     # usage 0.9 x old + 0.1 x counts: [0.9, 0.27, 5.3, 0.18]: codes 1 and 3 are dead
     assert book.embeddings[[0, 2]].tolist() == [[9.0, 9.0], [7.0, 7.0]]
     assert book.embeddings[[1, 3]].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # a normal item's encoding
@@ -147,8 +149,8 @@ def test_dead_codes_restart_on_normal_encodings_only():
     assert method._restarted == 2
     everything_anomalous = torch.tensor([LABELED_ANOMALY, LABELED_ANOMALY])
     book.usage.fill_(0.0)
-    method._restart_dead_codes(e, everything_anomalous, counts * 0)
-    assert method._restarted == 2  # nothing normal in the batch: nothing to restart on
+    method._plan_restarts(e, everything_anomalous, counts * 0)
+    assert method._restarted == 2 and method._pending is None  # nothing normal in the batch to restart on
 
 
 @pytest.mark.parametrize("init", ["data", "uniform"])

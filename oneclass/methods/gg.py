@@ -67,8 +67,17 @@ def sample(mu: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, reg: Regul
     s, p = reg.scale(alpha).expand_as(mu), reg.shape(beta).expand_as(mu)
     # no argument validation: a diverged network's NaN must reach the loss, where the
     # trainer stops the run in one line naming stage and epoch, not raise in here
-    y = torch.distributions.Gamma(1.0 / p, torch.ones_like(p), validate_args=False).rsample()
+    y = _gamma_draw(1.0 / p)
     # a draw that underflows to 0 would put an infinite derivative on y^(1/p)
     y = y.clamp_min(torch.finfo(y.dtype).tiny)
     sign = torch.randint(0, 2, mu.shape, device=mu.device, dtype=mu.dtype) * 2 - 1
     return mu + s * sign * y ** (1.0 / p)
+
+
+@torch.compiler.disable
+def _gamma_draw(concentration: torch.Tensor) -> torch.Tensor:
+    """Gamma(concentration, 1), reparameterised. Eager under torch.compile (a graph
+    break): Inductor lays conv nets' intermediates out channels-last, and the fake kernel
+    of aten._standard_gamma then promises strides the CPU kernel does not give (an
+    assertion at run time, torch 2.11-2.14)."""
+    return torch.distributions.Gamma(concentration, torch.ones_like(concentration), validate_args=False).rsample()

@@ -167,6 +167,7 @@ class SSVQVAE(_GridAutoencoder):
         self.codebook = self.add("codebook", Codebook(params.codes, params.dim))
         self._counts = torch.zeros(params.codes, dtype=torch.long)
         self._restarted = 0  # codes restarted this epoch, read with _counts
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # (dead codes, their new vectors)
 
     def on_start(self, train: PatchData) -> None:
         """``codebook_init: data`` (default): the codes start as the encodings of K random
@@ -183,18 +184,21 @@ class SSVQVAE(_GridAutoencoder):
         self.codebook.embeddings.data.copy_(vectors[pick].to(self.codebook.embeddings.device))
 
     def terms(self, x, roles):
+        self._apply_restarts()
         e = self.encoder(x)
         quantised, codebook_term, commitment, index = quantise(e, self.codebook)
         counts = torch.bincount(index.flatten(), minlength=self.params.codes)
         self._counts = self._counts.to(index.device) + counts  # usage, read once an epoch
         if self.params.restart_below > 0:
-            self._restart_dead_codes(e, roles, counts)
+            self._plan_restarts(e, roles, counts)
         reconstruction = ((self.decoder(quantised).float() - x) ** 2).flatten(1).mean(1)
         return reconstruction, codebook_term + self.params.beta * commitment
 
-    def _restart_dead_codes(self, e: torch.Tensor, roles: torch.Tensor, counts: torch.Tensor) -> None:
-        """Move each code unused for a while onto the encoding of a random grid position
-        of a normal (not labelled-anomalous) item of the batch.
+    @torch.compiler.disable
+    def _plan_restarts(self, e: torch.Tensor, roles: torch.Tensor, counts: torch.Tensor) -> None:
+        """Choose each code unused for a while to move onto the encoding of a random grid
+        position of a normal (not labelled-anomalous) item of the batch; the move is made
+        when the step is over (:meth:`_apply_restarts`).
 
         Why: Eq. (3) negates all three terms for labelled anomalies, the codebook term
         included, so the codes that anomalies land on are pushed away -- the paper's
@@ -206,7 +210,11 @@ class SSVQVAE(_GridAutoencoder):
         (as Jukebox does) keeps the dictionary alive, and a code restarted on a normal
         encoding does not undo the weeding. The running use is a buffer of the codebook
         and the draws use torch's global generator, both in checkpoints, so resuming
-        stays exact."""
+        stays exact (nothing is pending at an epoch's end, where checkpoints are taken).
+
+        After the step, not inside the loss: autograd (and torch.compile's saved tensors
+        even more) may hold the codebook for the backward pass, which an in-place write
+        in the middle of the loss would invalidate. Eager under torch.compile."""
         codebook = self.codebook
         codebook.usage.mul_(0.9).add_(counts.to(codebook.usage.dtype), alpha=0.1)
         dead = codebook.usage < self.params.restart_below
@@ -215,15 +223,24 @@ class SSVQVAE(_GridAutoencoder):
             return
         vectors = e.detach()[normal].permute(0, 2, 3, 1).reshape(-1, e.shape[1])
         pick = torch.randint(len(vectors), (int(dead.sum()),)).to(vectors.device)
-        with torch.no_grad():
-            codebook.embeddings[dead] = vectors[pick].to(codebook.embeddings.dtype)
+        self._pending = (dead, vectors[pick].to(codebook.embeddings.dtype))
         codebook.usage[dead] = 1.0
         self._restarted += int(dead.sum())
+
+    @torch.compiler.disable
+    def _apply_restarts(self) -> None:
+        """The restarts the last step chose (at the next step's start, or the epoch's end)."""
+        if self._pending is not None:
+            dead, vectors = self._pending
+            with torch.no_grad():
+                self.codebook.embeddings[dead] = vectors
+            self._pending = None
 
     def epoch_stats(self) -> dict:
         """Codebook usage over the epoch's training batches: share of codes used, the
         perplexity exp(entropy) of the assignments (K if all codes were used evenly) and
         the number of codes restarted."""
+        self._apply_restarts()
         counts, self._counts = self._counts.cpu(), torch.zeros_like(self._counts)
         share = counts.double() / max(int(counts.sum()), 1)
         entropy = -(share[share > 0] * share[share > 0].log()).sum()

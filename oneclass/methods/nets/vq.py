@@ -65,6 +65,7 @@ class Codebook(nn.Module):
         # running assignments per training step (decay 0.9), for restarting dead codes
         self.register_buffer("usage", torch.ones(codes))
 
+    @torch.no_grad()  # an index: nothing to differentiate, nothing for autograd to keep
     def nearest(self, e: torch.Tensor) -> torch.Tensor:
         """Index of the nearest embedding for each D-vector of the grid e: (n, D, h, w) -> (n, h, w)."""
         flat = e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]).float()
