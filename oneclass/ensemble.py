@@ -57,6 +57,15 @@ class Ensemble(Method):
     def modules(self, value) -> None:  # Method.__init__ sets an empty dict; members hold them
         pass
 
+    @property
+    def infer_batch(self) -> int:
+        return self.members[0].infer_batch
+
+    @infer_batch.setter
+    def infer_batch(self, value: int) -> None:  # the members score
+        for member in self.members:
+            member.infer_batch = value
+
     def to(self, device, amp: bool = False, channels_last: bool = False) -> "Ensemble":
         for member in self.members:
             member.to(device, amp, channels_last)

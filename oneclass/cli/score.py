@@ -20,6 +20,9 @@ def score(
     format: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1,
+                                   help="Items per scoring batch (fewer for methods on large images; on "
+                                   "the CPU batches are also cut to keep activations small)."),
 ) -> None:
     """Score a patch store or images with a trained run.
 
@@ -31,6 +34,7 @@ def score(
     import io
 
     from oneclass.data.items import PatchData
+    from oneclass.methods.base import BatchTooLarge
     from oneclass.scoring import load_method, score_rows, scoring_input
 
     if format not in ("csv", "jsonl"):
@@ -41,8 +45,14 @@ def score(
     lines = sys.stdin.read().splitlines() if input == "-" else None
     images, index, known = scoring_input(folder, input, lines)
     method = load_method(folder, device)
+    method.infer_batch = batch_size
     rows = np.arange(len(index))
-    table = score_rows(index, rows, method.score(PatchData(images, rows)), known_labels=known)
+    try:
+        scores = method.score(PatchData(images, rows))
+    except BatchTooLarge as exc:
+        hint = f" (--batch-size {exc.fits})" if exc.fits else ""
+        raise OneclassError(f"--batch-size: {exc}{hint}") from None
+    table = score_rows(index, rows, scores, known_labels=known)
     if output is None:
         format_scores(table, format, sys.stdout)
         return

@@ -30,6 +30,7 @@ import torch
 
 from oneclass.data.items import PatchData
 from oneclass.engine import keep_global_rng
+from oneclass.errors import OneclassError
 from oneclass.heap import steady_heap
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Method:
         self.device = torch.device("cpu")
         self.amp = False
         self.channels_last = False
+        self.infer_batch = INFER_BATCH  # items per batch when scoring (oneclass score --batch-size)
         self._trainer: Trainer | None = None
 
     # -- networks -----------------------------------------------------------------
@@ -160,17 +162,29 @@ class Method:
 
     @torch.no_grad()
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData,
-            batch_size: int = INFER_BATCH) -> np.ndarray:
+            batch_size: int | None = None) -> np.ndarray:
         """Apply ``fn`` to every batch of ``data`` in eval mode; outputs in row order. On
         the CPU the batches after a first small one are cut to keep the largest module
-        output under CPU_BATCH_BYTES (an item's output does not depend on its batch)."""
+        output under CPU_BATCH_BYTES (an item's output does not depend on its batch).
+        Batches hold ``infer_batch`` items (``oneclass score --batch-size``), or
+        ``batch_size`` where a method asks fewer (large images); a batch that does not fit
+        in memory is refused with the size that does (:class:`BatchTooLarge`)."""
         for module in self.modules.values():
             module.eval()
+        batch_size = self.infer_batch if batch_size is None else min(batch_size, self.infer_batch)
 
-        def run(rows: np.ndarray) -> torch.Tensor:
+        def attempt(rows: np.ndarray) -> torch.Tensor:
             x = batch_pixels(data, rows, self.device, self.channels_last)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
                 return fn(x).float().cpu()
+
+        def run(rows: np.ndarray) -> torch.Tensor:
+            try:
+                return attempt(rows)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not out_of_memory(exc):
+                    raise
+            raise BatchTooLarge(len(rows), largest_fitting(attempt, rows), self.device)
 
         out, start = [], 0
         if self.device.type == "cpu":
@@ -183,6 +197,37 @@ class Method:
         for start in range(start, len(data), batch_size):
             out.append(run(np.arange(start, min(start + batch_size, len(data)))))
         return torch.cat(out).numpy() if out else np.zeros((0,), dtype=np.float32)
+
+
+class BatchTooLarge(OneclassError):
+    """A scoring batch that does not fit in the device's memory; ``fits``: the largest
+    that did when halved (0: not even one item)."""
+
+    def __init__(self, asked: int, fits: int, device: torch.device):
+        self.asked, self.fits = asked, fits
+        fitting = f"a batch of {fits} does" if fits else "not even one item does"
+        super().__init__(f"a scoring batch of {asked} items does not fit in {device.type} memory; {fitting}")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator's."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def largest_fitting(attempt: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray) -> int:
+    """The batch size, halving from ``len(rows)``, at which ``attempt`` runs (0: none)."""
+    size = len(rows) // 2
+    while size >= 1:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        try:
+            attempt(rows[:size])
+            return size
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+        size //= 2
+    return 0
 
 
 def cpu_batch_size(largest_bytes: int, probe: int, asked: int) -> int:
