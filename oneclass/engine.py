@@ -119,6 +119,7 @@ class Stage:
     sampler: Literal["shuffled", "balanced"] = "shuffled"
     anomalies_per_batch: int = 0
     augment: tuple[str, ...] = ()  # oneclass.augment specs, applied to training batches on the device
+    keep: Literal["last", "best"] | None = None  # the epoch the stage ends with; None: train.keep
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
@@ -319,7 +320,7 @@ class Trainer:
         if start == 0 and on_start is not None:
             on_start()
         patience = self.cfg.early_stopping
-        track_best = bool(patience) or self.cfg.keep == "best"
+        track_best = bool(patience) or (spec.keep or self.cfg.keep) == "best"
         stage_index = len(self.stages_done)
         with _frozen([self.modules[k] for k in spec.frozen]):
             for epoch in range(start, epochs):

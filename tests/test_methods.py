@@ -146,8 +146,9 @@ def test_non_finite_loss_stops_naming_the_epoch(tmp_path):
     assert saved["epoch"] == 1
 
 
-@pytest.mark.parametrize("settings", [{"early_stopping": 2}, {"keep": "best"}])
-def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, tmp_path):
+@pytest.mark.parametrize("settings, stage_keep", [({"early_stopping": 2}, None), ({"keep": "best"}, None),
+                                                  ({"keep": "last"}, "best")])  # a method's own choice wins
+def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, stage_keep, tmp_path):
     images = np.r_[np.full((8, 1, 4, 4), 10, np.uint8), np.full((8, 1, 4, 4), 200, np.uint8)]
     val = PatchData(images, np.arange(16), labels=np.r_[np.zeros(8, int), np.ones(8, int)])
     eng = Trainer(TrainSection(epochs=6, batch_size=4, lr=0.1, device="cpu", **settings),
@@ -164,7 +165,7 @@ def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, t
         weights.append(net.weight.item())
         return net(x.mean((1, 2, 3))[:, None]).squeeze(1)
 
-    eng.stage(Stage("fit", list(net.parameters()), 0.1, 6), val, loss, scorer=scorer)
+    eng.stage(Stage("fit", list(net.parameters()), 0.1, 6, keep=stage_keep), val, loss, scorer=scorer)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     epochs = [r for r in log if "loss" in r]
     assert log[-1] == {"stage": "fit", "kept_epoch": 1, "val_auroc": 1.0}
@@ -175,6 +176,19 @@ def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, t
     else:
         assert len(epochs) == 6  # keep: best trains every epoch, then goes back
     assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back
+
+
+def test_a_method_keeping_its_last_epoch_overrides_train_keep_best(tmp_path):
+    val = PatchData(np.r_[np.full((4, 1, 4, 4), 10, np.uint8), np.full((4, 1, 4, 4), 200, np.uint8)], np.arange(8),
+                    labels=np.r_[np.zeros(4, int), np.ones(4, int)])
+    eng = Trainer(TrainSection(epochs=3, batch_size=4, lr=0.1, device="cpu", keep="best"), seed=0,
+                  run_dir=tmp_path, val=val)
+    net = holding(torch.nn.Linear(1, 1), eng)
+    eng.stage(Stage("fit", list(net.parameters()), 0.1, 3, keep="last"), val,
+              lambda batch: net(batch["x"].mean((1, 2, 3))[:, None]).mean(),
+              scorer=lambda x: net(x.mean((1, 2, 3))[:, None]).squeeze(1))
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert not any("kept_epoch" in r for r in log) and eng.selected == {}
 
 
 def test_every_built_in_method_draws_maps():

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -134,6 +134,8 @@ class GVAE(Method):
         margin: float = 0.5  # nats per dimension an anomaly must exceed normals by (see above)
         epochs: StageEpochs = field(default_factory=StageEpochs)
         lr: float | None = None  # Adam's learning rate in every stage; unset: train.lr
+        # each stage's epoch kept: last, or best (highest validation AUROC); unset: train.keep
+        keep: Literal["last", "best"] | None = None
         tune_lambda2: list[float] = field(default_factory=list)  # grid tried on validation
         tune_lambda3: list[float] = field(default_factory=list)
 
@@ -320,7 +322,7 @@ class GVAE(Method):
         trainer, epochs = self.trainer, getattr(self.params.epochs, stage)
         mode = self.mode(stage)
         spec = trainer.spec(label or stage, self.trainable(mode), lr=self.params.lr or trainer.cfg.lr,
-                            epochs=trainer.cfg.epochs if epochs is None else epochs)
+                            epochs=trainer.cfg.epochs if epochs is None else epochs, keep=self.params.keep)
         trainer.stage(spec, data, lambda batch: self.objective(batch, mode, semi), scorer=self._score)
 
     # -- inference ---------------------------------------------------------------------
