@@ -158,3 +158,34 @@ def test_reading_ahead_leaves_the_warning_filters_and_decoder_loggers_as_they_we
         assert [int(c.images[0, 0, 0, 0]) for c in chunks] == [i * 10 for i in range(12)]
     assert warnings.filters == filters
     assert not logging.getLogger("PIL").disabled and not logging.getLogger("tifffile").disabled
+
+
+@pytest.mark.parametrize("pattern", ["0010", "1000", "0001", "0000", "1111", "0110110"])
+def test_sparse_rows_read_back_as_written_and_zero_runs_are_holes(tmp_path, pattern):
+    """Masks are written sparse: runs of all-zero rows are skipped over (holes that read
+    back as zeros), a trailing run included; the .npy is what np.save would write."""
+    from oneclass.data.store import NpyStreamWriter
+
+    rows = np.zeros((len(pattern) * 8, 64, 64), np.uint8)  # 4 KiB rows: a zero run of one is a hole
+    for i, bit in enumerate(pattern):
+        if bit == "1":
+            rows[i * 8:(i + 1) * 8, 5, 7] = 1
+    writer = NpyStreamWriter(tmp_path / "masks.npy", (64, 64), sparse=True)
+    for chunk in np.array_split(rows, 3):
+        writer.append(chunk)
+    writer.close()
+    assert np.array_equal(np.load(tmp_path / "masks.npy", mmap_mode="r"), rows)
+    assert (tmp_path / "masks.npy").stat().st_size == 128 + rows.nbytes
+    if _holes_supported(tmp_path):
+        written = pattern.count("1") * 8 * 64 * 64
+        allocated = (tmp_path / "masks.npy").stat().st_blocks * 512
+        assert allocated <= 4096 + written + 4096 * 3  # the header's page, the rows, page edges
+
+
+def _holes_supported(folder) -> bool:
+    """Whether the file system leaves a skipped-over range unallocated."""
+    probe = folder / "probe"
+    with open(probe, "wb") as fh:
+        fh.seek(1 << 20)
+        fh.write(b"x")
+    return probe.stat().st_blocks * 512 < 1 << 20

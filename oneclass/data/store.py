@@ -42,13 +42,20 @@ def _csv_field(text: str) -> str:
 
 
 class NpyStreamWriter:
-    """Append rows to a .npy file whose first dimension is unknown until close()."""
+    """Append rows to a .npy file whose first dimension is unknown until close().
 
-    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype=np.uint8):
+    With ``sparse``, runs of all-zero rows are not written but skipped over, leaving holes
+    that read back as zeros (the masks of normal images and of most patches of anomalous
+    ones: on the nanofibre grid half the store's bytes, which the kernel then neither
+    copies nor allocates)."""
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype=np.uint8, sparse: bool = False):
         self.path = path
         self.row_shape = tuple(row_shape)
         self.dtype = np.dtype(dtype)
+        self.sparse = sparse
         self.rows = 0
+        self._row_bytes = int(np.prod(self.row_shape)) * self.dtype.itemsize
         self._file = open(path, "wb")
         self._file.write(self._header(0))
 
@@ -65,10 +72,24 @@ class NpyStreamWriter:
     def append(self, rows: np.ndarray) -> None:
         if rows.shape[1:] != self.row_shape or rows.dtype != self.dtype:
             raise ValueError(f"expected rows of {self.row_shape} {self.dtype}, got {rows.shape} {rows.dtype}")
-        self._file.write(np.ascontiguousarray(rows).tobytes())
+        data = np.ascontiguousarray(rows)
+        if self.sparse and len(data):
+            self._write_sparse(data)
+        else:
+            self._file.write(memoryview(data).cast("B"))
         self.rows += len(rows)
 
+    def _write_sparse(self, data: np.ndarray) -> None:
+        zero = ~data.reshape(len(data), -1).any(1)
+        edges = np.flatnonzero(np.diff(zero.astype(np.int8))) + 1
+        for start, stop in zip(np.r_[0, edges], np.r_[edges, len(data)]):
+            if zero[start]:
+                self._file.seek((stop - start) * self._row_bytes, os.SEEK_CUR)
+            else:
+                self._file.write(memoryview(data[start:stop]).cast("B"))
+
     def close(self) -> None:
+        self._file.truncate(_HEADER_BYTES + self.rows * self._row_bytes)  # a trailing hole, too
         self._file.seek(0)
         self._file.write(self._header(self.rows))
         self._file.close()
@@ -113,15 +134,16 @@ class StoreWriter:
     def _append(self, chunk: PatchChunk) -> None:
         if self._images is None:
             self._images = NpyStreamWriter(self.tmp / "images.npy", chunk.images.shape[1:])
-            self._masks = NpyStreamWriter(self.tmp / "masks.npy", chunk.masks.shape[1:])
+            self._masks = NpyStreamWriter(self.tmp / "masks.npy", chunk.masks.shape[1:], sparse=True)
         if len(chunk) == 0:
             return
         self._images.append(chunk.images)
         self._masks.append(chunk.masks)
         ids = range(self.count, self.count + len(chunk))
         source = _csv_field(chunk.source)
+        subclasses = {name: _csv_field(name) for name in set(chunk.subclass)}  # a few per image
         self._index.write("".join(
-            f"{i},{source},{x},{y},{label},{frac:.6g},{_csv_field(subclass)}\n"
+            f"{i},{source},{x},{y},{label},{frac:.6g},{subclasses[subclass]}\n"
             for i, x, y, label, frac, subclass in zip(ids, chunk.x.tolist(), chunk.y.tolist(),
                                                       chunk.label.tolist(), chunk.anomaly_frac.tolist(),
                                                       chunk.subclass)))
