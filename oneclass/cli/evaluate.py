@@ -53,7 +53,7 @@ def evaluate(
         raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
     tests = compare_methods(results)
     if not quiet:
-        _tables(results, groups, tests)
+        print_tables(results, groups, tests)
     if format == "csv":
         rows = [r.flat() for r in results]
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -81,7 +81,7 @@ def _pm(group: dict, key: str) -> str:
     return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {group[f'{key}_std']:.4f} (n={n})"
 
 
-def _tables(results, groups, tests) -> None:
+def print_tables(results, groups, tests) -> None:
     from rich.table import Table
 
     # image columns only where some input has image metrics (patch runs, tables with sources)

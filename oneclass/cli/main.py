@@ -7,7 +7,7 @@ import sys
 import typer
 
 from oneclass import __version__
-from oneclass.cli import evaluate, explain, extract, listing, score, train, tsne
+from oneclass.cli import evaluate, explain, extract, listing, score, sweep, train, tsne
 from oneclass.cli.manpage import epilog
 from oneclass.errors import OneclassError
 
@@ -42,7 +42,8 @@ def main(
     Stages read and write files: extract-patches writes a patch store from a dataset,
     train a run folder from a recipe, score a score table from a run and new patches,
     evaluate metrics from score tables or runs, tsne a latent-space map of a run,
-    explain figures of the most anomalous items beside their anomaly maps.
+    explain figures of the most anomalous items beside their anomaly maps, sweep a
+    grid of recipe values x seeds as run folders (locally or on Slurm).
     Tables go to stdout, progress and summaries to stderr. `oneclass COMMAND --help`
     (or man oneclass-COMMAND) tells more of each command.
     """
@@ -54,6 +55,7 @@ app.command("score", epilog=epilog("oneclass score"))(score.score)
 app.command("evaluate", epilog=epilog("oneclass evaluate"))(evaluate.evaluate)
 app.command("tsne", epilog=epilog("oneclass tsne"))(tsne.tsne)
 app.command("explain", epilog=epilog("oneclass explain"))(explain.explain)
+app.command("sweep", epilog=epilog("oneclass sweep"))(sweep.sweep)
 app.add_typer(listing.app, name="list")
 
 

@@ -73,6 +73,14 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("oneclass score demo-run demo-store -f jsonl | oneclass evaluate -",
          "Score and evaluate in one pipeline."),
     ],
+    "oneclass sweep": [
+        ("oneclass sweep recipes/demo.yaml -g split.gamma=0,0.2 -r 3 -o sweeps/g",
+         "Two gammas x three seeds, one local run at a time; run it again to finish what failed."),
+        ("oneclass sweep recipes/demo.yaml -g method.name=deep-sad,ss-dcae -j 2 -o m",
+         "Two methods, two local runs at a time (each on its own GPU where there are GPUs)."),
+        ("oneclass sweep recipes/nanofibre.yaml -g split.gamma=0,0.2 -r 20 -o nf -e slurm",
+         "The grid as a Slurm job array through submitit (--slurm partition=gpu etc.)."),
+    ],
     "oneclass evaluate": [
         ("oneclass evaluate demo-run",
          "Test AUROC, AUPRC, both thresholds and their confusion counts, on stderr."),
@@ -167,6 +175,7 @@ ENVIRONMENT_OF: dict[str, list[tuple[str, str]]] = {
                       ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
     "oneclass explain": [(name, ENVIRONMENT[name]) for name in
                          ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
+    "oneclass sweep": [(name, ENVIRONMENT[name]) for name in ("ONECLASS_CACHE", "CUDA_VISIBLE_DEVICES")],
 }
 
 # oneclass/data/store.py, oneclass/artifacts.py, oneclass/training.py, oneclass/stores.py
@@ -179,6 +188,11 @@ FILES: dict[str, list[tuple[str, str]]] = {
         (".oneclass", "The marker of a folder oneclass wrote: --overwrite replaces only such "
                       "folders, of the same kind, and only once the new one is complete."),
         ("$ONECLASS_CACHE/stores/", "The patch stores train cut from recipes."),
+    ],
+    "oneclass sweep": [
+        ("OUT/sweep.json", "The recipe, its hash and the grids run: a sweep folder holds one recipe's runs."),
+        ("OUT/KEY=VALUE,.../seed-S/", "A run folder (see oneclass train) per grid point and seed."),
+        ("OUT/KEY=VALUE,.../seed-S.log/", "The run's job log: submitit's stdout and stderr files."),
     ],
     "oneclass extract-patches": [
         ("OUT/", "The patch store, built as .OUT.tmp-PID beside it and renamed when complete; "
@@ -257,6 +271,9 @@ def exit_status(path: str) -> list[tuple[str, str]]:
     """The exit codes of command ``path`` ("oneclass train"), with what each means there."""
     if path in ("oneclass", "oneclass train"):
         return [(code, _TRAIN_EXIT.get(code, text)) for code, text in EXIT_STATUS]
+    if path == "oneclass sweep":
+        return [*EXIT_STATUS, ("10+N", "N runs failed (125: 115 or more); each is named on stderr with "
+                                       "its reason and log, and the other runs went on.")]
     return list(EXIT_STATUS)
 
 

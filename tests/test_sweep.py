@@ -1,0 +1,119 @@
+"""oneclass sweep: a grid x seeds as run folders through submitit's local executor,
+resumable by running the same command; refusals before anything is written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from oneclass.sweep import parse_grid
+
+from conftest import one_error_line, oneclass
+
+SHORT = ["--set", "train.epochs=1", "--set", "method.deep-sad.pretrain_epochs=1"]
+
+
+def test_grid_values_split_at_top_level_commas_only():
+    assert parse_grid(["split.gamma=0,0.05", "method.devnet.scales=[448,224],[224]", "x.y='a,b',c"]) == {
+        "split.gamma": ["0", "0.05"], "method.devnet.scales": ["[448,224]", "[224]"], "x.y": ["'a,b'", "c"]}
+
+
+def test_a_two_by_two_sweep_then_the_same_command_does_nothing(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--grid", "method.name=deep-sad,ss-dcae",
+            "--out", out, *SHORT]
+    env = {"ONECLASS_CACHE": str(tmp_path / "cache")}
+    first = oneclass(*args, env=env, cwd=_root())
+    assert first.returncode == 0, first.stderr
+    folders = first.stdout.split()
+    assert sorted(folders) == sorted(str(out / f"split.gamma={g},method.name={m}" / "seed-0")
+                                     for g in ("0", "0.2") for m in ("deep-sad", "ss-dcae"))
+    for folder in folders:
+        metrics = json.loads((tmp_path / folder / "metrics.json").read_text())
+        assert metrics["method"] in folder and f"gamma={metrics['gamma']:g}" in folder
+    assert "test metrics" in first.stderr and "deep-sad" in first.stderr and "ss-dcae" in first.stderr
+    assert all((tmp_path / f).with_name("seed-0.log").is_dir() for f in folders)  # each job's log beside it
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["grids"] == [{"grid": {"split.gamma": ["0", "0.2"], "method.name": ["deep-sad", "ss-dcae"]},
+                                "repeats": 1}]
+    stamps = {f: (tmp_path / f / "metrics.json").stat().st_mtime_ns for f in folders}
+    again = oneclass(*args, "-q", env=env, cwd=_root())
+    assert again.returncode == 0 and sorted(again.stdout.split()) == sorted(folders)
+    assert stamps == {f: (tmp_path / f / "metrics.json").stat().st_mtime_ns for f in folders}  # nothing retrained
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA for a run to fail")
+def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(tiny, tmp_path):
+    out = tmp_path / "sweep"
+    result = oneclass("sweep", tiny["recipe"], "--grid", "train.device=cpu,cuda", "--out", out, "-q",
+                      "--set", "train.epochs=1", "--set", f"dataset.root={tiny['base']}")
+    assert result.returncode == 10 + 1, result.stderr
+    assert (out / "train.device=cpu" / "seed-0" / "metrics.json").is_file()
+    assert not (out / "train.device=cuda" / "seed-0").exists()
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "oneclass: 1 of 2 runs failed:"
+    assert "train.device=cuda/seed-0: " in lines[1] and "no CUDA device is available" in lines[1]
+    assert f"(log {out / 'train.device=cuda' / 'seed-0.log'}" in lines[1]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--grid", "split.gama=0,0.2"], "--grid split.gama='0': split.gama: unknown key (did you mean 'split.gamma'?)"),
+    (["--grid", "split.gamma=0,,0.2"], "--grid 'split.gamma=0,,0.2': an empty value"),
+    (["--grid", "split.gamma="], "--grid 'split.gamma=': an empty value"),
+    (["--grid", "split.gamma"], "--grid 'split.gamma': expected section.key=value1,value2,..."),
+    (["--grid", "split.gamma=0.9,0.1"], "--grid split.gamma='0.9': split.gamma: must be in [0, 0.5], got 0.9"),
+    (["--grid", "seed=0,1"], "--grid seed: seeds are --seed (the first) and --repeats (how many)"),
+    (["--grid", "split.gamma=0", "--grid", "split.gamma=0.1"], "--grid split.gamma: given twice"),
+    (["--executor", "pbs"], "--executor: expected local or slurm, got 'pbs'"),
+    (["--slurm", "partitoin=gpu"], "--slurm partitoin: unknown; expected one of: partition, time"),
+    (["--slurm", "partition"], "--slurm 'partition': expected key=value"),
+])
+def test_bad_sweeps_are_one_line_and_write_nothing(tmp_path, args, expect):
+    out = tmp_path / "sweep"
+    result = oneclass("sweep", "recipes/demo.yaml", "--out", out, *args, cwd=_root())
+    one_error_line(result, 2, expect)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="Slurm is reachable here")
+def test_slurm_where_there_is_none_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "sweep"
+    result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", out,
+                      "--executor", "slurm", cwd=_root())
+    one_error_line(result, 2, "--executor slurm: Slurm is not reachable from here (no sbatch on PATH)")
+    assert not out.exists()
+
+
+def test_a_sweep_folder_of_another_recipe_or_not_a_sweep_is_refused(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"recipe": "recipes/other.yaml", "recipe_hash": "0123456789abcdef",
+                                                "grids": []}))
+    result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", out, cwd=_root())
+    line = one_error_line(result, 2, f"{out}: holds a sweep of another recipe (hash 0123456789abcdef, "
+                                     "recipes/other.yaml); this one's hash is ")
+    assert line.endswith(": choose another --out")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a sweep")
+    result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", other, cwd=_root())
+    one_error_line(result, 2, f"{other}: not empty and not a sweep folder (no sweep.json)")
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm here (sbatch not on PATH)")
+def test_a_sweep_through_a_real_slurm(tmp_path):
+    out = tmp_path / "sweep"
+    result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", out,
+                      "--executor", "slurm", "--slurm", "time=20", *SHORT, cwd=_root())
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 2 and "test metrics" in result.stderr
+
+
+def _root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
