@@ -78,7 +78,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "Two gammas x three seeds, one local run at a time; run it again to finish what failed."),
         ("oneclass sweep recipes/demo.yaml -g method.name=deep-sad,ss-dcae -j 2 -o m",
          "Two methods, two local runs at a time (each on its own GPU where there are GPUs)."),
-        ("oneclass sweep recipes/nanofibre.yaml -g split.gamma=0,0.2 -r 20 -o nf -e slurm",
+        ("oneclass sweep recipes/busi.yaml -g split.gamma=0,0.2 -r 20 -o b -e slurm",
          "The grid as a Slurm job array through submitit (--slurm partition=gpu etc.)."),
     ],
     "oneclass evaluate": [
