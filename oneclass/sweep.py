@@ -182,6 +182,20 @@ def train_one(recipe: str, sets: list[str], point: dict[str, str], seed: int, fo
     return str(train_run(config, target, resume=resume, overwrite=not resume))
 
 
+def _submitit():
+    """submitit, its log lines on stderr only: stdout lists the sweep's run folders."""
+    import logging
+    import sys
+
+    import submitit
+
+    logger = logging.getLogger("submitit")
+    for handler in list(logger.handlers):
+        if getattr(handler, "stream", None) is sys.stdout:
+            logger.removeHandler(handler)
+    return submitit
+
+
 def gpu_count() -> int:
     try:
         import torch
@@ -194,8 +208,7 @@ def gpu_count() -> int:
 def run_local(todo: list[Run], recipe: Path, sets: list[str], jobs: int,
               report: Callable[[str], None]) -> list[tuple[Run, str]]:
     """``todo`` as local processes, ``jobs`` at a time; the failures with their reasons."""
-    import submitit
-
+    submitit = _submitit()
     gpus = list(range(gpu_count()))
     threads = 0 if gpus else max(1, (os.cpu_count() or 1) // jobs)
     free = list(gpus)
@@ -225,9 +238,8 @@ def run_local(todo: list[Run], recipe: Path, sets: list[str], jobs: int,
 def run_slurm(todo: list[Run], recipe: Path, sets: list[str], out: Path, slurm: dict[str, str],
               report: Callable[[str], None]) -> list[tuple[Run, str]]:
     """``todo`` as one Slurm job array (submitit's), waited for; the failures."""
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=out / ".slurm" / "%A_%a", cluster="slurm")
+    submitit = _submitit()
+    executor = submitit.AutoExecutor(folder=out / ".slurm" / "%j", cluster="slurm")  # %j: array_task
     executor.update_parameters(**slurm_parameters(slurm))
     with executor.batch():
         jobs = [executor.submit(train_one, str(recipe), sets, run.point, run.seed, str(run.folder), 0)

@@ -78,7 +78,15 @@ def test_bad_sweeps_are_one_line_and_write_nothing(tmp_path, args, expect):
     assert not out.exists()
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="Slurm is reachable here")
+def _slurm_reachable() -> bool:
+    import subprocess
+
+    if shutil.which("sbatch") is None:
+        return False
+    return subprocess.run(["squeue", "--noheader"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="sbatch is on PATH here")
 def test_slurm_where_there_is_none_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "sweep"
     result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", out,
@@ -104,13 +112,17 @@ def test_a_sweep_folder_of_another_recipe_or_not_a_sweep_is_refused(tmp_path):
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm here (sbatch not on PATH)")
+@pytest.mark.skipif(not _slurm_reachable(), reason="no Slurm here (sbatch not on PATH or squeue not answering; "
+                                                   "benchmarks/slurm_local.sh starts one)")
 def test_a_sweep_through_a_real_slurm(tmp_path):
     out = tmp_path / "sweep"
     result = oneclass("sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2", "--out", out,
                       "--executor", "slurm", "--slurm", "time=20", *SHORT, cwd=_root())
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 2 and "test metrics" in result.stderr
+    folders = result.stdout.split()
+    assert len(folders) == 2 and "test metrics" in result.stderr
+    for folder in folders:  # the task's log linked beside its run, as a local run's is
+        assert any((out / folder).with_name("seed-0.log").iterdir())
 
 
 def _root():
