@@ -22,7 +22,8 @@ stage, ...), which runs ``--warmup`` steps and then ``--steps`` timed ones:
 - score change: after the same steps, the largest difference of a validation item's
   score from the default's, over the default scores' range (1st to 99th percentile):
   prefetching must give 0; channels-last and compile change the float rounding, which
-  the training steps carry on;
+  the training steps carry on (and a sampling model like the gVAE amplifies), so the
+  validation AUROC after those steps is given beside it;
 - peak memory: the process's peak RSS on the CPU, torch's peak allocation on CUDA;
 - the ceiling (default option only): the same loss function, optimizer and batch size in a
   bare loop over the training items preloaded on the device as one float tensor (no
@@ -131,6 +132,7 @@ def child(recipe: str, sets: list[str], family: str, option: str, device: str, s
               "peak_mib": (torch.cuda.max_memory_allocated() if on_cuda
                            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20,
               "val_scores": method.score(sets.val).tolist()}
+    result["val_auroc"] = api.auroc(sets.val, np.asarray(result["val_scores"]))
     if bare:
         result["bare_samples_per_s"] = bare_loop(method, captured, batch, steps, warmup, sync)
     return result
@@ -149,16 +151,16 @@ def bare_loop(method, captured: dict, batch: int, steps: int, warmup: int, sync)
     optimizer = spec.make_optimizer()
     for name, module in method.modules.items():
         module.train(name not in spec.frozen)
-    began = None
+    stamps = []
     for step in range(warmup + steps):
-        if step == warmup:
-            began = sync()
+        stamps.append(sync())
         start = (step * batch) % max(len(pixels) - batch, 1)
         loss = loss_fn({"x": pixels[start:start + batch], **{k: v[start:start + batch] for k, v in extra.items()}})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return batch * steps / (sync() - began)
+    stamps.append(sync())
+    return batch / float(np.median(np.diff(stamps)[warmup:]))  # a median step, as for the trainer
 
 
 def measure(args, family: str, option: str, bare: bool) -> dict:
@@ -222,8 +224,9 @@ def main() -> None:
     lines = ["| family | batch | " + " | ".join(f"{o} samples/s" for o in options)
              + " | " + " | ".join(f"{o} / default" for o in options if o != "default")
              + " | default / bare loop | bare loop samples/s | compile s | peak MiB (" + " / ".join(options)
-             + ") | score change (" + " / ".join(o for o in options if o != "default") + ") |",
-             "|---" * (2 * len(options) + 6) + "|"]
+             + ") | score change (" + " / ".join(o for o in options if o != "default") + ") | val AUROC ("
+             + " / ".join(options) + ") |",
+             "|---" * (2 * len(options) + 7) + "|"]
     for family in args.families.split(","):
         best: dict[str, dict] = {}
         for _ in range(args.repeats):
@@ -246,7 +249,9 @@ def main() -> None:
                      + f" | {ratio(base, bare)} | {fmt(bare)} | "
                      + f"{compile_seconds(best)} | "
                      + " / ".join(f"{best[o]['peak_mib']:.0f}" if "peak_mib" in best[o] else "-" for o in options)
-                     + " | " + " / ".join(score_change(best, o) for o in options if o != "default") + " |")
+                     + " | " + " / ".join(score_change(best, o) for o in options if o != "default")
+                     + " | " + " / ".join(f"{best[o]['val_auroc']:.3f}" if "val_auroc" in best[o] else "-"
+                                          for o in options) + " |")
         print(lines[-1], flush=True)
     print("\n".join(lines))
 
