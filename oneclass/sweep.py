@@ -215,24 +215,39 @@ def run_local(todo: list[Run], recipe: Path, sets: list[str], jobs: int,
     running: list[tuple[Run, Any, int | None]] = []
     failed: list[tuple[Run, str]] = []
     queue = list(todo)
-    while queue or running:
-        while queue and len(running) < jobs:
-            run = queue.pop(0)
-            executor = submitit.LocalExecutor(folder=run.log)
-            gpu = free.pop(0) if free else None
-            executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN,
-                                       **({"visible_gpus": [gpu], "gpus_per_node": 1} if gpu is not None else {}))
-            job = executor.submit(train_one, str(recipe), sets, run.point, run.seed, str(run.folder), threads)
-            running.append((run, job, gpu))
-            report(f"started {run.name} (log {run.log})")
-        time.sleep(0.5)
-        for entry in [e for e in running if e[1].done()]:
-            running.remove(entry)
-            run, job, gpu = entry
-            if gpu is not None:
-                free.append(gpu)
-            failed += _collect(run, job, report)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                run = queue.pop(0)
+                executor = submitit.LocalExecutor(folder=run.log)
+                gpu = free.pop(0) if free else None
+                executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, **(
+                    {"visible_gpus": [gpu], "gpus_per_node": 1} if gpu is not None else {}))
+                job = executor.submit(train_one, str(recipe), sets, run.point, run.seed, str(run.folder), threads)
+                running.append((run, job, gpu))
+                report(f"started {run.name} (log {run.log})")
+            time.sleep(0.5)
+            for entry in [e for e in running if e[1].done()]:
+                running.remove(entry)
+                run, job, gpu = entry
+                if gpu is not None:
+                    free.append(gpu)
+                failed += _collect(run, job, report)
+    except KeyboardInterrupt:
+        _stop([job for _, job, _ in running])
+        raise
     return failed
+
+
+def _stop(jobs: list, patience_s: float = 60) -> None:
+    """Ctrl-C: the running jobs are interrupted (each keeps its checkpoint, as `oneclass
+    train` does) and waited for, a minute at most."""
+    for job in jobs:
+        with suppress(Exception):
+            job.cancel(check=False)
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline and not all(job.done() for job in jobs):
+        time.sleep(0.5)
 
 
 def run_slurm(todo: list[Run], recipe: Path, sets: list[str], out: Path, slurm: dict[str, str],

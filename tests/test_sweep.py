@@ -129,3 +129,32 @@ def _root():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_stops_the_runs_keeping_checkpoints_and_the_same_command_goes_on(tmp_path):
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "oneclass", "sweep", "recipes/demo.yaml", "--grid", "split.gamma=0,0.2",
+               "--out", str(out), "--set", "train.epochs=2", "--set", "method.deep-sad.pretrain_epochs=3"]
+    env = {**os.environ, "ONECLASS_CACHE": str(tmp_path / "cache")}
+    sweep = subprocess.Popen(command, cwd=_root(), env=env, start_new_session=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(out / "*" / "seed-0.partial" / "checkpoint.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("oneclass: interrupted; the runs in progress were stopped")
+    assert (out / "split.gamma=0" / "seed-0.partial" / "checkpoint.pt").is_file()
+    again = subprocess.run([*command, "-q"], cwd=_root(), env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert len(again.stdout.split()) == 2
+    epochs = [json.loads(line) for line in (out / "split.gamma=0" / "seed-0" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs if r.get("stage") == "pretrain" and "loss" in r] == [1, 2, 3]  # resumed, not redone

@@ -46,8 +46,13 @@ def sweep(
     from oneclass.sweep import sweep as run_sweep
 
     report = (lambda line: None) if quiet else (lambda line: line and err.print(line, highlight=False))
-    outcome, folders = run_sweep(recipe, grid or [], set_ or [], repeats, out, executor, jobs, slurm or [],
-                                 seed, report)
+    try:
+        outcome, folders = run_sweep(recipe, grid or [], set_ or [], repeats, out, executor, jobs, slurm or [],
+                                     seed, report)
+    except KeyboardInterrupt:
+        print("oneclass: interrupted; the runs in progress were stopped, keeping their checkpoints; the same "
+              "command goes on (complete runs are skipped, unfinished ones resumed)", file=sys.stderr)
+        raise SystemExit(130) from None
     if folders and not quiet:
         from oneclass.cli.evaluate import print_tables
 
