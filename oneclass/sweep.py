@@ -133,7 +133,7 @@ def plan(recipe: Path, sets: list[str], grid: dict[str, list[str]], repeats: int
     return runs, recipe_hash(base)
 
 
-def check_folder(out: Path, recipe: Path, digest: str, grid: dict[str, list[str]]) -> None:
+def check_folder(out: Path, digest: str) -> None:
     """A sweep folder holds one recipe's runs: refuse another's, naming both hashes."""
     if out.exists() and not out.is_dir():
         raise OneclassError(f"{out}: not a folder")
@@ -349,7 +349,7 @@ def sweep(recipe: Path, grid_items: list[str], sets: list[str], repeats: int, ou
     grid = parse_grid(grid_items)
     slurm = parse_slurm(slurm_items or [])
     runs, digest = plan(recipe, sets, grid, repeats, out, seed)
-    check_folder(out, recipe, digest, grid)
+    check_folder(out, digest)
     if executor == "slurm":
         check_slurm()
     outcome = Outcome()
