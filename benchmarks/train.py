@@ -1,6 +1,6 @@
 """Training throughput per method family: the trainer against a bare torch loop, and with
-against without each of train.prefetch, train.channels_last, train.compile (and
-train.amp on CUDA).
+against without each of train.prefetch (on by default on CUDA only), train.channels_last,
+train.compile (and train.amp on CUDA).
 
     python benchmarks/train.py [--recipe recipes/nanofibre.yaml] [--set KEY=VALUE] [--device cpu|cuda]
         [--families deep-sad,c-ss-ms-gvae,...] [--options default,channels_last,...]
@@ -63,6 +63,7 @@ FAMILIES = {
 }
 OPTIONS = {
     "default": [],
+    "prefetch": ["train.prefetch=true"],  # the default on CUDA ("auto"); off on the CPU
     "no prefetch": ["train.prefetch=false"],
     "channels_last": ["train.channels_last=true"],
     "compile": ["train.compile=true"],
@@ -215,8 +216,9 @@ def main() -> None:
     import torch
 
     cuda = args.device.startswith("cuda")
-    options = (args.options.split(",") if args.options
-               else [o for o in OPTIONS if cuda or o != "amp"])
+    # each option against the default: prefetch is on by default on CUDA, off on the CPU
+    skip = {"prefetch"} if cuda else {"amp", "no prefetch"}
+    options = args.options.split(",") if args.options else [o for o in OPTIONS if o not in skip]
     where = torch.cuda.get_device_name(args.device) if cuda else (platform.processor() or platform.machine())
     print(f"machine: {where}, {os.cpu_count()} cores; torch {torch.__version__}, {args.threads} thread(s); "
           f"{args.steps} timed steps after {args.warmup}; best of {args.repeats}; recipe {args.recipe}",

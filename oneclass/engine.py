@@ -5,8 +5,8 @@ stages (e.g. autoencoder pretraining, then the one-class objective), each descri
 :class:`Stage` spec: what is trained, with which optimizer, learning rates, schedule,
 gradient clipping, frozen modules and frozen batch-norm statistics, for how many epochs
 or steps. The trainer owns everything around the loss: device, seeding, batches read
-straight from the memory-mapped patch store (the next one read in a thread, pinned on
-CUDA), optional AMP, channels-last memory order and torch.compile (:mod:`oneclass.compiled`),
+straight from the memory-mapped patch store (on CUDA the next one read and pinned in a
+thread), optional AMP, channels-last memory order and torch.compile (:mod:`oneclass.compiled`),
 progress, one JSON line per epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
 validation AUROC and a guard against non-finite losses, for every stage alike.
 
@@ -155,6 +155,7 @@ class Trainer:
         self.device = resolve_device(train.device)
         self.amp = bool(train.amp) and self.device.type == "cuda"
         self.channels_last = bool(train.channels_last)
+        self.prefetch = train.prefetch is True or (train.prefetch == "auto" and self.device.type == "cuda")
         self.compile, self.compile_skipped = resolve_compile(train.compile, self.device)
         self.run_dir = run_dir
         self.val = val
@@ -232,9 +233,9 @@ class Trainer:
     def batches(self, data: PatchData, shuffle_key: tuple, spec: Stage) -> Iterator[dict[str, torch.Tensor]]:
         """An epoch's batches as ``spec`` samples them, drawn by a generator seeded from
         ``shuffle_key``. ``x`` is float in [0, 1] on the device (channels-last where the
-        recipe asks); ``roles``/``labels`` come along. With ``train.prefetch`` the next
-        batch is read from the store (and pinned, on CUDA) in a thread while this one
-        trains."""
+        recipe asks); ``roles``/``labels`` come along. With ``train.prefetch`` (by default
+        on CUDA) the next batch is read from the store (and pinned, on CUDA) in a thread
+        while this one trains."""
         from oneclass.methods.base import host_pixels, to_device
 
         def read(take: np.ndarray) -> dict[str, torch.Tensor]:
@@ -249,7 +250,7 @@ class Trainer:
         rows = _batch_rows(data, spec, spec.batch_size or self.cfg.batch_size,
                            np.random.default_rng([self.seed, *shuffle_key]))
         host = (read(take) for take in rows)
-        for batch in _one_ahead(host) if self.cfg.prefetch else host:
+        for batch in _one_ahead(host) if self.prefetch else host:
             batch["x"] = to_device(batch["x"], self.device, self.channels_last)
             for key in ("roles", "labels"):
                 if key in batch:

@@ -58,7 +58,7 @@ def test_a_reading_error_reaches_the_training_loop():
 
 def test_prefetching_trains_the_same_weights_bit_for_bit(tiny):
     eager, sets = fit_tiny(tiny, "train.prefetch=false")
-    ahead, _ = fit_tiny(tiny, "train.prefetch=true")
+    ahead, _ = fit_tiny(tiny, "train.prefetch=true")  # on the CPU too, when asked
     for key, value in eager.state_dict().items():
         assert torch.equal(value, ahead.state_dict()[key]), key
     assert np.array_equal(eager.score(sets.test), ahead.score(sets.test))
@@ -198,3 +198,12 @@ def test_metrics_say_whether_training_was_compiled(tiny, tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     train = json.loads((out / "metrics.json").read_text())["train"]
     assert train["compiled"] is False and "C++ compiler" in train["compile_skipped"]
+
+
+def test_prefetch_is_on_by_default_on_cuda_only():
+    assert Trainer(TrainSection(device="cpu"), seed=0).prefetch is False  # "auto"
+    assert Trainer(TrainSection(device="cpu", prefetch=True), seed=0).prefetch is True
+    if torch.cuda.is_available():
+        assert Trainer(TrainSection(device="cuda"), seed=0).prefetch is True
+        assert Trainer(TrainSection(device="cuda", prefetch=False), seed=0).prefetch is False
+    assert api.load_recipe(None, ["train.prefetch=auto"]).train.prefetch == "auto"
