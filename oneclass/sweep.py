@@ -259,7 +259,7 @@ def run_slurm(todo: list[Run], recipe: Path, sets: list[str], out: Path, slurm: 
     with executor.batch():
         jobs = [executor.submit(train_one, str(recipe), sets, run.point, run.seed, str(run.folder), 0)
                 for run in todo]
-    report(f"submitted {len(jobs)} runs as Slurm job array {jobs[0].job_id.split('_')[0]}" if jobs else "")
+    report(f"submitted {len(jobs)} runs as Slurm job array {jobs[0].job_id.split('_')[0]}")  # todo is never empty
     failed = []
     for run, job in zip(todo, jobs):
         while not job.done():

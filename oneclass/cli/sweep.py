@@ -45,7 +45,7 @@ def sweep(
     from oneclass.report import compare_methods, group, load_inputs
     from oneclass.sweep import sweep as run_sweep
 
-    report = (lambda line: None) if quiet else (lambda line: line and err.print(line, highlight=False))
+    report = (lambda line: None) if quiet else (lambda line: err.print(line, highlight=False))
     try:
         outcome, folders = run_sweep(recipe, grid or [], set_ or [], repeats, out, executor, jobs, slurm or [],
                                      seed, report)

@@ -179,12 +179,10 @@ class Method:
                 return fn(x).float().cpu()
 
         def run(rows: np.ndarray) -> torch.Tensor:
-            try:
-                return attempt(rows)
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not out_of_memory(exc):
-                    raise
-            raise BatchTooLarge(len(rows), largest_fitting(attempt, rows), self.device)
+            out = _unless_out_of_memory(attempt, rows)
+            if out is None:
+                raise BatchTooLarge(len(rows), largest_fitting(attempt, rows), self.device)
+            return out
 
         out, start = [], 0
         if self.device.type == "cpu":
@@ -209,9 +207,15 @@ class BatchTooLarge(OneclassError):
         super().__init__(f"a scoring batch of {asked} items does not fit in {device.type} memory; {fitting}")
 
 
-def out_of_memory(exc: BaseException) -> bool:
-    """CUDA's out-of-memory error, or the CPU allocator's."""
-    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+def _unless_out_of_memory(attempt: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray) -> torch.Tensor | None:
+    """``attempt(rows)``, or None where it ran out of memory (CUDA's out-of-memory error,
+    a subclass of RuntimeError, or the CPU allocator's); other errors pass through."""
+    try:
+        return attempt(rows)
+    except RuntimeError as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):
+            return None
+        raise
 
 
 def largest_fitting(attempt: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray) -> int:
@@ -220,12 +224,8 @@ def largest_fitting(attempt: Callable[[np.ndarray], torch.Tensor], rows: np.ndar
     while size >= 1:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        try:
-            attempt(rows[:size])
+        if _unless_out_of_memory(attempt, rows[:size]) is not None:
             return size
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not out_of_memory(exc):
-                raise
         size //= 2
     return 0
 
