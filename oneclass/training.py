@@ -112,17 +112,9 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
                       val=val, report=report)
     method = build_method(config, cls, params, in_shape, keep_rng=False)  # drawn right after the seeding
     method.trainer = trainer
-    if not resume:
-        try:
-            if partial.exists():
-                discard(partial)  # checked to be an unfinished oneclass run
-            partial.mkdir(parents=True)
-            mark(partial, "run")
-            if selection is not None:
-                write_json(partial / SELECT_FILE, selection)
-        except OSError as exc:
-            raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
-    try:
+    try:  # from the folder's creation on, so a Ctrl-C right after mkdir leaves nothing either
+        if not resume:
+            _create_partial(partial, selection)
         _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
         replace_folder(partial, out, "run")
     except BaseException as exc:
@@ -135,6 +127,18 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             raise OutputError(f"{exc.filename or partial}: cannot write: {exc.strerror or exc}{where}") from None
         raise
     return out
+
+
+def _create_partial(partial: Path, selection: dict | None) -> None:
+    try:
+        if partial.exists():
+            discard(partial)  # checked to be an unfinished oneclass run
+        partial.mkdir(parents=True)
+        mark(partial, "run")
+        if selection is not None:
+            write_json(partial / SELECT_FILE, selection)
+    except OSError as exc:
+        raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
 
 
 def _selection(config, partial: Path, resume: bool, store: PatchStore, split, val, in_shape,

@@ -699,6 +699,23 @@ def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(tiny, tmp_path):
     assert stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_right_after_the_run_folder_is_made_keeps_nothing(tiny, tmp_path, monkeypatch):
+    """10b, the narrow window the test above can hit by chance (it did, in CI): the signal
+    lands between mkdir of OUT.partial and the first write into it."""
+    from oneclass import recipe as recipes
+    from oneclass import training
+    from oneclass.data.store import PatchStore
+
+    def interrupted(path, kind):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "mark", interrupted)
+    config = recipes.load(tiny["recipe"])
+    with pytest.raises(KeyboardInterrupt):
+        training.train_run(config, tmp_path / "run", store=PatchStore.open(tiny["store"]))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_extraction_is_one_line(tmp_path):
     """10c: interrupted while patches are written: exit 130, one line, no store and no
