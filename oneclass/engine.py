@@ -8,7 +8,8 @@ or steps. The trainer owns everything around the loss: device, seeding, batches 
 straight from the memory-mapped patch store (on CUDA the next one read and pinned in a
 thread), optional AMP, channels-last memory order and torch.compile (:mod:`oneclass.compiled`),
 progress, one JSON line per epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
-validation AUROC and a guard against non-finite losses, for every stage alike.
+validation AUROC, a guard against non-finite losses and, under torchrun, data-parallel
+training (:mod:`oneclass.distributed`), for every stage alike.
 
 Resuming is exact: the batch order of an epoch is drawn from (seed, stage, epoch), and
 the checkpoint holds modules, optimizer, scheduler, scaler and torch RNG states, so an
@@ -30,6 +31,7 @@ from typing import Callable, Iterator, Literal
 import numpy as np
 import torch
 
+from oneclass import distributed
 from oneclass.artifacts import CHECKPOINT, load_torch, save_torch
 from oneclass.compiled import compiled_loss
 from oneclass.compiled import resolve as resolve_compile
@@ -44,6 +46,9 @@ class TrainingDiverged(OneclassError):
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; errors name ``key``."""
+    ranked = distributed.device_for(name, key)
+    if ranked is not None:
+        return ranked
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -211,7 +216,7 @@ class Trainer:
         return load_torch(path, "checkpoint", CHECKPOINT_KEYS)
 
     def _save_checkpoint(self, stage: str, epoch: int, optimizer, scheduler, scaler, best) -> None:
-        if self.run_dir is None:
+        if self.run_dir is None or not distributed.is_writer():
             return
         state = {"stage": stage, "epoch": epoch, "stages_done": list(self.stages_done),
                  "modules": {k: m.state_dict() for k, m in self.modules.items()},
@@ -223,7 +228,7 @@ class Trainer:
         save_torch(self.run_dir / CHECKPOINT, state)
 
     def log(self, record: dict) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.is_writer():
             with open(self.run_dir / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         self.report(record)
@@ -235,7 +240,8 @@ class Trainer:
         ``shuffle_key``. ``x`` is float in [0, 1] on the device (channels-last where the
         recipe asks); ``roles``/``labels`` come along. With ``train.prefetch`` (by default
         on CUDA) the next batch is read from the store (and pinned, on CUDA) in a thread
-        while this one trains."""
+        while this one trains. Under torchrun, each rank gets its share of every batch
+        (:mod:`oneclass.distributed`)."""
         from oneclass.methods.base import host_pixels, to_device
 
         def read(take: np.ndarray) -> dict[str, torch.Tensor]:
@@ -249,6 +255,9 @@ class Trainer:
 
         rows = _batch_rows(data, spec, spec.batch_size or self.cfg.batch_size,
                            np.random.default_rng([self.seed, *shuffle_key]))
+        group = distributed.current()
+        if group is not None:
+            rows = _dealt(rows, group.rank, group.size)
         host = (read(take) for take in rows)
         for batch in _one_ahead(host) if self.prefetch else host:
             batch["x"] = to_device(batch["x"], self.device, self.channels_last)
@@ -324,6 +333,10 @@ class Trainer:
         track_best = bool(patience) or (spec.keep or self.cfg.keep) == "best"
         stage_index = len(self.stages_done)
         with _frozen([self.modules[k] for k in spec.frozen]):
+            # wrapped after on_start, whose work (a centre, a codebook) the wrapper then
+            # takes from rank 0
+            step_loss = loss_fn if distributed.current() is None else \
+                distributed.wrapped(self.modules, trained, self.device, loss_fn)
             for epoch in range(start, epochs):
                 self._train_mode(spec)
                 began, total, seen = time.perf_counter(), 0.0, 0
@@ -332,12 +345,13 @@ class Trainer:
                         break
                     batch["x"] = augment(batch["x"])
                     with self._autocast():
-                        loss = loss_fn(batch)
-                    if not torch.isfinite(loss):
+                        loss = step_loss(batch)
+                    batch_loss, n = self._batch_loss(loss, len(batch["x"]))
+                    if not torch.isfinite(batch_loss):
                         where = f" at {self.run_dir / CHECKPOINT}" if self.run_dir and epoch else ""
                         kept = f"; the last good checkpoint (epoch {epoch}) is kept{where}" if epoch else ""
                         raise TrainingDiverged(f"stage {name}, epoch {epoch + 1}: the loss became "
-                                               f"{loss.item()} (lower train.lr?){kept}")
+                                               f"{batch_loss.item()} (lower train.lr?){kept}")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if spec.clip is not None:
@@ -345,8 +359,7 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(trained, spec.clip)
                     scaler.step(optimizer)
                     scaler.update()
-                    n = len(batch["x"])
-                    total += loss.item() * n
+                    total += batch_loss.item() * n
                     seen += n
                     self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
                                  "done": step + 1, "total": per_epoch, "unit": "batches"})
@@ -376,6 +389,17 @@ class Trainer:
             self.log({"stage": name, "kept_epoch": best["epoch"], "val_auroc": best["auroc"]})
         self.stages_done.append(name)
         self._save_checkpoint(name, epochs, optimizer, scheduler, scaler, None)
+
+    @staticmethod
+    def _batch_loss(loss: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+        """The loss and size of the whole batch: this process's, or under torchrun the
+        mean over every rank's share (so that all ranks see the same value, and stop
+        together where it is not finite)."""
+        if distributed.current() is None:
+            return loss, n
+        total = distributed.summed(torch.stack([loss.detach().float() * n,
+                                                torch.tensor(float(n), device=loss.device)]))
+        return total[0] / total[1], int(total[1].item())
 
     def _train_mode(self, spec: Stage) -> None:
         for name, module in self.modules.items():
@@ -420,6 +444,15 @@ def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generato
     for start in range(0, len(others), step):
         drawn = rng.choice(anomalies, spec.anomalies_per_batch, replace=True)
         yield np.sort(np.concatenate([others[start:start + step], drawn]))
+
+
+def _dealt(batches: Iterator[np.ndarray], rank: int, size: int) -> Iterator[np.ndarray]:
+    """Rank ``rank``'s share of each batch: items rank, rank + size, ... A batch too small
+    to give every rank two items (at most an epoch's last) is left out on all ranks alike:
+    a share of one item fails in batch norm over features."""
+    for rows in batches:
+        if len(rows) >= 2 * size:
+            yield rows[rank::size]
 
 
 def _one_ahead(items: Iterator[dict]) -> Iterator[dict]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -65,8 +66,10 @@ def store_key(dataset, params) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def obtain_store(config: recipes.Recipe, report: Report) -> PatchStore:
-    """The recipe's patch store: from the cache when an identical one was extracted."""
+def obtain_store(config: recipes.Recipe, report: Report, wait: bool = False) -> PatchStore:
+    """The recipe's patch store: from the cache when an identical one was extracted. With
+    ``wait`` another process (torchrun's rank 0) is extracting it: wait until it is there
+    (the store's meta.json is written last, by a rename)."""
     from oneclass.data.extract import extract
 
     dataset = make_dataset(config)
@@ -74,7 +77,9 @@ def obtain_store(config: recipes.Recipe, report: Report) -> PatchStore:
     params.check()
     path = cache_dir() / f"{dataset.name}-{store_key(dataset, params)}"
     cached = (path / "meta.json").is_file()
-    if not cached:
+    while wait and not (path / "meta.json").is_file():
+        time.sleep(0.5)
+    if not cached and not wait:
         path.parent.mkdir(parents=True, exist_ok=True)
         extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
     report({"event": "store", "path": str(path), "cached": cached})

@@ -74,20 +74,26 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     and the method have all been checked; a folder already at ``out`` goes only once the
     new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
     to resume from."""
+    from oneclass import distributed
     from oneclass.data.splits import make_split
     from oneclass.data.items import PatchData
     from oneclass.compiled import resolve as resolve_compile
     from oneclass.engine import Trainer, resolve_device
 
-    report = report or (lambda event: None)
+    writer = distributed.is_writer()  # under torchrun, rank 0 writes and the others train along
+    report = report if report and writer else (lambda event: None)
     cls, params = method_class(config)
     grid_points(config)  # a select.grid is checked before any work
+    if config.select.grid and distributed.current() is not None:
+        raise OneclassError(f"{config.where('select.grid')}: select.grid: not under torchrun; choose the "
+                            f"hyperparameters in one process, then train the choice with torchrun")
     device = resolve_device(config.train.device, f"{config.where('train.device')}: train.device")  # CUDA asked, none here
     resolve_compile(config.train.compile, device)  # compile: true where this torch build cannot
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
-    if store is None:
-        store = obtain_store(config, report)
+    distributed.barrier()  # every rank has checked the folder before rank 0 changes it
+    if store is None:  # rank 0 extracts the store (or finds it cached), the others wait for it
+        store = obtain_store(config, report, wait=not writer)
     else:
         check_store_matches(store, config)
     if len(store) == 0:
@@ -112,6 +118,13 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
                       val=val, report=report)
     method = build_method(config, cls, params, in_shape, keep_rng=False)  # drawn right after the seeding
     method.trainer = trainer
+    if not writer:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=f"oneclass-rank{distributed.current().rank}-") as scratch:
+            _train_into(config, Path(scratch), store, split, labels, cls, params, in_shape, val, trainer,
+                        method, resume)
+        return out
     try:  # from the folder's creation on, so a Ctrl-C right after mkdir leaves nothing either
         if not resume:
             _create_partial(partial, selection)
@@ -155,6 +168,7 @@ def _selection(config, partial: Path, resume: bool, store: PatchStore, split, va
 
 def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
                 val, trainer, method, resume: bool) -> None:
+    from oneclass import distributed
     from oneclass.data.items import PatchData
 
     if not resume:
@@ -177,6 +191,7 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
                          "patches_per_s": round(float(np.mean(trainer.throughput)), 1)
                          if trainer.throughput else None, "device": str(trainer.device),
                          "compiled": trainer.compile,
+                         **({"processes": group.size} if (group := distributed.current()) else {}),
                          **({"compile_skipped": trainer.compile_skipped} if trainer.compile_skipped else {}),
                          **({"selected": trainer.selected} if trainer.selected else {}),
                          **({"method": info} if info else {})}}

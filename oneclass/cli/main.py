@@ -66,6 +66,15 @@ def _click_errors() -> tuple[type, type]:
     return bases["UsageError"], bases["ClickException"]
 
 
+def _who() -> str:
+    """``oneclass``, or under torchrun with N > 1 on ranks other than 0 ``oneclass[rank R]``,
+    so that the same refusal printed by every rank reads as one."""
+    import os
+
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else "0"
+    return "oneclass" if rank == "0" else f"oneclass[rank {rank}]"
+
+
 def run() -> None:
     usage_error, click_error = _click_errors()
     try:
@@ -86,7 +95,7 @@ def run() -> None:
         print("oneclass: interrupted", file=sys.stderr)
         sys.exit(130)
     except OneclassError as exc:
-        print(f"oneclass: error: {exc}", file=sys.stderr)
+        print(f"{_who()}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except OSError as exc:  # a read or write the commands did not foresee: still one line
         where = f"{exc.filename}: " if exc.filename else ""

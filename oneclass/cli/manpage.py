@@ -55,12 +55,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("run=$(oneclass train recipes/nanofibre.yaml -r 5 --ensemble)",
          "c-ss-ms-gVAE on the nanofibre images, one model of five seeds' members on one split "
          "(steadier than one seed); the run folder's path lands in $run."),
-        ("oneclass train recipes/demo.yaml --set split.gamma=0 -r 3 -o runs/g0",
-         "Unsupervised (gamma 0), seeds 0, 1 and 2: runs/g0/seed-0 ... runs/g0/seed-2."),
         ("oneclass train recipes/folder.yaml --set dataset.root=my-images",
          "Your own images, one item per image: my-images/normal/ and my-images/anomalous/TYPE/."),
         ("oneclass train recipes/demo.yaml --out demo-run --resume",
          "Go on with a run stopped by Ctrl-C, from its last checkpoint."),
+        ("torchrun --nproc_per_node=4 -m oneclass train recipes/mvtec-leather.yaml",
+         "One run trained data-parallel on 4 GPUs of this machine (gloo processes on a CPU)."),
     ],
     "oneclass score": [
         ("oneclass score demo-run demo-store > scores.csv",
@@ -156,6 +156,8 @@ ENVIRONMENT: dict[str, str] = {
     "CUDA_VISIBLE_DEVICES": "The GPUs torch may use: --device auto (train.device: auto) takes "
                             "CUDA when one is visible, cuda:N counts the visible ones; empty "
                             "means the CPU.",
+    "WORLD_SIZE": "Set by torchrun (with RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT): above "
+                  "1, train is one rank of a data-parallel run, on the GPU of its LOCAL_RANK.",
     "CUBLAS_WORKSPACE_CONFIG": "Set to :4096:8, unless already set, where the recipe's "
                                "train.deterministic asks for torch's deterministic "
                                "algorithms (CUDA needs it).",
@@ -168,7 +170,7 @@ ENVIRONMENT_OF: dict[str, list[tuple[str, str]]] = {
     "oneclass extract-patches": [("ONECLASS_CACHE", _EXTRACT_CACHE)],
     "oneclass train": [(name, ENVIRONMENT[name]) for name in
                        ("ONECLASS_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "CUDA_VISIBLE_DEVICES",
-                        "CUBLAS_WORKSPACE_CONFIG")],
+                        "WORLD_SIZE", "CUBLAS_WORKSPACE_CONFIG")],
     "oneclass score": [(name, ENVIRONMENT[name]) for name in
                        ("CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG")],
     "oneclass tsne": [(name, ENVIRONMENT[name]) for name in

@@ -46,10 +46,12 @@ def train(
     first trains every grid point on the training set and scores it on held-out folds of
     the validation set; the point with the best mean is then trained as the run, and the
     figures are kept in select.json. Test items are not used to choose.
-    """
-    from oneclass.data.store import PatchStore
-    from oneclass.training import train_run
 
+    Under torchrun (torchrun --nproc_per_node=N -m oneclass train RECIPE) the run trains
+    data-parallel: each batch is dealt out to the N processes and their gradients
+    averaged, validation and scoring split the items among them (none padded or dropped),
+    and rank 0 alone writes the run folder; it resumes under any N.
+    """
     values = {"train.device": device} if device else {}
     if ensemble:
         if repeats < 2:
@@ -57,6 +59,20 @@ def train(
         values["train.ensemble"], repeats = repeats, 1
     config = recipes.load(recipe, set_ or [], values, {"train.device": "--device",
                                                         "train.ensemble": "--repeats/--ensemble"})
+    from oneclass import distributed  # torch, which the module's import must not pull in
+
+    with distributed.joined(config.train.device):
+        _train_repeats(config, recipe, out, seed, repeats, store, resume, overwrite, device, ensemble,
+                       quiet or not distributed.is_writer(), set_)
+
+
+def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, repeats: int, store: Path | None,
+                   resume: bool, overwrite: bool, device: str | None, ensemble: bool, quiet: bool,
+                   set_: list[str] | None) -> None:
+    from oneclass import distributed
+    from oneclass.data.store import PatchStore
+    from oneclass.training import train_run
+
     first = config.seed if seed is None else seed
     patch_store = PatchStore.open(store) if store else None
     for k in range(repeats):
@@ -82,7 +98,8 @@ def train(
                 reporter.close()
         if not quiet:
             _summary(path)
-        print(path, flush=True)
+        if distributed.is_writer():
+            print(path, flush=True)
 
 
 def _interrupted(target: Path, args: list[str]) -> None:
@@ -90,9 +107,12 @@ def _interrupted(target: Path, args: list[str]) -> None:
     import shlex
     import sys
 
+    from oneclass import distributed
     from oneclass.artifacts import CHECKPOINT, PARTIAL
     from oneclass.select import SELECT_FILE
 
+    if not distributed.is_writer():  # rank 0 says it
+        raise SystemExit(130)
     partial = target.with_name(target.name + PARTIAL)
     again = shlex.join(["oneclass", "train", *args, "--resume"])
     if (partial / CHECKPOINT).is_file():

@@ -168,7 +168,18 @@ class Method:
         output under CPU_BATCH_BYTES (an item's output does not depend on its batch).
         Batches hold ``infer_batch`` items (``oneclass score --batch-size``), or
         ``batch_size`` where a method asks fewer (large images); a batch that does not fit
-        in memory is refused with the size that does (:class:`BatchTooLarge`)."""
+        in memory is refused with the size that does (:class:`BatchTooLarge`). Under
+        torchrun each rank maps its slice of ``data`` and all receive every output
+        (:mod:`oneclass.distributed`: nothing padded, nothing dropped)."""
+        from oneclass import distributed
+
+        if distributed.current() is None:
+            return self._map_here(fn, data, batch_size)
+        mine = data.subset(np.arange(len(data))[distributed.share(len(data))])
+        return distributed.gathered(self._map_here(fn, mine, batch_size))
+
+    def _map_here(self, fn: Callable[[torch.Tensor], torch.Tensor], data: PatchData,
+                  batch_size: int | None) -> np.ndarray:
         for module in self.modules.values():
             module.eval()
         batch_size = self.infer_batch if batch_size is None else min(batch_size, self.infer_batch)

@@ -229,19 +229,27 @@ class SSVQVAE(_GridAutoencoder):
 
     @torch.compiler.disable
     def _apply_restarts(self) -> None:
-        """The restarts the last step chose (at the next step's start, or the epoch's end)."""
-        if self._pending is not None:
-            dead, vectors = self._pending
-            with torch.no_grad():
+        """The restarts the last step chose (at the next step's start, or the epoch's end).
+        Under torchrun each rank chooses from its share of the batch, and rank 0's
+        codebook is then everyone's (the running use, a buffer, is rank 0's at every step)."""
+        from oneclass import distributed
+
+        with torch.no_grad():
+            if self._pending is not None:
+                dead, vectors = self._pending
                 self.codebook.embeddings[dead] = vectors
-            self._pending = None
+                self._pending = None
+            distributed.broadcast_(self.codebook.embeddings.data)
 
     def epoch_stats(self) -> dict:
         """Codebook usage over the epoch's training batches: share of codes used, the
         perplexity exp(entropy) of the assignments (K if all codes were used evenly) and
-        the number of codes restarted."""
+        the number of codes restarted (under torchrun: assignments over all ranks, restarts
+        rank 0's, the ones kept)."""
+        from oneclass import distributed
+
         self._apply_restarts()
-        counts, self._counts = self._counts.cpu(), torch.zeros_like(self._counts)
+        counts, self._counts = distributed.summed(self._counts).cpu(), torch.zeros_like(self._counts)
         share = counts.double() / max(int(counts.sum()), 1)
         entropy = -(share[share > 0] * share[share > 0].log()).sum()
         restarted, self._restarted = self._restarted, 0
