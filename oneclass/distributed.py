@@ -80,7 +80,11 @@ def joined(device: str) -> Iterator[Group | None]:
             raise OneclassError(f"torchrun: local rank {group.local_rank} but {torch.cuda.device_count()} "
                                 f"CUDA device(s) here; start at most that many processes per node")
         torch.cuda.set_device(group.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    except (RuntimeError, ValueError) as exc:  # WORLD_SIZE set, but no torchrun rendezvous
+        raise OneclassError(f"WORLD_SIZE={group.size}: cannot join the process group "
+                            f"({str(exc).splitlines()[0]}); start with torchrun, or unset WORLD_SIZE") from None
     _GROUP = group
     try:
         yield group

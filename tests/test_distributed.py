@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import one_error_line, oneclass
 from oneclass import distributed
 from oneclass import recipe as recipes
 from oneclass.data.store import PatchStore
@@ -135,6 +136,13 @@ def test_what_torchrun_cannot_do_is_refused_by_each_rank(tiny, tmp_path):
                     "--device", "cuda:1")
     assert "'cuda:1' under torchrun" in done.stderr and done.returncode != 0
     assert not any(tmp_path.glob("run*"))
+
+
+def test_world_size_without_torchrun_is_one_line(tiny, tmp_path):
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "run",
+                    env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": ""})
+    one_error_line(done, 2, "WORLD_SIZE=2: cannot join the process group", "start with torchrun")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_batches_are_dealt_out_and_too_small_ones_left_out():
