@@ -9,7 +9,6 @@ import typer
 
 from oneclass import recipe as recipes
 from oneclass.cli.common import SET
-from oneclass.cli.console import err
 
 # flag → recipe key: flags are shorthands for --set and win over it
 _FLAG_KEYS = {
@@ -83,14 +82,18 @@ def extract_patches(
 class _Progress:
     def __init__(self, quiet: bool):
         self.bar = None
-        if not quiet and err.is_terminal:  # batch logs get the summary, not bar redraws
+        self.task = None
+        self.patches = 0
+        if quiet:  # rich (the console, the bar) is not even imported
+            return
+        from oneclass.cli.console import err
+
+        if err.is_terminal:  # batch logs get the summary, not bar redraws
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[patches]} patches"), TimeElapsedColumn(),
                                 console=err, transient=False)
-        self.task = None
-        self.patches = 0
 
     def __enter__(self):
         if self.bar:
@@ -113,6 +116,8 @@ class _Progress:
 
 def _summary(meta: dict) -> None:
     from rich.table import Table
+
+    from oneclass.cli.console import err
 
     table = Table(title=f"{meta['count']} patches of {len(meta['sources'])} sources",
                   title_justify="left")

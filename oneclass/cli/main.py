@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
 from oneclass import __version__
-from oneclass.cli import evaluate, explain, extract, listing, score, sweep, train, tsne
+from oneclass.cli.command import Command, Group
 from oneclass.cli.manpage import epilog
 from oneclass.errors import OneclassError
 
-# --help prints click's plain help: the same option records as the man pages (typer's rich
-# help labels flags <bool> and swallows [default: ...] in help strings), and the epilogs
-# (examples, exit status, environment, files) come from oneclass/cli/manpage.py, as the
-# man pages' sections do. The description is main's docstring below.
-app = typer.Typer(
-    name="oneclass",
-    epilog=epilog("oneclass"),
-    rich_markup_mode=None,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# command name -> "module:function" under oneclass.cli, in the order --help lists them.
+# A command's module is imported only when the command is built: `oneclass extract-patches
+# ...` builds that one command (run() below), not the modules of the others and what they
+# import (rich's console, the run-folder readers).
+COMMANDS = {
+    "extract-patches": "extract:extract_patches",
+    "train": "train:train",
+    "score": "score:score",
+    "evaluate": "evaluate:evaluate",
+    "tsne": "tsne:tsne",
+    "explain": "explain:explain",
+    "sweep": "sweep:sweep",
+}
+GROUPS = {"list": "listing:app"}
 
 
 def _version(value: bool) -> None:
@@ -32,7 +34,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
@@ -49,14 +50,44 @@ def main(
     """
 
 
-app.command("extract-patches", epilog=epilog("oneclass extract-patches"))(extract.extract_patches)
-app.command("train", epilog=epilog("oneclass train"))(train.train)
-app.command("score", epilog=epilog("oneclass score"))(score.score)
-app.command("evaluate", epilog=epilog("oneclass evaluate"))(evaluate.evaluate)
-app.command("tsne", epilog=epilog("oneclass tsne"))(tsne.tsne)
-app.command("explain", epilog=epilog("oneclass explain"))(explain.explain)
-app.command("sweep", epilog=epilog("oneclass sweep"))(sweep.sweep)
-app.add_typer(listing.app, name="list")
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(f"oneclass.cli.{module}"), name)
+
+
+def build(only: str | None = None) -> typer.Typer:
+    """The ``oneclass`` app: every command, or with ``only`` that command alone (the same
+    group, callback and options, so what follows the command's name parses, helps and
+    fails as in the whole app)."""
+    # --help prints click's plain help: the same option records as the man pages (typer's rich
+    # help labels flags <bool> and swallows [default: ...] in help strings), and the epilogs
+    # (examples, exit status, environment, files) come from oneclass/cli/manpage.py, as the
+    # man pages' sections do. The description is main's docstring above.
+    app = typer.Typer(
+        name="oneclass",
+        cls=Group,
+        epilog=epilog("oneclass"),
+        rich_markup_mode=None,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(main)
+    for name, target in COMMANDS.items():
+        if only in (None, name):
+            app.command(name, cls=Command, epilog=epilog(f"oneclass {name}"))(_load(target))
+    for name, target in GROUPS.items():
+        if only in (None, name):
+            app.add_typer(_load(target), name=name)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole app, for the man pages and tests; built once
+        globals()["app"] = build()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _click_errors() -> tuple[type, type]:
@@ -77,6 +108,8 @@ def _who() -> str:
 
 def run() -> None:
     usage_error, click_error = _click_errors()
+    first = sys.argv[1] if len(sys.argv) > 1 else None
+    app = build(first if first in COMMANDS or first in GROUPS else None)
     try:
         code = app(standalone_mode=False)
     except usage_error as exc:  # a mistyped command line: one line, as every other error

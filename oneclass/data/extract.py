@@ -17,6 +17,7 @@ from oneclass.data import patches as P
 from oneclass.data.datasets.base import Dataset, ImageItem, Item
 from oneclass.data.store import StoreWriter
 from oneclass.errors import OneclassError
+from oneclass.heap import steady_heap
 
 REGION = 2048  # longest side of a slide region read at once (level pixels)
 
@@ -102,6 +103,12 @@ def _rng(seed: int, source: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(source.encode())])
 
 
+def _sample(ys: np.ndarray, xs: np.ndarray, params: ExtractParams, source: str) -> tuple[np.ndarray, np.ndarray]:
+    if params.max_per_image is None:  # no generator: numpy.random's import is 8 ms of a run
+        return ys, xs
+    return P.sample_positions(ys, xs, params.max_per_image, _rng(params.seed, source))
+
+
 def _grid(height: int, width: int, params: ExtractParams) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.meshgrid(P.grid(height, params.size, params.stride),
                          P.grid(width, params.size, params.stride), indexing="ij")
@@ -121,7 +128,7 @@ def run_image(task: ImageTask) -> P.PatchChunk:
         raise OneclassError(f"{item.source}: patch size {params.size} is larger than the image "
                             f"({width}x{height})")
     ys, xs = _grid(height, width, params)
-    ys, xs = P.sample_positions(ys, xs, params.max_per_image, _rng(params.seed, item.source))
+    ys, xs = _sample(ys, xs, params, item.source)
     frac, label, subclass = P.label_patches(loaded.labels, loaded.categories, ys, xs,
                                             params.size, params.mask_frac)
     anomalous = loaded.labels > 0 if loaded.labels is not None else None
@@ -169,7 +176,7 @@ def plan_slide(item, params: ExtractParams, tissue_frac: float, channels: int) -
         inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
         keep = inside / ((y1 - y0) * (x1 - x0)) >= tissue_frac
         ys, xs = ys[keep], xs[keep]
-    ys, xs = P.sample_positions(ys, xs, params.max_per_image, _rng(params.seed, item.source))
+    ys, xs = _sample(ys, xs, params, item.source)
     steps = max(1, (REGION - params.size) // params.stride + 1)  # grid steps per region side
     block = steps * params.stride
     keys = (ys // block) * (info.width // block + 1) + xs // block
@@ -210,24 +217,34 @@ def extract(
                             f"which are cut into patches")
     # default: the images' own channel count (the first image's; the rest are converted)
     channels = params.channels or (3 if dataset.is_slide else items[0].load().image.shape[2])
+    # hashed in a thread beside the extraction (_Sources) where that runs in threads too
+    # (_read_ahead); worker processes are forked, from a process that must have no threads
+    sources_aside = not dataset.is_slide and (params.workers <= 1 or len(items) <= 1)
     sources = []
     tasks: list = []
     for item in items:
         if isinstance(item, ImageItem):
             item.mask_threshold = params.mask_threshold
-        sources.append(dataset.describe_source(item))
+        if not sources_aside:
+            sources.append(dataset.describe_source(item))
         if dataset.is_slide:
             tasks.extend(plan_slide(item, params, dataset.options.tissue_frac, channels))
         else:
             tasks.append(ImageTask(item, params, channels))
     if on_plan:
         on_plan(len(tasks))
+    # every task allocates its chunk's arrays (4 MB for a nanofibre image) and frees them once
+    # written; above glibc's default mmap threshold each came as fresh pages from the
+    # system and went back, and faulting them in was ~30 ms of the grid's ~150 ms
+    steady_heap()
     writer = StoreWriter(out, overwrite)
     try:
-        for chunk in _run_all(tasks, params.workers):
-            writer.append(chunk)
-            if on_task:
-                on_task(chunk)
+        with _Sources(dataset, items if sources_aside else []) as described:
+            for chunk in _run_all(tasks, params.workers):
+                writer.append(chunk)
+                if on_task:
+                    on_task(chunk)
+        sources += described.records
         out_size = params.resize if params.whole_image else params.resize or params.size
         meta = {
             "oneclass_version": __version__,
@@ -247,6 +264,30 @@ def extract(
     except BaseException:
         writer.abort()
         raise
+
+
+class _Sources:
+    """The items' provenance records (their files' SHA-256), taken in a thread while the
+    patches are cut: hashing releases the GIL, and the nanofibre images' 12 MB took 10 ms
+    before the first image was read. A source that cannot be read stops the extraction
+    with its own error, as it did when the records were taken first; Ctrl-C does not wait
+    for the rest."""
+
+    def __init__(self, dataset: Dataset, items: list[Item]):
+        self.dataset, self.items, self.records = dataset, items, []
+
+    def __enter__(self) -> "_Sources":
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="oneclass-sources")
+        self._futures = [self._pool.submit(self.dataset.describe_source, item) for item in self.items]
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        interrupted = kind is not None and not issubclass(kind, Exception)
+        self._pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+        if not interrupted:
+            self.records = [future.result() for future in self._futures]  # the first failure, if any
 
 
 def _run_all(tasks: list, workers: int) -> Iterator[P.PatchChunk]:

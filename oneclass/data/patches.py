@@ -9,6 +9,7 @@ costs four lookups per patch whatever the patch size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,19 +105,31 @@ def label_patches(
         return np.zeros(n), np.zeros(n, dtype=np.int8), [NORMAL] * n
     area = size * size
     if len(categories) == 1:  # the common case: one defect type per image
-        counts = window_sums(integral_image(labels), ys, xs, size)
+        counts = _window_counts(labels, ys, xs, size)
         frac = counts / area
         label = (frac >= mask_frac).astype(np.int8)
         return frac, label, [categories[0] if lab else NORMAL for lab in label.tolist()]
-    counts = np.stack(
-        [window_sums(integral_image(labels == k + 1), ys, xs, size) for k in range(len(categories))]
-    )
+    counts = np.stack([_window_counts(labels == k + 1, ys, xs, size) for k in range(len(categories))])
     total = counts.sum(axis=0)
     frac = total / area
     label = (frac >= mask_frac).astype(np.int8)
     dominant = counts.argmax(axis=0)
     subclass = [categories[d] if lab else NORMAL for d, lab in zip(dominant, label)]
     return frac, label, subclass
+
+
+def _window_counts(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, size: int) -> np.ndarray:
+    """Set pixels of (H, W) ``mask`` inside each size x size window at (ys[i], xs[i]).
+
+    Windows on a grid of step g (g divides the size and every corner; g = 16 for size 128,
+    stride 16) are unions of g x g blocks: their counts come from the integral image of
+    the block sums, the same integers at 1/g^2 of the work (numpy's cumsum down the rows
+    of a full-resolution table took 8 ms for each anomalous nanofibre image)."""
+    step = math.gcd(size, int(np.gcd.reduce(ys)), int(np.gcd.reduce(xs)))
+    if step == 1 or mask.size >= 2**31:  # the latter: integral_image's int64 table
+        return window_sums(integral_image(mask), ys, xs, size)
+    blocks = _block_sums(mask[:, :, None], step)[:, :, 0]
+    return window_sums(integral_image(blocks), ys // step, xs // step, size // step)
 
 
 def cut_and_resize(
@@ -149,23 +162,46 @@ def cut_and_resize(
         else np.lib.stride_tricks.sliding_window_view(anomalous, (size, size))
     )
     matrix = resize_matrix(size, out) if out != size else None
-    for start in range(0, n, _BATCH):
-        sel = slice(start, start + _BATCH)
-        batch = windows[ys[sel], xs[sel]]  # (b, C, size, size) uint8
-        if matrix is None and batch.shape[1] == channels:
-            images[sel] = batch
-        else:
-            pixels = batch.astype(np.float32)
+    if matrix is None and image.shape[2] == channels:
+        _cut(windows, ys, xs, images)
+    else:
+        for start in range(0, n, _BATCH):
+            sel = slice(start, start + _BATCH)
+            pixels = windows[ys[sel], xs[sel]].astype(np.float32)  # (b, C, size, size)
             if matrix is not None:
                 pixels = matrix @ pixels @ matrix.T
             images[sel] = _round(_convert_channels(pixels, channels))
-        if mask_windows is not None:
-            window_masks = mask_windows[ys[sel], xs[sel]]
+    if mask_windows is not None:
+        # only windows holding an anomalous pixel: the others' masks are zeros either way
+        # (on the nanofibre grid most are, and a normal patch's mask then costs nothing)
+        marked = np.flatnonzero(_window_counts(anomalous, ys, xs, size))
+        for start in range(0, len(marked), _BATCH):
+            rows = marked[start:start + _BATCH]
+            window_masks = mask_windows[ys[rows], xs[rows]]
             if matrix is None:
-                masks[sel] = window_masks
+                masks[rows] = window_masks
             else:
-                masks[sel] = (matrix @ window_masks.astype(np.float32) @ matrix.T) >= 0.5
+                masks[rows] = (matrix @ window_masks.astype(np.float32) @ matrix.T) >= 0.5
     return images, masks
+
+
+def _cut(windows: np.ndarray, ys: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = windows[ys[i], xs[i]]. A whole grid in row-major order (no sampling) is one
+    strided view copied straight into ``out``; fancy indexing would copy every window
+    twice (into a temporary, then into ``out``)."""
+    n = len(ys)
+    rows = int(np.count_nonzero(ys == ys[0]))  # windows per grid row
+    if n % rows == 0 and n > rows > 1:
+        dy, dx = int(ys[rows] - ys[0]), int(xs[1] - xs[0])
+        if dy > 0 and dx > 0:
+            grid_ys = np.repeat(ys[0] + dy * np.arange(n // rows), rows)
+            grid_xs = np.tile(xs[0] + dx * np.arange(rows), n // rows)
+            if np.array_equal(ys, grid_ys) and np.array_equal(xs, grid_xs):
+                view = windows[ys[0]::dy, xs[0]::dx][: n // rows, :rows]
+                np.copyto(out.reshape(view.shape), view)
+                return
+    for start in range(0, n, _BATCH):
+        out[start:start + _BATCH] = windows[ys[start:start + _BATCH], xs[start:start + _BATCH]]
 
 
 def whole_image(
@@ -201,10 +237,25 @@ def whole_image(
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, C) → (H//f, W//f, C) float32 means of f x f blocks (image kept channel-last)."""
-    height, width = image.shape[0] // factor, image.shape[1] // factor
-    blocks = image[: height * factor, : width * factor].reshape(height, factor, width, factor, -1)
-    sums = blocks.sum(axis=3, dtype=np.uint16 if factor <= 16 else np.uint32).sum(axis=1, dtype=np.uint32)
-    return sums.astype(np.float32) / (factor * factor)
+    return _block_sums(image, factor).astype(np.float32) / (factor * factor)
+
+
+def _block_sums(image: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, C) uint8 or bool → (H//f, W//f, C) uint32 sums of f x f blocks.
+
+    Rows are added as whole lines, then columns as f strided slices: numpy reduces a
+    short innermost axis one output element at a time, which made ``sum(axis=(1, 3))``
+    17x slower (2.4 ms against 0.14 ms for a 696 x 1024 image, f = 4)."""
+    height, width, channels = image.shape[0] // factor, image.shape[1] // factor, image.shape[2]
+    lines = image[: height * factor, : width * factor].reshape(height, factor, width * factor * channels)
+    rows = lines.sum(axis=1, dtype=np.uint16 if factor <= 257 else np.uint32)  # <= 65535
+    rows = rows.reshape(height, width, factor, channels)
+    if factor > 16:
+        return rows.sum(axis=2, dtype=np.uint32)
+    sums = rows[:, :, 0].astype(np.uint32)
+    for j in range(1, factor):
+        sums += rows[:, :, j]
+    return sums
 
 
 def _convert_channels(pixels: np.ndarray, channels: int, axis: int = 1) -> np.ndarray:
