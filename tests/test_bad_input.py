@@ -686,13 +686,27 @@ def _interrupt(args: list, ready, tmp_path: Path) -> tuple[int, str, str]:
     return proc.returncode, stdout, stderr
 
 
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory) -> Path:
+    """The tiny store's images cut at stride 4: 8,750 patches, so that a first epoch in
+    batches of 2 lasts seconds even on a busy machine."""
+    from oneclass.data.datasets.synthetic import SyntheticDataset
+    from oneclass.data.extract import ExtractParams, extract
+
+    options = SyntheticDataset.Options(normal=6, anomalous=8, height=128, width=128)
+    store, _ = extract(SyntheticDataset(None, options), ExtractParams(size=32, stride=4),
+                       tmp_path_factory.mktemp("dense") / "store")
+    return store
+
+
 @pytest.mark.slow
-def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(tiny, tmp_path):
-    """10b: interrupted while the first epoch runs (batches of 2 make it long): one line,
+def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(tiny, dense, tmp_path):
+    """10b: interrupted while the first epoch runs (thousands of batches of 2): one line,
     exit 130, and the unfinished run without a checkpoint is removed."""
     partial = tmp_path / "run.partial"
-    code, stdout, stderr = _interrupt(["train", tiny["recipe"], "--store", tiny["store"], "--out",
-                                       tmp_path / "run", "-q", "--set", "train.batch_size=2"],
+    code, stdout, stderr = _interrupt(["train", tiny["recipe"], "--store", dense, "--out",
+                                       tmp_path / "run", "-q", "--set", "train.batch_size=2",
+                                       "--set", "patches.stride=4"],
                                       partial.is_dir, tmp_path)
     assert code == 130, stderr
     assert stderr.strip() == "oneclass: interrupted before the first checkpoint; nothing was kept"
@@ -720,8 +734,8 @@ def test_ctrl_c_right_after_the_run_folder_is_made_keeps_nothing(tiny, tmp_path,
 def test_ctrl_c_during_extraction_is_one_line(tmp_path):
     """10c: interrupted while patches are written: exit 130, one line, no store and no
     temporary folder left."""
-    code, stdout, stderr = _interrupt(["extract-patches", "--set", "dataset.normal=300", "--set",
-                                       "dataset.anomalous=300", "--out", tmp_path / "store"],
+    code, stdout, stderr = _interrupt(["extract-patches", "--set", "dataset.normal=3000", "--set",
+                                       "dataset.anomalous=3000", "--out", tmp_path / "store"],
                                       lambda: any(tmp_path.glob(".store.tmp-*")), tmp_path)
     assert list(tmp_path.iterdir()) == [] and stdout == ""
     assert code == 130, stderr

@@ -111,6 +111,9 @@ def _interrupted(target: Path, args: list[str]) -> None:
     from oneclass.artifacts import CHECKPOINT, PARTIAL
     from oneclass.select import SELECT_FILE
 
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this one is handled: still 130
     if not distributed.is_writer():  # rank 0 says it
         raise SystemExit(130)
     partial = target.with_name(target.name + PARTIAL)
