@@ -24,6 +24,15 @@ def oneclass(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
                           text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
 
 
+def sigint_as_at_a_terminal() -> None:
+    """Popen's preexec_fn for the Ctrl-C tests: SIGINT's default action in the child, which
+    a suite started in the background (``pytest &``) would otherwise pass on as ignored,
+    so that Python would never raise KeyboardInterrupt there."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_error_line(result: subprocess.CompletedProcess, code: int = 2, *expect: str) -> str:
     """The refusal every user mistake gets: exit ``code``, one "oneclass: error:" line on
     stderr holding each of ``expect``, never the advice to load with weights_only=False;

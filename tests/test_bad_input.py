@@ -219,7 +219,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_RECIPE, one_error_line, oneclass
+from conftest import TINY_RECIPE, one_error_line, oneclass, sigint_as_at_a_terminal
 
 
 def _folder(root, image_size=(40, 40), mask=None, mask_size=None):
@@ -671,7 +671,7 @@ def test_a_damaged_foreign_or_booby_trapped_model_is_not_loaded(run, tiny, tmp_p
 def _interrupt(args: list, ready, tmp_path: Path) -> tuple[int, str, str]:
     """Run the CLI, send Ctrl-C (SIGINT) once ``ready()``; (exit status, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "oneclass", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while not ready() and proc.poll() is None and time.monotonic() < deadline:

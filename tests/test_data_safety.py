@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_error_line, oneclass
+from conftest import one_error_line, oneclass, sigint_as_at_a_terminal
 
 pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
 
@@ -201,7 +201,7 @@ def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(tiny, tmp_path
     args = ["train", str(tiny["recipe"]), "--store", str(tiny["store"]), "--out", str(out), "-q",
             "--set", "train.epochs=15"]
     proc = subprocess.Popen([sys.executable, "-m", "oneclass", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal)
     checkpoint = tmp_path / "run.partial" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ import torch
 
 from oneclass.sweep import parse_grid
 
-from conftest import one_error_line, oneclass
+from conftest import one_error_line, oneclass, sigint_as_at_a_terminal
 
 SHORT = ["--set", "train.epochs=1", "--set", "method.deep-sad.pretrain_epochs=1"]
 
@@ -144,7 +144,7 @@ def test_ctrl_c_stops_the_runs_keeping_checkpoints_and_the_same_command_goes_on(
                "--out", str(out), "--set", "train.epochs=2", "--set", "method.deep-sad.pretrain_epochs=3"]
     env = {**os.environ, "ONECLASS_CACHE": str(tmp_path / "cache")}
     sweep = subprocess.Popen(command, cwd=_root(), env=env, start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal)
     deadline = time.monotonic() + 240
     while not glob.glob(str(out / "*" / "seed-0.partial" / "checkpoint.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)
