@@ -105,13 +105,12 @@ def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, rep
 def _interrupted(target: Path, args: list[str]) -> None:
     """Ctrl-C: one line saying what is kept and the command that goes on, exit 130."""
     import shlex
+    import signal
     import sys
 
     from oneclass import distributed
     from oneclass.artifacts import CHECKPOINT, PARTIAL
     from oneclass.select import SELECT_FILE
-
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this one is handled: still 130
     if not distributed.is_writer():  # rank 0 says it

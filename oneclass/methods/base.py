@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
 import numpy as np
 import torch
 
+from oneclass import distributed
 from oneclass.data.items import PatchData
 from oneclass.engine import keep_global_rng
 from oneclass.errors import OneclassError
@@ -171,8 +172,6 @@ class Method:
         in memory is refused with the size that does (:class:`BatchTooLarge`). Under
         torchrun each rank maps its slice of ``data`` and all receive every output
         (:mod:`oneclass.distributed`: nothing padded, nothing dropped)."""
-        from oneclass import distributed
-
         if distributed.current() is None:
             return self._map_here(fn, data, batch_size)
         mine = data.subset(np.arange(len(data))[distributed.share(len(data))])

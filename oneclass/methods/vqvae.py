@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from oneclass import distributed
 from oneclass.data.items import LABELED_ANOMALY
 from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
@@ -232,8 +233,6 @@ class SSVQVAE(_GridAutoencoder):
         """The restarts the last step chose (at the next step's start, or the epoch's end).
         Under torchrun each rank chooses from its share of the batch, and rank 0's
         codebook is then everyone's (the running use, a buffer, is rank 0's at every step)."""
-        from oneclass import distributed
-
         with torch.no_grad():
             if self._pending is not None:
                 dead, vectors = self._pending
@@ -246,8 +245,6 @@ class SSVQVAE(_GridAutoencoder):
         perplexity exp(entropy) of the assignments (K if all codes were used evenly) and
         the number of codes restarted (under torchrun: assignments over all ranks, restarts
         rank 0's, the ones kept)."""
-        from oneclass import distributed
-
         self._apply_restarts()
         counts, self._counts = distributed.summed(self._counts).cpu(), torch.zeros_like(self._counts)
         share = counts.double() / max(int(counts.sum()), 1)
