@@ -99,3 +99,27 @@ def test_a_diverged_networks_nan_reaches_the_loss_instead_of_raising():
     mu = torch.zeros(2, 3)
     z = gg.sample(mu, torch.full_like(mu, float("nan")), torch.zeros_like(mu), reg)
     assert z.shape == mu.shape and torch.isnan(z).all()
+
+
+def test_a_labelled_anomalys_overflowing_image_term_leaves_the_gradients_finite():
+    """An anomaly reconstructed 30 scales away at shape 20 overflowed the power to inf;
+    the hinge's forward was 0 and its backward NaN (0 * inf) in the decoder's mean, which
+    Adam turned into NaN weights (GPU runs stopped with 'the loss became nan'). The power
+    is capped at exp(POWER_CAP); below the cap the density is the closed form's."""
+    from oneclass.methods.gvae import hinge_push
+
+    reg = gg.Regularisers()
+    mu = torch.zeros(4, 16, requires_grad=True)
+    alpha = torch.full((4, 16), gg.ALPHA_RANGE[0], requires_grad=True)  # scale 0.1003
+    beta = torch.full((4, 16), gg.BETA_RANGE[1], requires_grad=True)  # shape 20.2
+    x = torch.zeros(4, 16)
+    x[3] = 30.0
+    image = -gg.log_density(x, mu, alpha, beta, reg).sum(1)
+    assert torch.isfinite(image).all()
+    assert image[3].item() == pytest.approx(16 * math.exp(gg.POWER_CAP), rel=1e-3)
+    push = hinge_push(image, torch.tensor([False, False, False, True]), 8.0)
+    (image[:3].mean() + push.mean()).backward()
+    assert all(torch.isfinite(t.grad).all() for t in (mu, alpha, beta))
+    s, p = 0.1 + math.exp(gg.ALPHA_RANGE[0]), 0.1 + math.exp(gg.BETA_RANGE[1])
+    closed = -(math.log(p / s) - reg.eps ** (p / 2) - math.lgamma(1 / p) - math.log(2))
+    assert image[0].item() == pytest.approx(16 * closed, rel=1e-5)

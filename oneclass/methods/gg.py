@@ -18,6 +18,18 @@ same equation, and |X|^p ~ Gamma(1/p) for a unit GG, say it is tau + exp(beta).)
 alpha and beta are clamped to the ranges below before use. Without a cap, a shape near
 tau puts Y^(1/p) at 25^10 and squares of samples overflow float32; the ranges still span
 scales from Delta to Delta + 148 and shapes from tau + 0.05 to tau + 20.
+
+The power ((b - mu)^2 / s^2 + eps)^(p/2) is capped at exp(POWER_CAP) per element (its
+base is capped, so below the cap every value is computed as before). With a shape of 20,
+a residual of 83 scales already overflows float32 to inf. c-ss-ms-gVAE's hinge pushes a
+labelled anomaly's image loss up until it passes the normals' (gvae.hinge_push) and the
+decoder gets there fastest by sharpening the shape: once one anomalous pixel's term is
+inf, the hinge's forward is 0 but its backward multiplies that 0 by the inf derivative,
+every gradient of the decoder's mean turns NaN, Adam writes NaN weights, and the next
+step's loss is NaN (3 of 10 five-member ensembles and 1 of 8 BUSI runs on a GPU stopped
+so in the semi-supervised or classifier stage). A term of e^50 nats is no model of
+anything; summed over a batch of pixels and latent dimensions it stays far from
+float32's limit.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 ALPHA_RANGE = (-8.0, 5.0)
+POWER_CAP = 50.0
 BETA_RANGE = (-3.0, 3.0)
 _LOG2 = math.log(2.0)
 
@@ -58,7 +71,9 @@ def log_density(b: torch.Tensor, mu: torch.Tensor, alpha: torch.Tensor, beta: to
     """Elementwise log G(b; mu, alpha, beta); broadcasting as in torch."""
     s, p = reg.scale(alpha), reg.shape(beta)
     r2 = ((b.float() - mu.float()) / s) ** 2
-    return torch.log(p / s) - (r2 + reg.eps) ** (0.5 * p) - torch.lgamma(1.0 / p) - _LOG2
+    cap = torch.exp(POWER_CAP / (0.5 * p)).detach()  # inf for small shapes, whose power cannot overflow
+    base = torch.minimum(r2 + reg.eps, cap)  # see POWER_CAP above
+    return torch.log(p / s) - base ** (0.5 * p) - torch.lgamma(1.0 / p) - _LOG2
 
 
 def sample(mu: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, reg: Regularisers) -> torch.Tensor:
