@@ -129,3 +129,15 @@ def test_paper_protocol_recipe_differs_from_the_honest_one_by_the_split_only():
     paper = recipes.load(RECIPES[0].parent / "nanofibre-paper.yaml").to_dict()
     assert honest["split"].pop("group_by") == "source" and paper["split"].pop("group_by") == "none"
     assert honest == paper
+
+
+def test_busi_recipe_trains_every_method_as_the_nanofibre_one_does():
+    """Issue 15: settings chosen on nanofibre are checked unchanged on BUSI, so the two
+    recipes agree on every method's parameters and on training; only the data, patches,
+    split and the method named by default differ."""
+    nanofibre = recipes.load(RECIPES[0].parent / "nanofibre.yaml").to_dict()
+    busi = recipes.load(RECIPES[0].parent / "busi.yaml").to_dict()
+    for recipe in (nanofibre, busi):
+        recipe["method"].pop("name")
+    assert busi["train"] == nanofibre["train"]
+    assert busi["method"] == nanofibre["method"]
