@@ -131,13 +131,14 @@ def test_paper_protocol_recipe_differs_from_the_honest_one_by_the_split_only():
     assert honest == paper
 
 
-def test_busi_recipe_trains_every_method_as_the_nanofibre_one_does():
-    """Issue 15: settings chosen on nanofibre are checked unchanged on BUSI, so the two
-    recipes agree on every method's parameters and on training; only the data, patches,
-    split and the method named by default differ."""
+@pytest.mark.parametrize("name", ["busi", "mvtec-leather"])
+def test_other_real_data_recipes_train_every_method_as_the_nanofibre_one_does(name):
+    """Issue 15: settings chosen on nanofibre are checked unchanged on BUSI and MVTec
+    leather, so the recipes agree on every method's parameters and on training; only the
+    data, patches, split and the method named by default differ."""
     nanofibre = recipes.load(RECIPES[0].parent / "nanofibre.yaml").to_dict()
-    busi = recipes.load(RECIPES[0].parent / "busi.yaml").to_dict()
-    for recipe in (nanofibre, busi):
+    other = recipes.load(RECIPES[0].parent / f"{name}.yaml").to_dict()
+    for recipe in (nanofibre, other):
         recipe["method"].pop("name")
-    assert busi["train"] == nanofibre["train"]
-    assert busi["method"] == nanofibre["method"]
+    assert other["train"] == nanofibre["train"]
+    assert other["method"] == nanofibre["method"]
