@@ -20,10 +20,10 @@ tau puts Y^(1/p) at 25^10 and squares of samples overflow float32; the ranges st
 scales from Delta to Delta + 148 and shapes from tau + 0.05 to tau + 20.
 
 The power ((b - mu)^2 / s^2 + eps)^(p/2) is capped at exp(POWER_CAP) per element (its
-base is capped, so below the cap every value is computed as before). With a shape of 20,
-a residual of 83 scales already overflows float32 to inf. c-ss-ms-gVAE's hinge pushes a
-labelled anomaly's image loss up until it passes the normals' (gvae.hinge_push) and the
-decoder gets there fastest by sharpening the shape: once one anomalous pixel's term is
+base is capped, so below the cap every value is computed as before). At the largest
+shape a residual of about 80 scales overflows float32 to inf. c-ss-ms-gVAE's hinge pushes
+a labelled anomaly's image loss up until it passes the normals' (gvae.hinge_push), and a
+sharper shape is one way the decoder gets there: once one anomalous pixel's term is
 inf, the hinge's forward is 0 but its backward multiplies that 0 by the inf derivative,
 every gradient of the decoder's mean turns NaN, Adam writes NaN weights, and the next
 step's loss is NaN (3 of 10 five-member ensembles and 1 of 8 BUSI runs on a GPU stopped
@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import torch
 
 ALPHA_RANGE = (-8.0, 5.0)
-POWER_CAP = 50.0
 BETA_RANGE = (-3.0, 3.0)
+POWER_CAP = 50.0
 _LOG2 = math.log(2.0)
 
 
