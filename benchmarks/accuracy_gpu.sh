@@ -1,7 +1,7 @@
 #!/bin/sh
 # One GPU window of issue 15's accuracy experiments (benchmarks/accuracy.py), many at once:
 # the lent machines have 16 CPU cores and one GPU, and these small networks are bound by
-# the cores, so ~18 one-thread processes share the GPU. Seconds per run are therefore not
+# the cores, so 20 one-thread processes share the GPU. Seconds per run are therefore not
 # speed figures. Every experiment writes its own folder under $1 (runs.csv is appended per
 # finished run, so what a time limit cuts off is simply missing); $2 seconds bound it all.
 #   sh benchmarks/accuracy_gpu.sh OUT SECONDS
