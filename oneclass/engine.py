@@ -170,6 +170,7 @@ class Trainer:
         self.throughput: list[float] = []
         self.selected: dict[str, dict] = {}  # stage -> the epoch kept on validation AUROC
         self._member: int | None = None
+        self.dropped_members: list[int] = []  # ensemble members that diverged (oneclass.ensemble)
         self._resume = self._load_checkpoint() if resume else None
         seed_everything(seed, train.deterministic)
 
@@ -194,6 +195,16 @@ class Trainer:
             yield
         finally:
             self._member = None
+
+    def dropped_before(self, index: int) -> bool:
+        """Whether ensemble member ``index`` diverged in the run being resumed. If so, its
+        stages that finished there count as done here too: batch orders are drawn from
+        the number of stages done."""
+        if self._resume is None or index not in self._resume.get("dropped_members", []):
+            return False
+        self.dropped_members.append(index)
+        self.stages_done += [name for name in self._resume["stages_done"] if name.startswith(f"m{index}/")]
+        return True
 
     def attach(self, method) -> None:
         """Train ``method``: its modules go to the trainer's device and into checkpoints."""
@@ -223,6 +234,7 @@ class Trainer:
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "best": best, "throughput": list(self.throughput),
                  "selected": dict(self.selected),
+                 "dropped_members": list(self.dropped_members),
                  "rng": {"torch": torch.get_rng_state(),
                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
         save_torch(self.run_dir / CHECKPOINT, state)

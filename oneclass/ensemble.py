@@ -11,32 +11,48 @@ score standard deviation, where the method draws maps.
 
 A single seed can lose 0.17 validation AUROC against the next on the nanofibre images;
 averaging R members trades R times the training for a steadier model.
+
+A member whose loss becomes non-finite is dropped (logged, warned, named in metrics.json)
+and the others go on: one diverging seed should not cost the R - 1 good ones. The model
+keeps which members it scores with; a resumed run skips the members dropped before.
+Only when every member diverges does training stop.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from oneclass.data.items import LABELED_ANOMALY, PatchData
+from oneclass.engine import TrainingDiverged
 from oneclass.methods.base import Method, build
 
 
 class _Standardisation(nn.Module):
-    """Each member's score mean and standard deviation on validation normals."""
+    """Each member's score mean and standard deviation on validation normals, and
+    whether it scores (False: it diverged in training)."""
 
     def __init__(self, members: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(members, dtype=torch.float64))
         self.register_buffer("std", torch.ones(members, dtype=torch.float64))
+        self.register_buffer("alive", torch.ones(members, dtype=torch.bool))
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        # model files written before members could be dropped score with every member
+        state.setdefault(prefix + "alive", torch.ones_like(self.alive))
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
 
 class Ensemble(Method):
     """``members`` copies of ``cls`` from seeds seed, seed + 1, ...; scored by their mean z-score."""
 
     def __init__(self, cls: type[Method], params, in_shape, members: int, seed: int):
-        self.members = [build(cls, params, in_shape, seed + k) for k in range(members)]
+        self.seeds = [seed + k for k in range(members)]
+        self.members = [build(cls, params, in_shape, member_seed) for member_seed in self.seeds]
         super().__init__(params, in_shape)
         self.name, self.supervision = cls.name, cls.supervision
         self.standardisation = _Standardisation(members)
@@ -76,30 +92,52 @@ class Ensemble(Method):
 
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         trainer = self.prepare(val)
+        alive = self.standardisation.alive
+        alive.fill_(True)
         for k, member in enumerate(self.members):
             member._trainer = trainer  # one trainer: one log, one checkpoint for all members
+            if trainer.dropped_before(k):  # by the interrupted run this one resumes
+                alive[k] = False
+                continue
             with trainer.member(k):
-                member.fit(train, val)
+                try:
+                    member.fit(train, val)
+                except TrainingDiverged as error:
+                    if k == len(self.members) - 1 and not alive[:k].any():
+                        raise TrainingDiverged(f"every member of the ensemble diverged; member {k}: {error}") \
+                            from None
+                    alive[k] = False
+                    trainer.dropped_members.append(k)
+                    trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the "
+                                 f"ensemble: {error}"})
+                    warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) diverged and is left out: {error}",
+                                  stacklevel=2)
         if val is not None and val.labels is not None and (val.labels == 0).any():
             reference = val.subset(val.labels == 0)
         else:  # no validation normals: the training items not labelled anomalous
             reference = train.subset(train.roles != LABELED_ANOMALY)
-        scores = np.stack([member.score(reference) for member in self.members]).astype(np.float64)
-        std = scores.std(1)
-        self.standardisation.mean.copy_(torch.from_numpy(scores.mean(1)))
-        self.standardisation.std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0)))
+        for k in self._alive():
+            scores = self.members[k].score(reference).astype(np.float64)
+            std = scores.std()
+            self.standardisation.mean[k] = scores.mean()
+            self.standardisation.std[k] = std if std > 0 else 1.0
+
+    def _alive(self) -> list[int]:
+        return [k for k, alive in enumerate(self.standardisation.alive.tolist()) if alive]
 
     def run_info(self) -> dict:
-        return self.members[0].run_info()  # the members differ in their seeds only
-
-    def _zscores(self, outputs: list[np.ndarray]) -> np.ndarray:
-        mean, std = self.standardisation.mean.cpu().numpy(), self.standardisation.std.cpu().numpy()
-        return np.mean([(out - m) / s for out, m, s in zip(outputs, mean, std)], axis=0)
+        info = dict(self.members[0].run_info())  # the members differ in their seeds only
+        dropped = [k for k in range(len(self.members)) if k not in self._alive()]
+        if dropped:
+            info["ensemble_dropped"] = [{"member": k, "seed": self.seeds[k]} for k in dropped]
+        return info
 
     def score(self, data: PatchData) -> np.ndarray:
-        return self._zscores([member.score(data) for member in self.members]).astype(np.float32)
+        mean, std = self.standardisation.mean.cpu().numpy(), self.standardisation.std.cpu().numpy()
+        z = [(self.members[k].score(data) - mean[k]) / std[k] for k in self._alive()]
+        return np.mean(z, axis=0).astype(np.float32)
 
     def explain(self, data: PatchData) -> np.ndarray:
         std = self.standardisation.std.cpu().numpy()
-        maps = [member.explain(data) / s for member, s in zip(self.members, std)]
+        maps = [self.members[k].explain(data) / std[k] for k in self._alive()]
         return np.mean(maps, axis=0).astype(np.float32)

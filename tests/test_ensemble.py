@@ -5,6 +5,7 @@ resumes exactly, scores from its folder as a single model does, and refuses misu
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from oneclass import api
 from oneclass import recipe as recipes
 from oneclass.data.store import PatchStore
 from oneclass.ensemble import Ensemble
+from oneclass.artifacts import open_run
+from oneclass.scoring import load_method
 from oneclass.training import train_run
 
 pytestmark = pytest.mark.slow  # trains
@@ -71,3 +74,68 @@ def test_ensemble_needs_repeats(tiny, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "oneclass: error: --ensemble: needs --repeats R with R >= 2 (the ensemble's members)"
     assert not (tmp_path / "e").exists()
+
+
+def _diverging(seeds: set[int]):
+    """``oneclass.ensemble.build`` whose members from ``seeds`` output NaN while training:
+    their Deep SAD loss becomes NaN and the engine stops them as it stops any run."""
+    from oneclass.methods.base import build
+
+    def poisoned(cls, params, in_shape, seed=0, **kwargs):
+        member = build(cls, params, in_shape, seed, **kwargs)
+        if seed in seeds:
+            member.net.register_forward_hook(lambda module, args, out: out * float("nan") if module.training else out)
+        return member
+    return poisoned
+
+
+def test_a_diverging_member_is_left_out_and_the_run_resumes_without_it(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr("oneclass.ensemble.build", _diverging({1}))
+    config = recipes.load(tiny["recipe"], ["train.ensemble=3"])
+    store = PatchStore.open(tiny["store"])
+    with pytest.warns(UserWarning, match=r"ensemble member 1 \(seed 1\) diverged and is left out: stage m1/train"):
+        run = train_run(config, tmp_path / "ens", store=store)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train"]["method"]["ensemble_dropped"] == [{"member": 1, "seed": 1}], metrics
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log if "dropped" in r] == ["m1"]
+    assert [r["stage"] for r in log if "epoch" in r][-2:] == ["m2/train", "m2/train"]  # m2 trained after
+
+    # the saved model scores with members 0 and 2, standardised on validation normals
+    loaded = load_method(open_run(run), "cpu")
+    assert loaded.standardisation.alive.tolist() == [True, False, True]
+    sets = api.split(store, config)
+    mean, std = loaded.standardisation.mean.numpy(), loaded.standardisation.std.numpy()
+    by_hand = np.mean([(loaded.members[k].score(sets.test) - mean[k]) / std[k] for k in (0, 2)], axis=0)
+    np.testing.assert_allclose(loaded.score(sets.test), by_hand, rtol=1e-5, atol=1e-6)
+    rescored = oneclass("score", run, tiny["store"], "--format", "csv")  # the CLI reloads it alike
+    assert rescored.returncode == 0, rescored.stderr
+    written = {line.split(",")[0]: line for line in (run / "scores/test.csv").read_text().splitlines()[1:]}
+    again = {line.split(",")[0]: line for line in rescored.stdout.splitlines()[1:]}
+    assert written and all(again[key] == row for key, row in written.items())
+
+    def interrupt(event):  # Ctrl-C in the third member, after the second was dropped
+        if event.get("event") == "batch" and event["stage"] == "m2/train" and event["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # m1 is not trained (nor dropped) again
+        train_run(config, tmp_path / "cut", store=store, resume=True)
+    resumed_log = [json.loads(line) for line in (tmp_path / "cut/log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in resumed_log if "dropped" in r] == ["m1"]
+    assert (tmp_path / "cut/scores/test.csv").read_text() == (run / "scores/test.csv").read_text()
+    assert json.loads((tmp_path / "cut/metrics.json").read_text())["train"]["method"]["ensemble_dropped"] == [{"member": 1, "seed": 1}]
+
+
+def test_an_ensemble_whose_members_all_diverge_stops_in_one_line(tiny, tmp_path, monkeypatch):
+    from oneclass.engine import TrainingDiverged
+
+    monkeypatch.setattr("oneclass.ensemble.build", _diverging({0, 1}))
+    config = recipes.load(tiny["recipe"], ["train.ensemble=2"])
+    with pytest.raises(TrainingDiverged) as caught, pytest.warns(UserWarning, match="member 0"):
+        train_run(config, tmp_path / "ens", store=PatchStore.open(tiny["store"]))
+    assert str(caught.value).startswith("every member of the ensemble diverged; member 1: stage m1/train, epoch 1")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "ens/model.pt").exists()
