@@ -470,6 +470,8 @@ def test_folder_recipe_trains_scores_and_draws_maps(tmp_path):
                     "--set", "method.devnet.weights=none", "--set", "method.devnet.steps=12",
                     "--set", "train.device=cpu", env={"ONECLASS_CACHE": str(tmp_path / "cache")}, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["oneclass: warning: method.devnet.weights: resnet18 has random weights "
+                                        "(weights: none); DevNet is meant to fine-tune pretrained features"]
     metrics = json.loads((out / "metrics.json").read_text())
     maps = np.load(out / "maps/test.npy")
     assert metrics["method"] == "devnet" and maps.shape == (metrics["test"]["n"], 32, 32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
@@ -106,7 +107,14 @@ def _who() -> str:
     return "oneclass" if rank == "0" else f"oneclass[rank {rank}]"
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line like the errors' (Python's shows a source path and line)."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"{_who()}: warning: {kind}{message}", file=sys.stderr)
+
+
 def run() -> None:
+    warnings.showwarning = _warning_line
     usage_error, click_error = _click_errors()
     first = sys.argv[1] if len(sys.argv) > 1 else None
     app = build(first if first in COMMANDS or first in GROUPS else None)
