@@ -13,6 +13,7 @@ import torch
 
 from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
 from oneclass.data.items import PatchData
+from oneclass.engine import TrainingDiverged
 from oneclass.errors import OneclassError
 from oneclass.methods import gg
 from oneclass.methods.gvae import A0, A1, A2, A3, A4, GVAE, MSGVAE, SSGVAE, SSMSGVAE, classifier_loss, hinge_push
@@ -228,18 +229,27 @@ def test_c_ss_ms_gvae_separates_an_easy_anomaly_set_and_is_deterministic():
     np.testing.assert_array_equal(scores, again)
 
 
-@pytest.mark.slow
-def test_lambda_grid_is_tuned_on_validation(tmp_path):
+def _tuned(tmp_path, grid: list[float]):
+    """ss-ms-gVAE tuned over lambda2 in ``grid`` on the easy set; the method, the train
+    and validation data, the trainer and the log's records."""
     images, labels = easy_set()
     train_rows = np.r_[np.arange(0, 120), np.arange(240, 270)]
     roles = np.where(labels[train_rows] == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
     val_rows = np.r_[np.arange(120, 160), np.arange(270, 280)]
     val = PatchData(images, val_rows, labels=labels[val_rows])
     eng = engine(epochs=1)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     eng.val, eng.run_dir = val, tmp_path
-    method = make(SSMSGVAE, small(SSMSGVAE, tune_lambda2=[0.1, 10.0]), (1, 32, 32), eng)
-    method.fit(PatchData(images, train_rows, roles=roles), val)
+    method = make(SSMSGVAE, small(SSMSGVAE, tune_lambda2=grid), (1, 32, 32), eng)
+    train = PatchData(images, train_rows, roles=roles)
+    method.fit(train, val)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    return method, train, eng, records
+
+
+@pytest.mark.slow
+def test_lambda_grid_is_tuned_on_validation(tmp_path):
+    method, train, eng, records = _tuned(tmp_path, [0.1, 10.0])
     tried = [r for r in records if r["stage"] == "tune" and "lambda2" in r]
     chosen = next(r for r in records if r["stage"] == "tune" and "chosen" in r)
     assert [r["lambda2"] for r in tried] == [0.1, 10.0]
@@ -248,7 +258,19 @@ def test_lambda_grid_is_tuned_on_validation(tmp_path):
     assert eng.val_auroc(method._score) == pytest.approx(best["val_auroc"])  # the best point's weights
     eng.val = None
     with pytest.raises(OneclassError, match="validation set"):
-        method.fit(PatchData(images, train_rows, roles=roles), None)
+        method.fit(train, None)
+
+
+@pytest.mark.slow
+def test_a_diverging_lambda_point_is_ruled_out_and_the_others_still_chosen(tmp_path):
+    """On the nanofibre paper split (seed 0, a 3 x 3 grid) lambda2 = 10 made the semi
+    stage's loss NaN, which stopped the whole run; now that point is ruled out."""
+    method, _, _, records = _tuned(tmp_path / "one", [float("inf"), 0.1])
+    tried = [r for r in records if r["stage"] == "tune" and "lambda2" in r]
+    assert "diverged" in tried[0] and "the loss became" in tried[0]["diverged"] and "val_auroc" in tried[1]
+    assert method.lambda2 == 0.1 and records[-1]["chosen"]["lambda2"] == 0.1
+    with pytest.raises(TrainingDiverged, match="every lambda2/lambda3 point diverged; the last: stage semi"):
+        _tuned(tmp_path / "all", [float("inf"), 1e38])
 
 
 def test_a3_is_scored_by_its_own_reconstruction_error():

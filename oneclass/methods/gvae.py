@@ -66,6 +66,7 @@ from torch.nn import functional as F
 
 from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED
 from oneclass.data.items import PatchData
+from oneclass.engine import TrainingDiverged
 from oneclass.errors import OneclassError
 from oneclass.maps import gradient_maps
 from oneclass.methods import gg
@@ -303,16 +304,23 @@ class GVAE(Method):
         if trainer.resuming:
             raise OneclassError(f"method {self.name}: a run with a lambda grid cannot be resumed; "
                                 "train it again")
-        warm, best = self.snapshot(), None
+        warm, best, diverged = self.snapshot(), None, None
         for lambda2, lambda3 in grid:
             self.restore(warm)
             self.lambda2, self.lambda3 = lambda2, lambda3
-            for stage in stages:
-                self._stage(stage, train, semi=True, label=f"{stage}[l2={lambda2:g},l3={lambda3:g}]")
+            try:
+                for stage in stages:
+                    self._stage(stage, train, semi=True, label=f"{stage}[l2={lambda2:g},l3={lambda3:g}]")
+            except TrainingDiverged as error:  # this point cannot be chosen; the others still can
+                diverged = error
+                trainer.log({"stage": "tune", "lambda2": lambda2, "lambda3": lambda3, "diverged": str(error)})
+                continue
             auroc = trainer.val_auroc(self._score)
             trainer.log({"stage": "tune", "lambda2": lambda2, "lambda3": lambda3, "val_auroc": auroc})
             if best is None or auroc > best[0]:
                 best = (auroc, (lambda2, lambda3), self.snapshot())
+        if best is None:
+            raise TrainingDiverged(f"method {self.name}: every lambda2/lambda3 point diverged; the last: {diverged}")
         auroc, (self.lambda2, self.lambda3), state = best
         self.restore(state)
         trainer.log({"stage": "tune", "chosen": {"lambda2": self.lambda2, "lambda3": self.lambda3},
