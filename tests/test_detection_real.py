@@ -13,6 +13,7 @@ from conftest import SHARED_DATA
 from oneclass import api
 
 pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.*has random weights:UserWarning"),  # devnet, as the recipe says
               pytest.mark.skipif(not (SHARED_DATA / "nanofibre").is_dir(),
                                  reason=f"shared data {SHARED_DATA} not present (only in the team checkout and CI)")]
 
