@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,7 +40,16 @@ RECIPES = {"nanofibre": "recipes/nanofibre.yaml", "busi": "recipes/busi.yaml",
 PROTOCOLS = {"honest": "split.group_by=source", "paper": "split.group_by=none"}
 COLUMNS = ["dataset", "protocol", "gamma", "seed", "method", "auroc", "val_auroc", "seconds"]
 REFERENCE = "c-ss-ms-gvae"
-SUPERVISED = {"binclass"}  # no run at gamma 0
+SUPERVISED = {"binclass", "devnet"}  # no run at gamma 0 (devnet refuses it: few-shot)
+
+
+def record_command(path: Path) -> None:
+    """Append this command to OUT/command.txt (dated): runs.csv keeps every earlier
+    command's rows, so the file keeps every command that made them."""
+    line = shlex.join(["python", *sys.argv])
+    earlier = path.read_text() if path.is_file() else ""
+    if line not in earlier.splitlines():
+        path.write_text(earlier + f"# {time.strftime('%Y-%m-%d')}\n{line}\n")
 
 
 def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
@@ -66,6 +76,8 @@ def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
         return {**row, "auroc": float("nan"), "val_auroc": float("nan"),
                 "seconds": round(time.perf_counter() - began, 1)}
     seconds = time.perf_counter() - began
+    if "tune_lambda" in " ".join(overrides):  # what the validation grid chose, for the log
+        print(f"{cell}: chose lambda2={model.lambda2:g} lambda3={model.lambda3:g}", file=sys.stderr, flush=True)
     return {**row, "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
             "val_auroc": round(api.auroc(sets.val, model.score(sets.val)), 5), "seconds": round(seconds, 1)}
 
@@ -138,7 +150,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/accuracy")
     parser.add_argument("--datasets", default="nanofibre,busi,leather")
     parser.add_argument("--protocols", default="honest,paper")
-    parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae")
+    parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae,devnet")
     parser.add_argument("--gammas", default="0,0.05,0.1,0.2")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)
@@ -156,7 +168,7 @@ def main() -> None:
              for m in args.methods.split(",") if not (m in SUPERVISED and g == 0)]
     todo = [c for c in cells if c not in done]
     if not args.report_only and todo:
-        (out / "command.txt").write_text(" ".join(["python", *sys.argv]) + "\n")
+        record_command(out / "command.txt")
         print(f"{len(todo)} of {len(cells)} runs to do, {args.jobs} jobs x {args.threads} threads", flush=True)
         new = not table.is_file()
         with open(table, "a", newline="") as fh, ProcessPoolExecutor(args.jobs) as pool:
