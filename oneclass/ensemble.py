@@ -92,26 +92,26 @@ class Ensemble(Method):
 
     def fit(self, train: PatchData, val: PatchData | None = None) -> None:
         trainer = self.prepare(val)
-        alive = self.standardisation.alive
-        alive.fill_(True)
+        last = None
         for k, member in enumerate(self.members):
             member._trainer = trainer  # one trainer: one log, one checkpoint for all members
             if trainer.dropped_before(k):  # by the interrupted run this one resumes
-                alive[k] = False
                 continue
             with trainer.member(k):
                 try:
                     member.fit(train, val)
                 except TrainingDiverged as error:
-                    if k == len(self.members) - 1 and not alive[:k].any():
-                        raise TrainingDiverged(f"every member of the ensemble diverged; member {k}: {error}") \
-                            from None
-                    alive[k] = False
+                    last = f"member {k}: {error}"
                     trainer.dropped_members.append(k)
                     trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the "
                                  f"ensemble: {error}"})
                     warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) diverged and is left out: {error}",
                                   stacklevel=2)
+        if len(trainer.dropped_members) == len(self.members):
+            raise TrainingDiverged(f"every member of the ensemble diverged; {last}")
+        alive = self.standardisation.alive
+        alive.fill_(True)
+        alive[trainer.dropped_members] = False
         if val is not None and val.labels is not None and (val.labels == 0).any():
             reference = val.subset(val.labels == 0)
         else:  # no validation normals: the training items not labelled anomalous
@@ -127,7 +127,8 @@ class Ensemble(Method):
 
     def run_info(self) -> dict:
         info = dict(self.members[0].run_info())  # the members differ in their seeds only
-        dropped = [k for k in range(len(self.members)) if k not in self._alive()]
+        alive = self._alive()
+        dropped = [k for k in range(len(self.members)) if k not in alive]
         if dropped:
             info["ensemble_dropped"] = [{"member": k, "seed": self.seeds[k]} for k in dropped]
         return info

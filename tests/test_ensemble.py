@@ -13,9 +13,9 @@ import pytest
 from conftest import oneclass
 from oneclass import api
 from oneclass import recipe as recipes
+from oneclass.artifacts import open_run
 from oneclass.data.store import PatchStore
 from oneclass.ensemble import Ensemble
-from oneclass.artifacts import open_run
 from oneclass.scoring import load_method
 from oneclass.training import train_run
 
@@ -134,8 +134,10 @@ def test_an_ensemble_whose_members_all_diverge_stops_in_one_line(tiny, tmp_path,
 
     monkeypatch.setattr("oneclass.ensemble.build", _diverging({0, 1}))
     config = recipes.load(tiny["recipe"], ["train.ensemble=2"])
-    with pytest.raises(TrainingDiverged) as caught, pytest.warns(UserWarning, match="member 0"):
+    with pytest.raises(TrainingDiverged) as caught, pytest.warns(UserWarning) as warned:
         train_run(config, tmp_path / "ens", store=PatchStore.open(tiny["store"]))
+    assert [str(w.message).split(" diverged")[0] for w in warned] == [
+        "ensemble member 0 (seed 0)", "ensemble member 1 (seed 1)"]
     assert str(caught.value).startswith("every member of the ensemble diverged; member 1: stage m1/train, epoch 1")
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ens/model.pt").exists()
