@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -48,7 +48,7 @@ with a warning: an anomalous image without its mask cannot be labelled per patch
                         continue
                     items.append(ImageItem(source, sub.name, image_path=path, mask_paths=[mask]))
         if missing:
-            print(f"warning: {self.root}: skipped {len(missing)} anomalous image(s) without a mask "
-                  f"(e.g. {missing[0]}); set dataset.missing_masks=error to stop instead",
-                  file=sys.stderr)
+            warnings.warn(f"{self.root}: skipped {len(missing)} anomalous image(s) without a mask "
+                          f"(e.g. {missing[0]}); set dataset.missing_masks=error to stop instead",
+                          stacklevel=2)
         return items
