@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/accuracy")
     parser.add_argument("--datasets", default="nanofibre,busi,leather")
     parser.add_argument("--protocols", default="honest,paper")
-    parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae,devnet")
+    parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae,devnet,ocsvm-hybrid,ssad-hybrid")
     parser.add_argument("--gammas", default="0,0.05,0.1,0.2")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2)

@@ -148,6 +148,10 @@ methods.add("deep-sad", f"{_M}.deep_sad:DeepSAD",
             "Deep SAD (Ruff et al. 2020): Deep SVDD with labelled normals and anomalies")
 methods.add("ss-dcae", f"{_M}.ss_dcae:SSDCAE",
             "Convolutional autoencoder, reconstruction-error score, hinged push on labelled anomalies")
+methods.add("ocsvm-hybrid", f"{_M}.svm_hybrid:OCSVMHybrid",
+            "OC-SVM-Hybrid: the nu-one-class SVM (RBF) on Deep SVDD autoencoder features")
+methods.add("ssad-hybrid", f"{_M}.svm_hybrid:SSADHybrid",
+            "SSAD-Hybrid (Goernitz et al.): semi-supervised SSAD (RBF) on Deep SVDD autoencoder features")
 methods.add("binclass", f"{_M}.binclass:BinClass",
             "Supervised binary CNN classifier; needs labelled anomalies (gamma > 0)")
 methods.add("c-ss-ms-gvae", f"{_M}.gvae:GVAE",

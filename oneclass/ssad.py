@@ -1,0 +1,115 @@
+"""The SSAD dual (Görnitz et al. 2013, "Toward supervised anomaly detection", the convex
+form), solved by ADMM: the kernel machine behind the ``ocsvm-hybrid`` and
+``ssad-hybrid`` baselines (c-ss-ms-gvae.txt Sec. 4, ss-vq-vae.txt Sec. IV).
+
+Primal, over the feature map phi of a kernel k, with unlabelled items U and labelled
+items L (y = +1 normal, -1 anomalous)::
+
+    min  1/2 ||w||^2 - rho - kappa gamma + sum_i eta_i xi_i
+    s.t. <w, phi(x_i)> >= rho - xi_i                   (i in U)
+         y_j <w, phi(x_j)> >= y_j rho + gamma - xi_j   (j in L)
+         xi >= 0, gamma >= 0
+
+Its dual, with c_i = 1 on U and y_j on L, and l_i = 1 on L only::
+
+    min  1/2 a' (K o c c') a     s.t.  c'a = 1,  l'a >= kappa,  0 <= a <= eta
+
+and the decision function f(x) = sum_i a_i c_i k(x_i, x) - rho (>= 0 inside). Without
+labelled items the margin gamma has no constraint and is left out: the problem is then
+the nu-one-class SVM (Schölkopf et al.) with eta = 1 / (nu n), which is SVDD for a kernel
+with constant k(x, x) such as the RBF. The number of variables is the training set's
+(1,500 in the shipped recipes): the kernel matrix is dense and so is its factorisation,
+done once per penalty.
+
+The solver is ADMM in the form of OSQP (Stellato et al. 2020): the linear system is
+factorised by Cholesky, the relaxation is 1.6, and the penalty is rescaled by the
+residuals' ratio (refactorising) when they drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from oneclass.errors import OneclassError
+
+_SIGMA = 1e-6  # the proximal term that makes the system positive definite
+_RELAX = 1.6
+_EQUALITY_SCALE = 1e3  # penalty of the equality rows against the others (OSQP's choice)
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """||a_i - b_j||^2 for rows of a and b (float64)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
+
+
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(-gamma ||a_i - b_j||^2) for rows of a and b (float64)."""
+    return np.exp(-gamma * squared_distances(a, b))
+
+
+def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
+              tol: float = 1e-6, max_iter: int = 20000) -> tuple[np.ndarray, float]:
+    """The dual solution ``a`` and the offset ``rho`` for items with labels ``y`` (0
+    unlabelled, +1 labelled normal, -1 labelled anomalous), per-item bounds ``eta`` and
+    the margin weight ``kappa`` (unused without labelled items). The solution is cut to
+    the box and scaled onto c'a = 1; ``tol`` bounds the residuals relative to the sum of
+    ``a`` (1)."""
+    y = np.asarray(y)
+    n = len(y)
+    c = np.where(y == -1, -1.0, 1.0)
+    labelled = (y != 0).astype(np.float64)
+    eta = np.broadcast_to(np.asarray(eta, np.float64), (n,))
+    if labelled.any() and kappa > eta[y != 0].sum():
+        raise OneclassError(f"kappa {kappa:g} exceeds what the {int(labelled.sum())} labelled items can carry "
+                            f"({eta[y != 0].sum():g}): the margin would grow without bound")
+    if eta[c > 0].sum() < 1:
+        raise OneclassError(f"the unlabelled and labelled normal items' bounds sum to {eta[c > 0].sum():g} < 1: "
+                            f"no solution (raise eta or lower nu)")
+    # variables scaled by n: they are O(1), the constraints' right-hand sides n
+    rows = [c, labelled] if labelled.any() else [c]
+    lower = np.r_[np.zeros(n), n, kappa * n][: n + len(rows)]
+    upper = np.r_[eta * n, n, np.inf][: n + len(rows)]
+    extra = np.stack(rows)  # (1 or 2, n): the rows of A after the identity
+    p = kernel * np.outer(c, c)
+    equality = np.isclose(lower, upper)
+    x = np.full(n, 1.0)
+    z = np.r_[x, extra @ x]
+    dual = np.zeros(n + len(rows))
+    rho = 0.1
+    scale_rows = np.where(equality, _EQUALITY_SCALE, 1.0)
+
+    def factor(rho):
+        r = rho * scale_rows
+        m = p + np.diag(_SIGMA + r[:n]) + (extra.T * r[n:]) @ extra
+        return cho_factor(m), r
+
+    chol, r = factor(rho)
+    for it in range(max_iter):
+        rhs = _SIGMA * x - (dual[:n] - r[:n] * z[:n]) - extra.T @ (dual[n:] - r[n:] * z[n:])
+        x_tilde = cho_solve(chol, rhs)
+        ax_tilde = np.r_[x_tilde, extra @ x_tilde]
+        x = _RELAX * x_tilde + (1 - _RELAX) * x
+        blended = _RELAX * ax_tilde + (1 - _RELAX) * z
+        z_next = np.clip(blended + dual / r, lower, upper)
+        dual = dual + r * (blended - z_next)
+        z = z_next
+        if it % 25 == 24:
+            ax, grad, at_dual = np.r_[x, extra @ x], p @ x, dual[:n] + extra.T @ dual[n:]
+            primal_scale = max(np.abs(ax).max(), np.abs(z).max())
+            dual_scale = max(np.abs(grad).max(), np.abs(at_dual).max())
+            primal, dual_res = np.abs(ax - z).max(), np.abs(grad + at_dual).max()
+            if primal <= tol * (1 + primal_scale) and dual_res <= tol * (1 + dual_scale):
+                break
+            # OSQP's rule: rescale the penalty when the residuals, each relative to its
+            # own magnitude, are more than 5x apart
+            ratio = np.sqrt((primal / max(primal_scale, 1e-12)) / (dual_res / max(dual_scale, 1e-12) + 1e-30))
+            if not 0.2 < ratio < 5:
+                rho = float(np.clip(rho * ratio, 1e-6, 1e6))
+                chol, r = factor(rho)
+    a = np.clip(x, 0, eta * n)
+    scale = c @ a  # n, up to the residuals
+    # the equality row's multiplier is -n rho: at an unlabelled item strictly inside the
+    # box, stationarity reads n <w, phi(x_i)> + multiplier = 0, and f(x_i) = 0 there
+    return a / scale, float(-dual[n] / scale), it + 1
