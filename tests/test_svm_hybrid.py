@@ -78,6 +78,27 @@ def test_a_margin_the_labelled_items_cannot_carry_is_refused():
         ssad_dual(rbf_kernel(x, x, 1.0), y, np.ones(20), kappa=3.0)
 
 
+def test_the_kernel_width_of_best_validation_auroc_is_kept_and_reported(monkeypatch):
+    from oneclass import testing
+
+    cls = registry.methods.get("ssad-hybrid")
+    sets = testing._sets(0, 32)
+    method = testing.build(cls, testing.fast_params(cls, overrides={"kernel_gammas": [64.0, 0.25, 4.0]}), val=sets.val)
+    measured = iter([0.6, 0.9, 0.7])  # the easy set gives 1.0 everywhere: the middle point must win
+    monkeypatch.setattr(method.trainer, "val_auroc", lambda scorer: next(measured))
+    events = []
+    method.trainer.report = events.append
+    method.fit(sets.labeled, sets.val)
+    tried = [e for e in events if e.get("stage") == "kernel" and "chosen" not in e]
+    assert [e["kernel_gamma"] for e in tried] == [0.25, 4.0, 64.0]
+    assert tried[2]["rbf_gamma"] == pytest.approx(16 * tried[1]["rbf_gamma"])
+    assert tried[1]["support_vectors"] != tried[2]["support_vectors"]  # so the restore below shows
+    info = method.run_info()
+    assert (info["kernel_gamma"], info["rbf_gamma"], info["support_vectors"]) == \
+        (4.0, pytest.approx(tried[1]["rbf_gamma"]), tried[1]["support_vectors"])
+    assert events[-1] == {"stage": "kernel", "chosen": {"kernel_gamma": 4.0}, "val_auroc": 0.9}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method, floor", [("ssad-hybrid", 0.95)])  # measured 0.993 (seed 1: 0.982)
 def test_the_hybrid_separates_real_digits_in_a_short_cpu_run(method, floor):

@@ -105,6 +105,7 @@ class OCSVMHybrid(Method):
         channels, size, _ = self.in_shape
         self.encoder = self.add("encoder", Encoder(channels, size, params.rep_dim, bias=False))
         self.svm = self.add("svm", _KernelDescription(params.rep_dim))
+        self.kernel_gamma: float | None = None  # the grid's g the fit kept
 
     def _fail(self, message: str) -> None:
         raise OneclassError(f"method.{self.name}: {message}")
@@ -154,14 +155,15 @@ class OCSVMHybrid(Method):
             c = np.where(labels == -1, -1.0, 1.0)
             self.svm.set(features[keep], (a * c)[keep], gamma, rho)
             auroc = trainer.val_auroc(self._score) if choose else None
-            trainer.log({"stage": "kernel", "kernel_gamma": g, "support_vectors": int(keep.sum()),
+            trainer.log({"stage": "kernel", "kernel_gamma": g, "rbf_gamma": gamma, "support_vectors": int(keep.sum()),
                          "iterations": iterations, **({"val_auroc": auroc} if choose else {})})
             if choose and (best is None or auroc > best[0]):
                 best = (auroc, g, [t.clone() for t in (self.svm.support, self.svm.weight)], gamma, rho)
+        self.kernel_gamma = g  # the last tried, unless validation chose another
         if choose:
-            auroc, g, (support, weight), gamma, rho = best
+            auroc, self.kernel_gamma, (support, weight), gamma, rho = best
             self.svm.set(support.cpu().numpy(), weight.cpu().numpy(), gamma, rho)
-            trainer.log({"stage": "kernel", "chosen": {"kernel_gamma": g}, "val_auroc": auroc})
+            trainer.log({"stage": "kernel", "chosen": {"kernel_gamma": self.kernel_gamma}, "val_auroc": auroc})
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         return self.svm(self.encoder(x))
@@ -177,7 +179,8 @@ class OCSVMHybrid(Method):
         return gradient_maps(self, self._score, data)
 
     def run_info(self) -> dict:
-        return {"kernel_gamma": float(self.svm.gamma), "support_vectors": len(self.svm.weight)}
+        return {"kernel_gamma": self.kernel_gamma, "rbf_gamma": float(self.svm.gamma),
+                "support_vectors": len(self.svm.weight)}
 
 
 class SSADHybrid(OCSVMHybrid):
