@@ -42,6 +42,8 @@ from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, Encoder, check_shape
 from oneclass.ssad import squared_distances, ssad_dual
 
+#: the RBF widths tried, in units of scikit-learn's gamma='scale' (see above)
+KERNEL_GAMMAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
 #: a support vector carries weight above this share of the largest
 SUPPORT_CUTOFF = 1e-6
 
@@ -91,7 +93,7 @@ class OCSVMHybrid(Method):
         rep_dim: int = 128  # the autoencoder's bottleneck: the features' dimension
         ae_epochs: int | None = None  # autoencoder training; null: train.epochs
         nu: float = 0.1  # at most this share of the training items lies outside (the recipes' pollution)
-        kernel_gammas: list[float] = field(default_factory=lambda: [4.0 ** k for k in range(-1, 5)])
+        kernel_gammas: list[float] = field(default_factory=lambda: list(KERNEL_GAMMAS))  # x 'scale'; best on validation
 
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
