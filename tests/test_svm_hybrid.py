@@ -138,3 +138,16 @@ def test_kappa_beyond_the_labelled_training_items_names_the_key():
     with pytest.raises(OneclassError, match=r"method.ssad-hybrid: kappa \(5\) must be below the number of "
                                             r"labelled training items \(3\)"):
         method.bounds(roles)
+
+
+def test_a_training_set_too_large_for_the_dense_dual_names_the_key(monkeypatch):
+    from oneclass import testing
+    from oneclass.methods import svm_hybrid
+
+    monkeypatch.setattr(svm_hybrid, "MAX_ITEMS", 20)
+    cls = registry.methods.get("ocsvm-hybrid")
+    sets = testing._sets(0, 32)
+    method = testing.build(cls, testing.fast_params(cls, quick=True), quick=True)
+    with pytest.raises(OneclassError, match=r"method.ocsvm-hybrid: .* dense in the training items: 24 would "
+                                            r"need .* at most 20 \(set split.train_size\)"):
+        method.fit(sets.quick_unlabeled)

@@ -44,6 +44,9 @@ from oneclass.ssad import squared_distances, ssad_dual
 
 #: the RBF widths tried, in units of scikit-learn's gamma='scale' (see above)
 KERNEL_GAMMAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
+#: the dual is dense: n items take 2 n^2 doubles and an n^3 factorisation (1,500: 36 MB,
+#: a second; 12,000: 2.3 GB, minutes)
+MAX_ITEMS = 12_000
 #: a support vector carries weight above this share of the largest
 SUPPORT_CUTOFF = 1e-6
 
@@ -141,6 +144,9 @@ class OCSVMHybrid(Method):
 
     def _fit_machine(self, items: PatchData, trainer) -> None:
         p = self.params
+        if len(items) > MAX_ITEMS:
+            self._fail(f"the kernel machine's dual is dense in the training items: {len(items)} would need "
+                       f"{16 * len(items) ** 2 / 2 ** 30:.0f} GiB; at most {MAX_ITEMS} (set split.train_size)")
         features = self.map(self.encoder, items).astype(np.float64)
         roles = np.asarray(items.roles)
         labels = np.where(roles == LABELED_ANOMALY, -1, np.where(roles == LABELED_NORMAL, 1, 0))
@@ -159,7 +165,7 @@ class OCSVMHybrid(Method):
             auroc = trainer.val_auroc(self._score) if choose else None
             trainer.log({"stage": "kernel", "kernel_gamma": g, "rbf_gamma": gamma, "support_vectors": int(keep.sum()),
                          "iterations": iterations, **({"val_auroc": auroc} if choose else {})})
-            if choose and (best is None or auroc > best[0]):
+            if choose and (best is None or auroc > best[0] or np.isnan(best[0])):
                 best = (auroc, g, [t.clone() for t in (self.svm.support, self.svm.weight)], gamma, rho)
         self.kernel_gamma = g  # the last tried, unless validation chose another
         if choose:
