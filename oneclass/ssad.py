@@ -28,6 +28,8 @@ residuals' ratio (refactorising) when they drift apart.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
@@ -50,12 +52,13 @@ def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
-              tol: float = 1e-6, max_iter: int = 20000) -> tuple[np.ndarray, float]:
-    """The dual solution ``a`` and the offset ``rho`` for items with labels ``y`` (0
-    unlabelled, +1 labelled normal, -1 labelled anomalous), per-item bounds ``eta`` and
-    the margin weight ``kappa`` (unused without labelled items). The solution is cut to
-    the box and scaled onto c'a = 1; ``tol`` bounds the residuals relative to the sum of
-    ``a`` (1)."""
+              tol: float = 1e-6, max_iter: int = 20000) -> tuple[np.ndarray, float, int]:
+    """The dual solution ``a``, the offset ``rho`` and the iterations taken, for items
+    with labels ``y`` (0 unlabelled, +1 labelled normal, -1 labelled anomalous), per-item
+    bounds ``eta`` and the margin weight ``kappa`` (unused without labelled items). The
+    solution is cut to the box and scaled onto c'a = 1. ``tol``: the primal and dual
+    residuals' bound, relative to their terms' magnitudes (OSQP's absolute plus relative
+    test with both tolerances ``tol``); a solve that does not reach it warns."""
     y = np.asarray(y)
     n = len(y)
     c = np.where(y == -1, -1.0, 1.0)
@@ -77,15 +80,16 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
     x = np.full(n, 1.0)
     z = np.r_[x, extra @ x]
     dual = np.zeros(n + len(rows))
-    rho = 0.1
+    penalty = 0.1
     scale_rows = np.where(equality, _EQUALITY_SCALE, 1.0)
 
-    def factor(rho):
-        r = rho * scale_rows
+    def factor(penalty):
+        r = penalty * scale_rows
         m = p + np.diag(_SIGMA + r[:n]) + (extra.T * r[n:]) @ extra
         return cho_factor(m), r
 
-    chol, r = factor(rho)
+    chol, r = factor(penalty)
+    primal = dual_res = np.inf
     for it in range(max_iter):
         rhs = _SIGMA * x - (dual[:n] - r[:n] * z[:n]) - extra.T @ (dual[n:] - r[n:] * z[n:])
         x_tilde = cho_solve(chol, rhs)
@@ -106,8 +110,11 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
             # own magnitude, are more than 5x apart
             ratio = np.sqrt((primal / max(primal_scale, 1e-12)) / (dual_res / max(dual_scale, 1e-12) + 1e-30))
             if not 0.2 < ratio < 5:
-                rho = float(np.clip(rho * ratio, 1e-6, 1e6))
-                chol, r = factor(rho)
+                penalty = float(np.clip(penalty * ratio, 1e-6, 1e6))
+                chol, r = factor(penalty)
+    else:
+        warnings.warn(f"SSAD dual: not converged in {max_iter} iterations (residuals {primal:.2g} primal, "
+                      f"{dual_res:.2g} dual); the scores may be rough", stacklevel=2)
     a = np.clip(x, 0, eta * n)
     scale = c @ a  # n, up to the residuals
     # the equality row's multiplier is -n rho: at an unlabelled item strictly inside the

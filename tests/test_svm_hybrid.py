@@ -70,6 +70,12 @@ def test_a_labelled_anomaly_inside_the_normal_data_is_pushed_out():
     assert (before < 0).all() and (after > before).all()
 
 
+def test_a_solve_cut_short_says_so():
+    x = _cloud(50)
+    with pytest.warns(UserWarning, match="SSAD dual: not converged in 30 iterations"):
+        ssad_dual(rbf_kernel(x, x, 1.0), np.zeros(50, int), np.full(50, 0.2), kappa=0.0, max_iter=30)
+
+
 def test_a_margin_the_labelled_items_cannot_carry_is_refused():
     x = _cloud(20)
     y = np.zeros(20, int)
