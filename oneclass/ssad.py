@@ -40,17 +40,6 @@ _RELAX = 1.6
 _EQUALITY_SCALE = 1e3  # penalty of the equality rows against the others (OSQP's choice)
 
 
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """||a_i - b_j||^2 for rows of a and b (float64)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T, 0.0)
-
-
-def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """exp(-gamma ||a_i - b_j||^2) for rows of a and b (float64)."""
-    return np.exp(-gamma * squared_distances(a, b))
-
-
 def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
               tol: float = 1e-6, max_iter: int = 20000) -> tuple[np.ndarray, float, int]:
     """The dual solution ``a``, the offset ``rho`` and the iterations taken, for items

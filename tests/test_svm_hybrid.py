@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import OneClassSVM
 
 from oneclass import registry
 from oneclass.errors import OneclassError
-from oneclass.ssad import rbf_kernel, ssad_dual
+from oneclass.ssad import ssad_dual
 
 
 def _cloud(n: int, dim: int = 3, seed: int = 0) -> np.ndarray:

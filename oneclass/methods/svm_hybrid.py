@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.metrics.pairwise import euclidean_distances
 from torch import nn
 
 from oneclass.data.items import LABELED_ANOMALY, LABELED_NORMAL, UNLABELED, PatchData
@@ -40,7 +41,7 @@ from oneclass.errors import OneclassError
 from oneclass.maps import gradient_maps
 from oneclass.methods.base import Method
 from oneclass.methods.nets.lenet import AutoEncoder, Encoder, check_shape
-from oneclass.ssad import squared_distances, ssad_dual
+from oneclass.ssad import ssad_dual
 
 #: the RBF widths tried, in units of scikit-learn's gamma='scale' (see above)
 KERNEL_GAMMAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
@@ -151,26 +152,27 @@ class OCSVMHybrid(Method):
         roles = np.asarray(items.roles)
         labels = np.where(roles == LABELED_ANOMALY, -1, np.where(roles == LABELED_NORMAL, 1, 0))
         eta, kappa = self.bounds(roles)
-        distances = squared_distances(features, features)
+        distances = euclidean_distances(features, squared=True)
         unit = 1.0 / (features.shape[1] * max(features.var(), 1e-12))  # scikit-learn's gamma='scale'
+        signs = np.where(labels == -1, -1.0, 1.0)  # c_i of oneclass.ssad
         grid = sorted(p.kernel_gammas)
         choose = len(grid) > 1 and trainer.val is not None and len(np.unique(trainer.val.labels)) == 2
-        best = None
+        best = None  # (validation AUROC, g, the machine's set() arguments)
         for g in grid if choose else [grid[len(grid) // 2]]:
             gamma = g * unit
             a, rho, iterations = ssad_dual(np.exp(-gamma * distances), labels, eta, kappa)
             keep = a > SUPPORT_CUTOFF * a.max()
-            c = np.where(labels == -1, -1.0, 1.0)
-            self.svm.set(features[keep], (a * c)[keep], gamma, rho)
+            machine = (features[keep], (a * signs)[keep], gamma, rho)
+            self.svm.set(*machine)
+            self.kernel_gamma = g
             auroc = trainer.val_auroc(self._score) if choose else None
             trainer.log({"stage": "kernel", "kernel_gamma": g, "rbf_gamma": gamma, "support_vectors": int(keep.sum()),
                          "iterations": iterations, **({"val_auroc": auroc} if choose else {})})
             if choose and (best is None or auroc > best[0] or np.isnan(best[0])):
-                best = (auroc, g, [t.clone() for t in (self.svm.support, self.svm.weight)], gamma, rho)
-        self.kernel_gamma = g  # the last tried, unless validation chose another
+                best = (auroc, g, machine)
         if choose:
-            auroc, self.kernel_gamma, (support, weight), gamma, rho = best
-            self.svm.set(support.cpu().numpy(), weight.cpu().numpy(), gamma, rho)
+            auroc, self.kernel_gamma, machine = best
+            self.svm.set(*machine)
             trainer.log({"stage": "kernel", "chosen": {"kernel_gamma": self.kernel_gamma}, "val_auroc": auroc})
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
