@@ -77,8 +77,9 @@ def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
                 "seconds": round(time.perf_counter() - began, 1)}
     seconds = time.perf_counter() - began
     if getattr(model.params, "tune_lambda2", None) or getattr(model.params, "tune_lambda3", None):
-        # what the gVAE's validation grid chose, for the log
-        print(f"{cell}: chose lambda2={model.lambda2:g} lambda3={model.lambda3:g}", file=sys.stderr, flush=True)
+        # what the gVAE's validation grid chose (each ensemble member its own), for the log
+        chosen = ", ".join(f"lambda2={m.lambda2:g} lambda3={m.lambda3:g}" for m in getattr(model, "members", [model]))
+        print(f"{cell}: chose {chosen}", file=sys.stderr, flush=True)
     return {**row, "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
             "val_auroc": round(api.auroc(sets.val, model.score(sets.val)), 5), "seconds": round(seconds, 1)}
 
