@@ -76,10 +76,8 @@ def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
         return {**row, "auroc": float("nan"), "val_auroc": float("nan"),
                 "seconds": round(time.perf_counter() - began, 1)}
     seconds = time.perf_counter() - began
-    if getattr(model.params, "tune_lambda2", None) or getattr(model.params, "tune_lambda3", None):
-        # what the gVAE's validation grid chose (each ensemble member its own), for the log
-        chosen = ", ".join(f"lambda2={m.lambda2:g} lambda3={m.lambda3:g}" for m in getattr(model, "members", [model]))
-        print(f"{cell}: chose {chosen}", file=sys.stderr, flush=True)
+    if tuned := model.run_info().get("tuned"):  # what the gVAE's lambda grid chose (a list: ensemble members)
+        print(f"{cell}: chose {tuned}", file=sys.stderr, flush=True)
     return {**row, "auroc": round(api.auroc(sets.test, model.score(sets.test)), 5),
             "val_auroc": round(api.auroc(sets.val, model.score(sets.val)), 5), "seconds": round(seconds, 1)}
 

@@ -126,8 +126,18 @@ class Ensemble(Method):
         return [k for k, alive in enumerate(self.standardisation.alive.tolist()) if alive]
 
     def run_info(self) -> dict:
-        info = dict(self.members[0].run_info())  # the members differ in their seeds only
+        """The members' run_info where they agree; where they differ (each chose its own
+        lambda or kernel width on validation), ``<key>`` lists the scoring members'
+        values in ``ensemble_seeds`` order."""
         alive = self._alive()
+        infos = [self.members[k].run_info() for k in alive]
+        keys = list(dict.fromkeys(key for info in infos for key in info))
+        first = infos[0]
+        info = {key: first[key] for key in keys if all(key in i and i[key] == first.get(key) for i in infos)}
+        differing = [key for key in keys if key not in info]
+        info.update({key: [i.get(key) for i in infos] for key in differing})
+        if differing:
+            info["ensemble_seeds"] = [self.seeds[k] for k in alive]
         dropped = [k for k in range(len(self.members)) if k not in alive]
         if dropped:
             info["ensemble_dropped"] = [{"member": k, "seed": self.seeds[k]} for k in dropped]

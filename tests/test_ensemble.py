@@ -41,6 +41,20 @@ def test_members_are_standardised_on_validation_normals(tiny):
     np.testing.assert_allclose(test, members, rtol=1e-4, atol=1e-5)
 
 
+def test_run_info_names_what_each_member_chose_where_they_differ(tiny):
+    """Members that chose their own lambda or kernel width on validation are not reported
+    as member 0's choice: a differing key lists every scoring member's value."""
+    config = recipes.load(tiny["recipe"], ["train.ensemble=3"])
+    method = api.method_from_recipe(config, PatchStore.open(tiny["store"]))
+    for k, member in enumerate(method.members):
+        member.run_info = lambda k=k: {"backbone": "resnet18", "tuned": {"lambda3": [0.1, 1.0, 0.1][k]}}
+    assert method.run_info() == {"backbone": "resnet18", "tuned": [{"lambda3": 0.1}, {"lambda3": 1.0}, {"lambda3": 0.1}],
+                                 "ensemble_seeds": [0, 1, 2]}
+    method.standardisation.alive[1] = False  # a dropped member is neither listed nor a disagreement
+    assert method.run_info() == {"backbone": "resnet18", "tuned": {"lambda3": 0.1},
+                                 "ensemble_dropped": [{"member": 1, "seed": 1}]}
+
+
 def test_ensemble_run_folder_scores_and_resumes_exactly(tiny, tmp_path):
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "ens",
                     "--repeats", "2", "--ensemble", "-q")

@@ -255,6 +255,7 @@ def test_lambda_grid_is_tuned_on_validation(tmp_path):
     assert [r["lambda2"] for r in tried] == [0.1, 10.0]
     best = max(tried, key=lambda r: r["val_auroc"])
     assert chosen["chosen"]["lambda2"] == best["lambda2"] == method.lambda2
+    assert method.run_info() == {"tuned": {"lambda2": method.lambda2, "lambda3": 1.0}}  # metrics.json's record
     assert eng.val_auroc(method._score) == pytest.approx(best["val_auroc"])  # the best point's weights
     eng.val = None
     with pytest.raises(OneclassError, match="validation set"):

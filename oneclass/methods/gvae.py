@@ -183,6 +183,7 @@ class GVAE(Method):
                 classifier = LatentClassifier(self.latent_dims, p.classifier_hidden)
             self.net_classifier = self.add("classifier", classifier)
         self.lambda2, self.lambda3 = p.lambda2, p.lambda3
+        self.chosen: dict | None = None  # what a lambda grid chose (run_info)
 
     # -- stages ----------------------------------------------------------------------
 
@@ -323,8 +324,11 @@ class GVAE(Method):
             raise TrainingDiverged(f"method {self.name}: every lambda2/lambda3 point diverged; the last: {diverged}")
         auroc, (self.lambda2, self.lambda3), state = best
         self.restore(state)
-        trainer.log({"stage": "tune", "chosen": {"lambda2": self.lambda2, "lambda3": self.lambda3},
-                    "val_auroc": auroc})
+        self.chosen = {"lambda2": self.lambda2, "lambda3": self.lambda3}
+        trainer.log({"stage": "tune", "chosen": self.chosen, "val_auroc": auroc})
+
+    def run_info(self) -> dict:
+        return {"tuned": self.chosen} if self.chosen else {}
 
     def _stage(self, stage: str, data: PatchData, semi: bool, label: str | None = None) -> None:
         trainer, epochs = self.trainer, getattr(self.params.epochs, stage)
