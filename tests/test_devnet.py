@@ -329,15 +329,17 @@ def test_devnet_separates_the_synthetic_defects(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_devnet_separates_real_digits_and_top_k_beats_the_plain_ablation():
+def test_devnet_and_its_plain_ablation_separate_real_digits():
     """MNIST 0 vs the other digits from ten labelled anomalies (recipes/devnet-mnist.yaml,
-    random weights): measured 0.978 test AUROC at seed 0 (0.967, 0.975 at seeds 1, 2) and
-    devnet-plain 0.853, the paper's point that top-k MIL scoring helps (its Table V, MIL-DS vs DS)."""
+    random weights). Seeds 0-4 on torch 2.14.1: devnet 0.970 +- 0.013, devnet-plain
+    0.969 +- 0.013 (p = 0.63): a whole digit is no small defect, so top-k MIL pooling
+    has nothing to find that global pooling misses. (Torch 2.11 gave 0.978 against 0.853
+    at seed 0 alone, which this test used to take for the paper's MIL-DS > DS.)"""
     from conftest import auroc_of_a_short_real_run
 
     devnet = auroc_of_a_short_real_run("recipes/devnet-mnist.yaml", [])
     plain = auroc_of_a_short_real_run("recipes/devnet-mnist.yaml", ["method.name=devnet-plain"])
-    assert devnet >= 0.93 and plain >= 0.75 and devnet > plain + 0.05, (devnet, plain)
+    assert devnet >= 0.93 and plain >= 0.93, (devnet, plain)
 
 
 @pytest.mark.parametrize("name", ["devnet", "devnet-plain"])
