@@ -133,7 +133,7 @@ class Ensemble(Method):
         infos = [self.members[k].run_info() for k in alive]
         keys = list(dict.fromkeys(key for info in infos for key in info))
         first = infos[0]
-        info = {key: first[key] for key in keys if all(key in i and i[key] == first.get(key) for i in infos)}
+        info = {key: first[key] for key in keys if all(key in i and i[key] == first[key] for i in infos)}
         differing = [key for key in keys if key not in info]
         info.update({key: [i.get(key) for i in infos] for key in differing})
         if differing:

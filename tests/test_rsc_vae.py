@@ -138,9 +138,9 @@ def test_monte_carlo_scores_repeat_and_leave_the_global_generator_alone():
     np.testing.assert_array_equal(method.score(data), method.score(data))
     assert torch.equal(state, torch.get_rng_state())
     # an item's score does not depend on its place in the batch (up to float32 sums: torch
-    # 2.14's CPU kernels move them by up to 4e-5)
+    # 2.14's CPU kernels move them by up to 3.7e-5)
     np.testing.assert_allclose(method.score(PatchData(images, np.arange(39, -1, -1))), method.score(data)[::-1],
-                               rtol=2e-4)
+                               rtol=1e-4)
 
 
 @pytest.mark.parametrize("overrides,shape,expect", [
