@@ -106,6 +106,9 @@ class Stage:
     lr: float
     epochs: int = 1
     steps: int | None = None  # optimizer steps instead of epochs (the last epoch may be partial)
+    # counted in epochs, an epoch is at least this many batches (passes repeated, reshuffled):
+    # a few hundred items would otherwise give a stage a handful of updates (train.min_epoch_steps)
+    min_epoch_steps: int = 0
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = 0.9  # sgd only
@@ -179,7 +182,7 @@ class Trainer:
         unless ``settings`` give others."""
         cfg = self.cfg
         base = {"lr": cfg.lr, "epochs": cfg.epochs, "weight_decay": cfg.weight_decay,
-                "milestones": tuple(cfg.lr_milestones)}
+                "milestones": tuple(cfg.lr_milestones), "min_epoch_steps": cfg.min_epoch_steps}
         if self._member is not None:  # an ensemble member's stage and module names
             name = f"m{self._member}/{name}"
             for key in ("frozen", "frozen_bn"):
@@ -431,6 +434,15 @@ class Trainer:
 
 
 def _batches_per_epoch(data: PatchData, spec: Stage, size: int, name: str) -> int:
+    return max(_batches_per_pass(data, spec, size, name), _epoch_floor(spec))
+
+
+def _epoch_floor(spec: Stage) -> int:
+    """The fewest batches an epoch holds: ``min_epoch_steps`` where the stage counts epochs."""
+    return spec.min_epoch_steps if spec.steps is None else 0
+
+
+def _batches_per_pass(data: PatchData, spec: Stage, size: int, name: str) -> int:
     if spec.sampler == "shuffled":
         return math.ceil(len(data) / size)
     anomalies = int((data.roles == LABELED_ANOMALY).sum()) if data.roles is not None else 0
@@ -444,18 +456,33 @@ def _batches_per_epoch(data: PatchData, spec: Stage, size: int, name: str) -> in
 
 
 def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Positions in ``data`` of each batch, sorted (the memmap is read forwards)."""
+    """Positions in ``data`` of each batch, sorted (the memmap is read forwards). Where one
+    pass is fewer batches than the epoch's floor, the epoch is that many full batches cut
+    from passes in new random orders one after another (an item may then sit twice in the
+    batch that straddles two passes)."""
+    floor = _epoch_floor(spec)
     if spec.sampler == "shuffled":
-        order = rng.permutation(len(data))
+        if math.ceil(len(data) / size) >= floor:
+            order = rng.permutation(len(data))
+        else:
+            order = _passes(rng, np.arange(len(data)), floor * size)
         for start in range(0, len(order), size):
             yield np.sort(order[start:start + size])
         return
     anomalies = np.flatnonzero(data.roles == LABELED_ANOMALY)
-    others = rng.permutation(np.flatnonzero(data.roles != LABELED_ANOMALY))
+    others = np.flatnonzero(data.roles != LABELED_ANOMALY)
     step = size - spec.anomalies_per_batch
+    others = rng.permutation(others) if math.ceil(len(others) / step) >= floor else _passes(rng, others, floor * step)
     for start in range(0, len(others), step):
         drawn = rng.choice(anomalies, spec.anomalies_per_batch, replace=True)
         yield np.sort(np.concatenate([others[start:start + step], drawn]))
+
+
+def _passes(rng: np.random.Generator, items: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` of ``items`` in passes, each pass a new random order."""
+    if not len(items):
+        return items
+    return np.concatenate([rng.permutation(items) for _ in range(math.ceil(count / len(items)))])[:count]
 
 
 def _dealt(batches: Iterator[np.ndarray], rank: int, size: int) -> Iterator[np.ndarray]:

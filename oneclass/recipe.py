@@ -85,6 +85,10 @@ class TrainSection:
     lr: float = 1e-4
     weight_decay: float = 0.5e-6
     lr_milestones: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    # an epoch-counted stage's epoch is at least this many batches: a small training set is
+    # passed over again, reshuffled, within the epoch (0: one pass). Stages counted in
+    # steps (ss-VQ-VAE's, DevNet's) are not affected.
+    min_epoch_steps: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     amp: bool = False  # mixed precision (float16 autocast), CUDA only
     channels_last: bool = False  # 4-d weights and batches in NHWC memory order, training and scoring
@@ -156,7 +160,7 @@ RANGES = {
     "split.val_fraction": _SHARE, "split.test_fraction": _SHARE, "split.test_size": _POSITIVE,
     "split.test_anomaly_share": Range(0, 1, low_open=True),
     "train.epochs": _POSITIVE, "train.batch_size": _POSITIVE, "train.lr": Range(0, low_open=True),
-    "train.weight_decay": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
+    "train.weight_decay": _COUNT, "train.min_epoch_steps": _COUNT, "train.lr_milestones": _POSITIVE, "train.early_stopping": _POSITIVE,
     "train.ensemble": _POSITIVE,
     "evaluate.image_topk": Range(0, 1, low_open=True), "select.folds": Range(2),
 }

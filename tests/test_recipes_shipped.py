@@ -40,8 +40,10 @@ def test_shipped_recipes_name_a_method_with_valid_parameters(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,shorten", [
-    ("nanofibre", ["split.train_size=300", "method.epochs={mean: 1, scale: 1, shape: 1, semi: 1, classifier: 1}"]),
-    ("busi", ["split.train_size=100", "method.epochs=1"]),  # deep-sad: no pretraining, as shipped
+    # train_size cut for speed: the recipes' min_epoch_steps would bring each epoch back to 6 batches
+    ("nanofibre", ["split.train_size=300", "method.epochs={mean: 1, scale: 1, shape: 1, semi: 1, classifier: 1}",
+                   "train.min_epoch_steps=0"]),
+    ("busi", ["split.train_size=100", "method.epochs=1", "train.min_epoch_steps=0"]),  # deep-sad: no pretraining
 ])
 def test_real_data_recipes_train_end_to_end(name, shorten, tmp_path):
     """nanofibre trains c-ss-ms-gVAE through all five stages; busi Deep SAD."""

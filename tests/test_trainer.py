@@ -61,6 +61,50 @@ def test_balanced_batches_hold_k_anomalies_and_every_other_item_once_an_epoch():
         assert all((b >= 20).sum() == 3 for b in epoch)  # three labelled anomalies in every batch
 
 
+def test_an_epoch_floor_repeats_passes_of_a_small_training_set_in_full_batches():
+    # 10 items at batch 4 are 3 batches a pass; a floor of 5 makes each epoch 5 full batches,
+    # 20 positions: two whole passes, so every item twice an epoch
+    items, net = data(n_other=10, n_anomalies=0), Recorder()
+    t = trainer(batch_size=4, min_epoch_steps=5)
+    holding(t, net=net)
+    records = []
+    t.log = records.append
+    t.stage(t.spec("fit", net.parameters(), epochs=2), items, net.loss)
+    assert len(net.seen) == 2 * 5 and all(len(b) == 4 for b in net.seen)
+    for epoch in (net.seen[:5], net.seen[5:]):
+        assert sorted(np.concatenate(epoch).tolist()) == sorted(2 * list(range(10)))
+    assert [r["epoch"] for r in records if "loss" in r] == [1, 2]
+
+
+def test_an_epoch_floor_leaves_large_sets_and_step_counted_stages_alone():
+    # a pass of 20 items at batch 8 (3 batches) is above a floor of 2: unchanged, each once
+    items, net = data(n_other=20, n_anomalies=0), Recorder()
+    t = trainer(batch_size=8, min_epoch_steps=2)
+    holding(t, net=net)
+    t.stage(t.spec("fit", net.parameters(), epochs=1), items, net.loss)
+    assert [len(b) for b in net.seen] == [8, 8, 4]
+    assert sorted(np.concatenate(net.seen).tolist()) == list(range(20))
+    # counted in steps, the stage takes its steps whatever the floor: 4 batches, the
+    # epoch still one pass of 3 (the second epoch cut after one batch)
+    items, net = data(n_other=20, n_anomalies=0), Recorder()
+    t = trainer(batch_size=8, min_epoch_steps=10)
+    holding(t, net=net)
+    t.stage(t.spec("fit", net.parameters(), steps=4), items, net.loss)
+    assert [len(b) for b in net.seen] == [8, 8, 4, 8]
+
+
+def test_an_epoch_floor_repeats_the_balanced_samplers_other_items():
+    # 6 other items, 2 of a batch of 4 (2 labelled anomalies each): 3 batches a pass; a
+    # floor of 6 takes every other item twice an epoch, still 2 anomalies in each batch
+    items, net = data(n_other=6, n_anomalies=3), Recorder()
+    t = trainer(batch_size=4, min_epoch_steps=6)
+    holding(t, net=net)
+    t.stage(t.spec("fit", net.parameters(), epochs=1, sampler="balanced", anomalies_per_batch=2), items, net.loss)
+    assert len(net.seen) == 6
+    assert sorted(np.concatenate([b[b < 6] for b in net.seen]).tolist()) == sorted(2 * list(range(6)))
+    assert all((b >= 6).sum() == 2 for b in net.seen)
+
+
 @pytest.mark.parametrize("roles,k,message", [
     (np.zeros(23, np.int8), 3, "stage fit: the balanced sampler needs labelled anomalies in the training set"),
     (None, 8, "stage fit: anomalies_per_batch must lie in 1..7 (the batch size is 8), got 8"),
