@@ -458,8 +458,8 @@ def _batches_per_pass(data: PatchData, spec: Stage, size: int, name: str) -> int
 def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Positions in ``data`` of each batch, sorted (the memmap is read forwards). Where one
     pass is fewer batches than the epoch's floor, the epoch is that many full batches cut
-    from passes in new random orders one after another (an item may then sit twice in the
-    batch that straddles two passes)."""
+    from passes in new random orders one after another (an item may then sit twice in a
+    batch: one that straddles two passes, or any where the set is smaller than a batch)."""
     floor = _epoch_floor(spec)
     if spec.sampler == "shuffled":
         if math.ceil(len(data) / size) >= floor:
