@@ -462,26 +462,25 @@ def _batch_rows(data: PatchData, spec: Stage, size: int, rng: np.random.Generato
     batch: one that straddles two passes, or any where the set is smaller than a batch)."""
     floor = _epoch_floor(spec)
     if spec.sampler == "shuffled":
-        if math.ceil(len(data) / size) >= floor:
-            order = rng.permutation(len(data))
-        else:
-            order = _passes(rng, np.arange(len(data)), floor * size)
+        order = _epoch_order(rng, np.arange(len(data)), size, floor)
         for start in range(0, len(order), size):
             yield np.sort(order[start:start + size])
         return
     anomalies = np.flatnonzero(data.roles == LABELED_ANOMALY)
-    others = np.flatnonzero(data.roles != LABELED_ANOMALY)
     step = size - spec.anomalies_per_batch
-    others = rng.permutation(others) if math.ceil(len(others) / step) >= floor else _passes(rng, others, floor * step)
+    others = _epoch_order(rng, np.flatnonzero(data.roles != LABELED_ANOMALY), step, floor)
     for start in range(0, len(others), step):
         drawn = rng.choice(anomalies, spec.anomalies_per_batch, replace=True)
         yield np.sort(np.concatenate([others[start:start + step], drawn]))
 
 
-def _passes(rng: np.random.Generator, items: np.ndarray, count: int) -> np.ndarray:
-    """The first ``count`` of ``items`` in passes, each pass a new random order."""
-    if not len(items):
-        return items
+def _epoch_order(rng: np.random.Generator, items: np.ndarray, size: int, floor: int) -> np.ndarray:
+    """An epoch's ``items`` in batches of ``size``: one pass in a random order, or where
+    that is fewer than ``floor`` batches, the first ``floor`` x ``size`` of passes one
+    after another, each in a new random order."""
+    if math.ceil(len(items) / size) >= floor or not len(items):
+        return rng.permutation(items)
+    count = floor * size
     return np.concatenate([rng.permutation(items) for _ in range(math.ceil(count / len(items)))])[:count]
 
 
