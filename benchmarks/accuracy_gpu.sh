@@ -5,7 +5,7 @@
 # speed figures. Every experiment writes its own folder under $1 (runs.csv is appended per
 # finished run, so what a time limit cuts off is simply missing); $2 seconds bound it all.
 #   sh benchmarks/accuracy_gpu.sh OUT SECONDS
-# The data must sit at ../shared/data (nanofibre) as in the recipes.
+# The data must sit at ../shared/data (nanofibre, busi) as in the recipes.
 set -u
 out=$1
 limit=$2
@@ -18,7 +18,7 @@ gpu="--set train.device=cuda --threads 1"
 python3 -c "
 from pathlib import Path
 from oneclass import api
-for recipe in ('recipes/nanofibre.yaml',):
+for recipe in ('recipes/nanofibre.yaml', 'recipes/busi.yaml'):
     config = api.load_recipe(recipe)
     config.dataset.root = str(Path(config.dataset.root).resolve())  # as accuracy.py names it
     api.patch_store(config)
@@ -29,15 +29,14 @@ acc() {  # name jobs args...
   timeout "$limit" python3 benchmarks/accuracy.py --out "$out/$name" --jobs "$jobs" $gpu "$@" \
     >"$out/$name.log" 2>&1 &
 }
-# Session 28's window: the paper split's 0.90 target for c-ss-ms-gVAE (five-member
-# ensembles, with and without the lambda3 grid; lambda2 = 1 was chosen on all ten seeds of
-# the 3 x 3 grid, benchmarks/results/accuracy/variants), and the nanofibre grid's empty
-# cells for the deep baselines at gamma 0-0.1 under both protocols.
-paper="--datasets nanofibre --gammas 0.2 --seeds 10 --protocols paper --methods c-ss-ms-gvae"
-acc nano-paper-ens5 3 $paper --set train.ensemble=5
-acc nano-paper-ens5-lambda3 5 $paper --set train.ensemble=5 --set "method.c-ss-ms-gvae.tune_lambda3=[0.1, 1]"
-gammas="--datasets nanofibre --gammas 0,0.05,0.1 --seeds 10"
-acc nano-honest-gammas 6 $gammas --protocols honest --methods ss-vae,ss-vq-vae,ss-dcae
-acc nano-paper-gammas 6 $gammas --protocols paper --methods deep-sad,ss-vae,ss-vq-vae,ss-dcae
+# Session 30's window: c-ss-ms-gVAE's last untried honest-split variant (five-member
+# ensembles whose members choose lambda3 on validation, which met the paper split's 0.90),
+# and BUSI's empty deep-baseline cells at gamma 0-0.1 (Deep SAD at 0 is in ../accuracy).
+acc nano-honest-ens5-lambda3 10 --datasets nanofibre --gammas 0.2 --seeds 10 --protocols honest \
+  --methods c-ss-ms-gvae --set train.ensemble=5 --set "method.c-ss-ms-gvae.tune_lambda3=[0.1, 1]"
+acc busi-gammas 10 --datasets busi --gammas 0,0.05,0.1 --seeds 10 --protocols honest \
+  --methods ss-dcae,ss-vae,ss-vq-vae
+acc busi-gammas-deep-sad 2 --datasets busi --gammas 0.05,0.1 --seeds 10 --protocols honest \
+  --methods deep-sad
 wait
 rm -rf "$out/cache"
