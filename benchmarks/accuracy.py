@@ -19,6 +19,14 @@ method, and the paired Wilcoxon signed-rank p-value of c-ss-ms-gvae against each
 method (pairs: same dataset, protocol, gamma and seed), and OUT/auroc-vs-gamma.png the
 figure the papers draw. Jobs run in separate processes of --threads torch threads each:
 on 2 cores, 2 jobs of 1 thread train about twice as many runs an hour as 1 job of 2.
+
+``--include RUNS.csv`` (repeatable) adds another results folder's runs to the report (the
+grid's cells made on other machines, e.g. ``accuracy-gpu/*/runs.csv``): a run fills a
+(dataset, protocol, gamma, method, seed) that OUT's own runs.csv and the files before it
+lack, so the first to give a run wins. The table then names, per row, the folders its
+runs came from, and OUT/merged.csv holds every run reported with its folder. Include
+only folders made from the shipped recipes, not variants (``--set``), or the table stops
+being what a user gets.
 """
 
 from __future__ import annotations
@@ -86,9 +94,28 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [{**row, "gamma": float(row["gamma"]), "seed": int(row["seed"]), "auroc": float(row["auroc"]),
-                 "val_auroc": float(row["val_auroc"]), "seconds": float(row["seconds"])}
-                for row in csv.DictReader(fh)]
+        return [{**{k: row[k] for k in COLUMNS}, "gamma": float(row["gamma"]), "seed": int(row["seed"]),
+                 "auroc": float(row["auroc"]), "val_auroc": float(row["val_auroc"]),
+                 "seconds": float(row["seconds"])} for row in csv.DictReader(fh)]
+
+
+def cell_of(row: dict) -> tuple:
+    return row["dataset"], row["protocol"], row["gamma"], row["seed"], row["method"]
+
+
+def with_included(rows: list[dict], own: str, included: list[Path]) -> list[dict]:
+    """``rows`` (from the folder ``own``) and, for cells they lack, the included files'
+    runs, first file first; every row names its folder under "source"."""
+    merged = [{**row, "source": own} for row in rows]
+    seen = {cell_of(row) for row in rows}
+    for path in included:
+        if not path.is_file():
+            sys.exit(f"accuracy.py: --include {path}: no such file")
+        for row in read_rows(path):
+            if cell_of(row) not in seen:
+                seen.add(cell_of(row))
+                merged.append({**row, "source": path.parent.name})
+    return merged
 
 
 def report(rows: list[dict], out: Path) -> str:
@@ -99,11 +126,15 @@ def report(rows: list[dict], out: Path) -> str:
     for row in rows:
         key = (row["dataset"], row["protocol"], row["gamma"])
         cells.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row["auroc"]
+    sourced = any("source" in row for row in rows)
     lines = ["| dataset | protocol | gamma | method | test AUROC mean ± std (n) | "
-             f"p vs {REFERENCE} (pairs) | train s/run |", "|---|---|---|---|---|---|---|"]
-    seconds = {}
+             f"p vs {REFERENCE} (pairs) | train s/run |" + (" runs from |" if sourced else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if sourced else "")]
+    seconds, sources = {}, {}
     for row in rows:
         seconds.setdefault((row["dataset"], row["method"]), []).append(row["seconds"])
+        sources.setdefault((row["dataset"], row["protocol"], row["gamma"], row["method"]), set()).add(
+            row.get("source"))
     for key in sorted(cells):
         methods = cells[key]
         reference = methods.get(REFERENCE, {})
@@ -122,8 +153,9 @@ def report(rows: list[dict], out: Path) -> str:
                 test = f"{p:.3g} ({len(pairs)})"
             took = np.mean(seconds[(key[0], method)])
             mean = f"{values.mean():.3f}" if len(values) else "–"
+            origin = f" {', '.join(sorted(sources[(*key, method)]))} |" if sourced else ""
             lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {mean}{spread} "
-                         f"({len(values)}{diverged}) | {test} | {took:.0f} |")
+                         f"({len(values)}{diverged}) | {test} | {took:.0f} |{origin}")
     _figure(cells, out / "auroc-vs-gamma.png")
     return "\n".join(lines) + "\n"
 
@@ -157,6 +189,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--include", action="append", default=[], type=Path,
+                        help="another folder's runs.csv, for cells this one lacks (report only)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +216,14 @@ def main() -> None:
                 fh.flush()
                 rows.append(row)
                 print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
+    if args.include:
+        rows = with_included(rows, out.name, args.include)
+        record_command(out / "command.txt")
+        with open(out / "merged.csv.tmp", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, [*COLUMNS, "source"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(out / "merged.csv.tmp", out / "merged.csv")
     text = report(rows, out)
     (out / "table.md").write_text(text)
     print(text)
