@@ -28,9 +28,11 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
     """One panel per dataset: mean test AUROC ± sample std over runs against gamma, a line
     per method (the papers' Figs. 4, 8, 11); with a single gamma a line means nothing, so
     the panel is a bar per method. The legend gives each method's number of runs, and
-    the chance level (0.5) is drawn."""
+    the chance level (0.5) is drawn. A method keeps one colour and marker in every panel;
+    past ten methods (the colour cycle's length) markers and dashes tell them apart."""
     plt = _pyplot()
     datasets = sorted({g["dataset"] for g in groups})
+    style = {method: _method_style(i) for i, method in enumerate(sorted({g["method"] for g in groups}))}
     fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4), squeeze=False,
                              layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
@@ -42,10 +44,12 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
                             for g in rows if g["method"] == method)
             xs, means, stds, runs = map(np.array, zip(*points))
             label = f"{method} (n = {_runs(runs)})"
+            color, marker, line = style[method]
             if len(gammas) == 1:
-                ax.bar(i, means[0], width=0.6, yerr=stds[0], capsize=3, label=label)
+                ax.bar(i, means[0], width=0.6, yerr=stds[0], capsize=3, label=label, color=color)
             else:
-                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+                ax.errorbar(xs, means, yerr=stds, marker=marker, linestyle=line, color=color, capsize=3,
+                            label=label)
         ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
         if len(gammas) == 1:
             ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
@@ -60,6 +64,13 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # off the data
     _save(fig, path)
     plt.close(fig)
+
+
+def _method_style(index: int) -> tuple[str, str, str]:
+    """Colour, marker and line style of the index-th method: the ten cycle colours, then
+    again with another marker and line."""
+    turn = index // 10
+    return f"C{index % 10}", "osD^v"[turn % 5], ("-", "--", ":", "-.")[turn % 4]
 
 
 def _runs(counts: np.ndarray) -> str:

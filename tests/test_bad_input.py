@@ -792,6 +792,28 @@ def test_auc_against_one_gamma_is_a_bar_per_method(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # kept, not saved
 
 
+def test_auc_against_gamma_gives_a_method_one_style_in_every_panel_and_each_its_own(tmp_path, monkeypatch):
+    """A method missing from one panel does not shift the others' colours there, and past
+    the colour cycle's ten methods the styles still differ."""
+    from oneclass.plots import auc_vs_gamma
+
+    figures = _drawn(monkeypatch)
+    methods = [f"m{i:02d}" for i in range(12)]
+    groups = [{"dataset": dataset, "method": method, "gamma": gamma, "auroc_mean": 0.7, "auroc_std": 0.02, "n": 3}
+              for dataset in ("a", "b") for method in methods if not (dataset == "b" and method == "m00")
+              for gamma in (0.05, 0.2)]
+    auc_vs_gamma(groups, tmp_path / "f.png")
+
+    def styles(ax):
+        return {bars.get_label(): (bars.lines[0].get_color(), bars.lines[0].get_marker(),
+                                   bars.lines[0].get_linestyle()) for bars in ax.containers}
+
+    first, second = (styles(ax) for ax in figures[-1].axes[:2])
+    assert len(first) == 12 and len(set(first.values())) == 12
+    assert "m00 (n = 3)" not in second
+    assert all(second[label] == first[label] for label in second)
+
+
 def test_tsne_figure_keeps_the_legend_off_the_points(tmp_path, monkeypatch):
     """13a: the legend sits beside the axes, where no point is; the title gives the
     threshold and the subsample size."""
