@@ -24,9 +24,9 @@ on 2 cores, 2 jobs of 1 thread train about twice as many runs an hour as 1 job o
 grid's cells made on other machines, e.g. ``accuracy-gpu/*/runs.csv``): a run fills a
 (dataset, protocol, gamma, method, seed) that OUT's own runs.csv and the files before it
 lack, so the first to give a run wins. The table then names, per row, the folders its
-runs came from, and OUT/merged.csv holds every run reported with its folder. Include
-only folders made from the shipped recipes, not variants (``--set``), or the table stops
-being what a user gets.
+runs came from in place of the seconds a run took (those were other machines'), and
+OUT/merged.csv holds every run reported with its folder. Include only folders made from
+the shipped recipes, not variants (``--set``), or the table stops being what a user gets.
 """
 
 from __future__ import annotations
@@ -126,10 +126,10 @@ def report(rows: list[dict], out: Path) -> str:
     for row in rows:
         key = (row["dataset"], row["protocol"], row["gamma"])
         cells.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row["auroc"]
-    sourced = any("source" in row for row in rows)
+    sourced = any("source" in row for row in rows)  # merged folders: their seconds are other machines'
     lines = ["| dataset | protocol | gamma | method | test AUROC mean ± std (n) | "
-             f"p vs {REFERENCE} (pairs) | train s/run |" + (" runs from |" if sourced else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if sourced else "")]
+             f"p vs {REFERENCE} (pairs) | " + ("runs from |" if sourced else "train s/run |"),
+             "|---|---|---|---|---|---|---|"]
     seconds, sources = {}, {}
     for row in rows:
         seconds.setdefault((row["dataset"], row["method"]), []).append(row["seconds"])
@@ -153,9 +153,9 @@ def report(rows: list[dict], out: Path) -> str:
                 test = f"{p:.3g} ({len(pairs)})"
             took = np.mean(seconds[(key[0], method)])
             mean = f"{values.mean():.3f}" if len(values) else "–"
-            origin = f" {', '.join(sorted(sources[(*key, method)]))} |" if sourced else ""
+            last = ", ".join(sorted(sources[(*key, method)])) if sourced else f"{took:.0f}"
             lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {mean}{spread} "
-                         f"({len(values)}{diverged}) | {test} | {took:.0f} |{origin}")
+                         f"({len(values)}{diverged}) | {test} | {last} |")
     _figure(cells, out / "auroc-vs-gamma.png")
     return "\n".join(lines) + "\n"
 
