@@ -151,9 +151,9 @@ def report(rows: list[dict], out: Path) -> str:
                 b = [methods[method][s] for s in pairs]
                 p = wilcoxon(a, b).pvalue if any(x != y for x, y in zip(a, b)) else 1.0
                 test = f"{p:.3g} ({len(pairs)})"
-            took = np.mean(seconds[(key[0], method)])
             mean = f"{values.mean():.3f}" if len(values) else "–"
-            last = ", ".join(sorted(sources[(*key, method)])) if sourced else f"{took:.0f}"
+            last = ", ".join(sorted(sources[(*key, method)])) if sourced \
+                else f"{np.mean(seconds[(key[0], method)]):.0f}"
             lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {method} | {mean}{spread} "
                          f"({len(values)}{diverged}) | {test} | {last} |")
     _figure(cells, out / "auroc-vs-gamma.png")
