@@ -21,9 +21,13 @@ with constant k(x, x) such as the RBF. The number of variables is the training s
 (1,500 in the shipped recipes): the kernel matrix is dense and so is its factorisation,
 done once per penalty.
 
-The solver is ADMM in the form of OSQP (Stellato et al. 2020): the linear system is
-factorised by Cholesky, the relaxation is 1.6, and the penalty is rescaled by the
-residuals' ratio (refactorising) when they drift apart.
+With labelled items the solver is ADMM in the form of OSQP (Stellato et al. 2020): the
+linear system is factorised by Cholesky, the relaxation is 1.6, and the penalty is
+rescaled by the residuals' ratio (refactorising) when they drift apart. Without them
+(the OC-SVM, and SSAD at gamma 0) with one bound for every item, the problem is libsvm's
+one-class SVM, and libsvm's SMO (scikit-learn's ``OneClassSVM`` on the precomputed
+kernel) solves it: on 3,000 items 0.02-0.3 s a width where the ADMM took 6-90 s, and to a
+lower objective (the ADMM's relative tolerance stops ~1e-5 above it).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import warnings
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import OneClassSVM
 
 from oneclass.errors import OneclassError
 
@@ -45,9 +51,10 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
     """The dual solution ``a``, the offset ``rho`` and the iterations taken, for items
     with labels ``y`` (0 unlabelled, +1 labelled normal, -1 labelled anomalous), per-item
     bounds ``eta`` and the margin weight ``kappa`` (unused without labelled items). The
-    solution is cut to the box and scaled onto c'a = 1. ``tol``: the primal and dual
-    residuals' bound, relative to their terms' magnitudes (OSQP's absolute plus relative
-    test with both tolerances ``tol``); a solve that does not reach it warns."""
+    solution is cut to the box and scaled onto c'a = 1. ``tol``: for the ADMM, the primal
+    and dual residuals' bound relative to their terms' magnitudes (OSQP's absolute plus
+    relative test with both tolerances ``tol``); for libsvm, its KKT-gap tolerance. A
+    solve that does not reach it in ``max_iter`` iterations warns."""
     y = np.asarray(y)
     n = len(y)
     c = np.where(y == -1, -1.0, 1.0)
@@ -59,6 +66,30 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
     if eta[c > 0].sum() < 1:
         raise OneclassError(f"the unlabelled and labelled normal items' bounds sum to {eta[c > 0].sum():g} < 1: "
                             f"no solution (raise eta or lower nu)")
+    if not labelled.any() and np.ptp(eta) == 0:
+        return _one_class_svm(kernel, float(eta[0]), tol, max_iter)
+    return _admm(kernel, c, labelled, eta, kappa, tol, max_iter)
+
+
+def _one_class_svm(kernel: np.ndarray, eta: float, tol: float, max_iter: int) -> tuple[np.ndarray, float, int]:
+    """The unlabelled problem by libsvm: nu = 1 / (eta n); its coefficients sum to nu n
+    and its bounds are 1, so a and rho are its coefficients and offset over nu n."""
+    n = len(kernel)
+    nu = 1.0 / (eta * n)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        svm = OneClassSVM(kernel="precomputed", nu=nu, tol=tol, max_iter=max_iter).fit(kernel)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        warnings.warn(f"SSAD dual: not converged in {max_iter} iterations (libsvm); the scores may be rough",
+                      stacklevel=3)
+    a = np.zeros(n)
+    a[svm.support_] = svm.dual_coef_[0] / (nu * n)
+    return a, float(svm.offset_[0]) / (nu * n), int(np.ravel(svm.n_iter_)[0])
+
+
+def _admm(kernel: np.ndarray, c: np.ndarray, labelled: np.ndarray, eta: np.ndarray, kappa: float,
+          tol: float, max_iter: int) -> tuple[np.ndarray, float, int]:
+    n = len(c)
     # variables scaled by n: they are O(1), the constraints' right-hand sides n
     rows = [c, labelled] if labelled.any() else [c]
     lower = np.r_[np.zeros(n), n, kappa * n][: n + len(rows)]
@@ -103,7 +134,7 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
                 chol, r = factor(penalty)
     else:
         warnings.warn(f"SSAD dual: not converged in {max_iter} iterations (residuals {primal:.2g} primal, "
-                      f"{dual_res:.2g} dual); the scores may be rough", stacklevel=2)
+                      f"{dual_res:.2g} dual); the scores may be rough", stacklevel=3)
     a = np.clip(x, 0, eta * n)
     scale = c @ a  # n, up to the residuals
     # the equality row's multiplier is -n rho: at an unlabelled item strictly inside the
