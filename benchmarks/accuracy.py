@@ -3,7 +3,7 @@ the shipped recipes as they are, so the table is what a user gets from them.
 
     python benchmarks/accuracy.py --out benchmarks/results/accuracy
         [--datasets nanofibre,busi,leather] [--protocols honest,paper]
-        [--methods c-ss-ms-gvae,deep-sad,...] [--gammas 0,0.05,0.1,0.2] [--seeds 10]
+        [--methods c-ss-ms-gvae,deep-sad,...] [--gammas 0,0.05,0.1,0.2] [--seeds 10 | 7-9]
         [--jobs 2] [--threads 1] [--set KEY=VALUE ...]
 
 Protocols: ``honest`` splits whole source images between training, validation and test
@@ -49,6 +49,18 @@ PROTOCOLS = {"honest": "split.group_by=source", "paper": "split.group_by=none"}
 COLUMNS = ["dataset", "protocol", "gamma", "seed", "method", "auroc", "val_auroc", "seconds"]
 REFERENCE = "c-ss-ms-gvae"
 SUPERVISED = {"binclass", "devnet"}  # no run at gamma 0 (devnet refuses it: few-shot)
+
+
+def seed_range(text: str) -> range:
+    """``N``: seeds 0..N-1; ``A-B``: seeds A..B, both included."""
+    first, dash, last = text.partition("-")
+    try:
+        seeds = range(int(first), int(last) + 1) if dash else range(int(first))
+    except ValueError:
+        seeds = range(0)
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a count N or a range A-B of seeds")
+    return seeds
 
 
 def record_command(path: Path) -> None:
@@ -184,7 +196,8 @@ def main() -> None:
     parser.add_argument("--protocols", default="honest,paper")
     parser.add_argument("--methods", default="c-ss-ms-gvae,deep-sad,ss-dcae,binclass,ss-vae,ss-vq-vae,devnet,ocsvm-hybrid,ssad-hybrid")
     parser.add_argument("--gammas", default="0,0.05,0.1,0.2")
-    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--seeds", type=seed_range, default=range(10),
+                        help="N (seeds 0..N-1) or A-B (seeds A..B): one part of the grid per machine")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
@@ -198,7 +211,7 @@ def main() -> None:
     rows = read_rows(table)
     done = {(r["dataset"], r["protocol"], r["gamma"], r["seed"], r["method"]) for r in rows}
     cells = [(d, p, g, s, m) for d in args.datasets.split(",") for p in args.protocols.split(",")
-             for g in map(float, args.gammas.split(",")) for s in range(args.seeds)
+             for g in map(float, args.gammas.split(",")) for s in args.seeds
              for m in args.methods.split(",") if not (m in SUPERVISED and g == 0)]
     todo = [c for c in cells if c not in done]
     if not args.report_only and todo:

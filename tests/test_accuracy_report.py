@@ -64,3 +64,12 @@ def test_a_missing_included_file_fails_in_one_line(tmp_path):
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [f"accuracy.py: --include {tmp_path / 'absent' / 'runs.csv'}: "
                                                 "no such file"]
+
+
+def test_seeds_are_a_count_or_an_inclusive_range_and_nonsense_fails_in_one_line(tmp_path):
+    assert list(accuracy.seed_range("3")) == [0, 1, 2]
+    assert list(accuracy.seed_range("7-9")) == [7, 8, 9]
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "grid"), "--seeds", "9-7"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and not (tmp_path / "grid").exists()
+    assert done.stderr.strip().splitlines()[-1].endswith("argument --seeds: '9-7': give a count N or a range A-B of seeds")
