@@ -70,8 +70,8 @@ def ssad_dual(kernel: np.ndarray, y: np.ndarray, eta: np.ndarray, kappa: float,
         raise OneclassError(f"the unlabelled and labelled normal items' bounds sum to {eta[c > 0].sum():g} < 1: "
                             f"no solution (raise eta or lower nu)")
     if not labelled.any() and np.ptp(eta) == 0:
-        return _one_class_svm(kernel, float(eta[0]), tol, max_iter or max(20000, 10 * n))
-    return _admm(kernel, c, labelled, eta, kappa, tol, max_iter or 20000)
+        return _one_class_svm(kernel, float(eta[0]), tol, max(20000, 10 * n) if max_iter is None else max_iter)
+    return _admm(kernel, c, labelled, eta, kappa, tol, 20000 if max_iter is None else max_iter)
 
 
 def _one_class_svm(kernel: np.ndarray, eta: float, tol: float, max_iter: int) -> tuple[np.ndarray, float, int]:
@@ -79,15 +79,16 @@ def _one_class_svm(kernel: np.ndarray, eta: float, tol: float, max_iter: int) ->
     and its bounds are 1, so a and rho are its coefficients and offset over nu n."""
     n = len(kernel)
     nu = 1.0 / (eta * n)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # said below, in this module's words
         svm = OneClassSVM(kernel="precomputed", nu=nu, tol=tol, max_iter=max_iter).fit(kernel)
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+    iterations = int(np.ravel(svm.n_iter_)[0])
+    if iterations >= max_iter:
         warnings.warn(f"SSAD dual: not converged in {max_iter} iterations (libsvm); the scores may be rough",
                       stacklevel=3)
     a = np.zeros(n)
     a[svm.support_] = svm.dual_coef_[0] / (nu * n)
-    return a, float(svm.offset_[0]) / (nu * n), int(np.ravel(svm.n_iter_)[0])
+    return a, float(svm.offset_[0]) / (nu * n), iterations
 
 
 def _admm(kernel: np.ndarray, c: np.ndarray, labelled: np.ndarray, eta: np.ndarray, kappa: float,

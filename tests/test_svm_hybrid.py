@@ -78,11 +78,11 @@ def test_a_labelled_anomaly_inside_the_normal_data_is_pushed_out():
     assert (before < 0).all() and (after > before).all()
 
 
-@pytest.mark.parametrize("labelled", [True, False], ids=["labels (ADMM)", "no labels (libsvm)"])
-def test_a_solve_cut_short_says_so(labelled):
+@pytest.mark.parametrize("with_labels", [True, False], ids=["labels (ADMM)", "no labels (libsvm)"])
+def test_a_solve_cut_short_says_so(with_labels):
     x = _cloud(50)
     y = np.zeros(50, int)
-    y[:3] = -1 if labelled else 0
+    y[:3] = -1 if with_labels else 0
     with pytest.warns(UserWarning, match="SSAD dual: not converged in 30 iterations"):
         ssad_dual(rbf_kernel(x, x, 1.0), y, np.full(50, 0.2), kappa=0.1, max_iter=30)
 
