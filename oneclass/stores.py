@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -69,7 +70,9 @@ def store_key(dataset, params) -> str:
 def obtain_store(config: recipes.Recipe, report: Report, wait: bool = False) -> PatchStore:
     """The recipe's patch store: from the cache when an identical one was extracted. With
     ``wait`` another process (torchrun's rank 0) is extracting it: wait until it is there
-    (the store's meta.json is written last, by a rename)."""
+    (the store's meta.json is written last, by a rename). Jobs started together on a cold
+    cache (a sweep's, a job array's) cut the store once: the first holds its lock while
+    the others wait, then read what it cut."""
     from oneclass.data.extract import extract
 
     dataset = make_dataset(config)
@@ -80,10 +83,40 @@ def obtain_store(config: recipes.Recipe, report: Report, wait: bool = False) -> 
     while wait and not (path / "meta.json").is_file():
         time.sleep(0.5)
     if not cached and not wait:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
+        with _cutting(path, report):
+            cached = (path / "meta.json").is_file()  # cut by the job that held the lock
+            if not cached:
+                extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
     report({"event": "store", "path": str(path), "cached": cached})
     return PatchStore.open(path)
+
+
+def lock_file(path: Path) -> Path:
+    """The lock a cached store is cut under (beside the stores, not among them)."""
+    return path.parent.parent / "locks" / f"{path.name}.lock"
+
+
+@contextmanager
+def _cutting(path: Path, report: Report):
+    """Hold ``path``'s lock (an advisory flock, released when the process ends, however
+    it ends). Without one (no fcntl on Windows, a file system that refuses locks) each
+    job cuts the store itself and the last rename wins: the same content, cut again."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    lock = lock_file(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report({"event": "store_wait", "path": str(path)})
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError:  # e.g. ENOLCK on an NFS mount without a lock daemon
+                pass
+        yield
 
 
 def store_hash(store: PatchStore) -> str:

@@ -183,6 +183,8 @@ def _report(event: dict) -> None:
     kind = event.get("event")
     if kind == "store":
         err.print(f"patch store {event['path']}" + (" (cached)" if event["cached"] else " (extracted)"))
+    elif kind == "store_wait":
+        err.print(f"patch store {event['path']}: another job is cutting it; waiting for it")
     elif kind == "split":
         c = event["counts"]
         t = c["train"]

@@ -1,0 +1,38 @@
+"""The store cache under concurrent jobs: one cuts, the others wait and read its store."""
+
+import fcntl
+import threading
+import time
+from pathlib import Path
+
+from oneclass import recipe as recipes
+from oneclass.data.extract import extract
+from oneclass.stores import cache_dir, extraction_params, lock_file, make_dataset, obtain_store, store_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_job_waits_for_the_job_cutting_its_store_and_reads_that_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONECLASS_CACHE", str(tmp_path / "cache"))
+    config = recipes.load(ROOT / "recipes/demo.yaml", ["dataset.normal=2", "dataset.anomalous=2"])
+    dataset, params = make_dataset(config), extraction_params(config)
+    path = cache_dir() / f"{dataset.name}-{store_key(dataset, params)}"
+    lock = lock_file(path)
+    lock.parent.mkdir(parents=True)
+    events, opened = [], []
+    with open(lock, "a") as held:  # the first job, cutting
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: opened.append(obtain_store(config, events.append)))
+        second.start()
+        deadline = time.monotonic() + 30
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert events == [{"event": "store_wait", "path": str(path)}]
+        assert second.is_alive() and not path.exists()  # waiting, not cutting its own
+        extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
+        cut = (path / "images.npy").stat().st_ino
+    second.join(timeout=60)
+    assert events[1:] == [{"event": "store", "path": str(path), "cached": True}]
+    assert (path / "images.npy").stat().st_ino == cut  # read, not cut again over the first job's
+    assert opened[0].path == path and len(opened[0]) > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no stray lock or temp folder
