@@ -106,8 +106,13 @@ def _cutting(path: Path, report: Report):
     except ImportError:
         fcntl = None
     lock = lock_file(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")
+    except OSError:  # an unwritable cache: extraction says so, naming the place
+        yield
+        return
+    with fh:
         if fcntl is not None:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

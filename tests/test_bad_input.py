@@ -58,6 +58,9 @@ Data safety
       -> tests/test_data_safety.py::test_extract_on_a_full_disk
 3g+   extract-patches into a read-only place       1, "not writable"; nothing written
       -> tests/test_bad_input.py::test_extract_into_a_read_only_place
+3h    train on a cold store cache that cannot be   1, "not writable"; no run folder begun
+      written (ONECLASS_CACHE read-only)
+      -> tests/test_bad_input.py::test_train_with_a_read_only_store_cache
 4     train --store cut with other patch or        2, names each differing key with both values
       dataset keys than the recipe's
       -> tests/test_data_safety.py::test_store_cut_otherwise_than_the_recipe_says_is_refused
@@ -220,6 +223,8 @@ import pytest
 from PIL import Image
 
 from conftest import TINY_RECIPE, one_error_line, oneclass, sigint_as_at_a_terminal
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _folder(root, image_size=(40, 40), mask=None, mask_size=None):
@@ -546,6 +551,15 @@ def test_extract_into_a_read_only_place(read_only):
             one_error_line(oneclass("extract-patches", "--out", out, *overwrite), 1,
                      f"{read_only}: not writable (read-only file system or no permission)")
     assert list(read_only.iterdir()) == []
+
+
+def test_train_with_a_read_only_store_cache(read_only, tmp_path):
+    """3h: a cold cache that cannot be written (nor its lock made): exit 1 naming it, no
+    run folder begun."""
+    done = oneclass("train", ROOT / "recipes/demo.yaml", "--out", tmp_path / "run",
+                    env={"ONECLASS_CACHE": str(read_only / "cache")})
+    one_error_line(done, 1, f"{read_only}: not writable (read-only file system or no permission)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro"] and list(read_only.iterdir()) == []
 
 
 @pytest.mark.slow
