@@ -13,7 +13,9 @@ paper's figures were made. Seed S draws both the split and the networks (a run w
 ``--seed S``), so the spread includes the split's.
 
 Every finished cell is appended to OUT/runs.csv at once: a stopped benchmark goes on where
-it stopped when started again with the same --out. When all cells are done (or with
+it stopped when started again with the same --out. A run that fails is said at once
+(its cell and error) while the others go on; the command then exits non-zero, and
+running it again retries only what is missing. When all cells are done (or with
 --report-only), OUT/table.md gets mean ± sample std (n) per dataset, protocol, gamma and
 method, and the paired Wilcoxon signed-rank p-value of c-ss-ms-gvae against each other
 method (pairs: same dataset, protocol, gamma and seed), and OUT/auroc-vs-gamma.png the
@@ -223,12 +225,21 @@ def main() -> None:
             if new:
                 writer.writeheader()
             futures = {pool.submit(run_cell, c, args.overrides, args.threads): c for c in todo}
+            failed = []
             for future in as_completed(futures):
-                row = future.result()
+                try:
+                    row = future.result()
+                except Exception as exc:  # said now; the other cells go on (and are kept)
+                    failed.append(futures[future])
+                    print(f"{futures[future]}: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 writer.writerow(row)
                 fh.flush()
                 rows.append(row)
                 print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
+        if failed:
+            sys.exit(f"accuracy.py: {len(failed)} of {len(todo)} runs failed (said above, each with its cell); "
+                     f"the same command runs them again")
     if args.include:
         rows = with_included(rows, out.name, args.include)
         record_command(out / "command.txt")

@@ -73,3 +73,20 @@ def test_seeds_are_a_count_or_an_inclusive_range_and_nonsense_fails_in_one_line(
                           capture_output=True, text=True)
     assert done.returncode == 2 and not (tmp_path / "grid").exists()
     assert done.stderr.strip().splitlines()[-1].endswith("argument --seeds: '9-7': give a count N or a range A-B of seeds")
+
+
+def test_failed_runs_are_each_said_the_others_go_on_and_the_exit_is_non_zero(tmp_path):
+    """Two cells that fail in their workers (an unknown method, refused when the recipe is
+    read, before any data): both named, no row kept, exit non-zero; a traceback from the
+    first would have hidden the second and every run finished after it."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out"), "--datasets", "nanofibre",
+                           "--protocols", "honest", "--gammas", "0.2", "--seeds", "2", "--methods", "no-such-method",
+                           "--jobs", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    for seed in (0, 1):
+        assert any(line.startswith(f"('nanofibre', 'honest', 0.2, {seed}, 'no-such-method'): failed: ")
+                   for line in lines), done.stderr
+    assert lines[-1].startswith("accuracy.py: 2 of 2 runs failed")
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "out" / "runs.csv").read_text() == HEADER  # no row
