@@ -39,7 +39,6 @@ import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +73,14 @@ def record_command(path: Path) -> None:
         path.write_text(earlier + f"# {time.strftime('%Y-%m-%d')}\n{line}\n")
 
 
-def run_cell(cell: tuple, overrides: list[str], threads: int) -> dict:
+def run_cell(dataset: str, protocol: str, gamma: float, seed: int, method: str, overrides: list[str],
+             threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     from oneclass import api
 
-    dataset, protocol, gamma, seed, method = cell
+    cell = (dataset, protocol, gamma, seed, method)
     config = api.load_recipe(ROOT / RECIPES[dataset], [PROTOCOLS[protocol], f"split.gamma={gamma}",
                                                        f"method.name={method}", f"seed={seed}", *overrides])
     config.dataset.root = str((ROOT / config.dataset.root).resolve())
@@ -219,27 +219,10 @@ def main() -> None:
     if not args.report_only and todo:
         record_command(out / "command.txt")
         print(f"{len(todo)} of {len(cells)} runs to do, {args.jobs} jobs x {args.threads} threads", flush=True)
-        new = not table.is_file()
-        with open(table, "a", newline="") as fh, ProcessPoolExecutor(args.jobs) as pool:
-            writer = csv.DictWriter(fh, COLUMNS)
-            if new:
-                writer.writeheader()
-            futures = {pool.submit(run_cell, c, args.overrides, args.threads): c for c in todo}
-            failed = []
-            for future in as_completed(futures):
-                try:
-                    row = future.result()
-                except Exception as exc:  # said now; the other cells go on (and are kept)
-                    failed.append(futures[future])
-                    print(f"{futures[future]}: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                    continue
-                writer.writerow(row)
-                fh.flush()
-                rows.append(row)
-                print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
-        if failed:
-            sys.exit(f"accuracy.py: {len(failed)} of {len(todo)} runs failed (said above, each with its cell); "
-                     f"the same command runs them again")
+        from _runs import run_cells  # beside this script (imported here: the tests load this file alone)
+
+        rows += run_cells(table, COLUMNS, args.jobs, run_cell, todo, (args.overrides, args.threads),
+                          lambda row: " ".join(f"{k}={row[k]}" for k in COLUMNS))
     if args.include:
         rows = with_included(rows, out.name, args.include)
         record_command(out / "command.txt")

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PROTOCOLS = {"honest": "split.group_by=source", "paper": "split.group_by=none"}
+from accuracy import PROTOCOLS, RECIPES, ROOT  # beside this script: the same recipe and splits
 
 
 def run(variant: str, seed: int, protocol: str, gamma: float) -> tuple[float, float, float]:
@@ -30,7 +28,7 @@ def run(variant: str, seed: int, protocol: str, gamma: float) -> tuple[float, fl
     from oneclass.methods import gvae
 
     torch.set_num_threads(1)
-    config = api.load_recipe(ROOT / "recipes/nanofibre.yaml", [PROTOCOLS[protocol], f"split.gamma={gamma}",
+    config = api.load_recipe(ROOT / RECIPES["nanofibre"], [PROTOCOLS[protocol], f"split.gamma={gamma}",
                                                               "method.name=gvae-a1", f"seed={seed}"])
     config.dataset.root = str((ROOT / config.dataset.root).resolve())
     store = api.patch_store(config)
