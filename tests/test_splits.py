@@ -80,8 +80,10 @@ def test_default_train_size_gives_the_gamma_asked():
     ({"gamma": 0.1, "labeled_anomalies": 5}, "split.labeled_anomalies: give either split.gamma (0.1) or"),
     ({"labeled_anomalies": -1}, "split.labeled_anomalies: must be >= 0"),
     ({"labeled_anomalies": 100000}, "split.labeled_anomalies: 100000 asked, the training pool holds"),
+    ({"test_size": 51}, "split.test_size: a balanced test set holds as many normal as anomalous"),
+    ({"test_size": 1}, "size must be even, got 1"),
 ])
-def test_bad_few_shot_requests(kw, message):
+def test_bad_requests_fail_naming_the_key(kw, message):
     with pytest.raises(SplitError, match=re.escape(message)):
         split(**kw)
 

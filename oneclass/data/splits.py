@@ -119,6 +119,9 @@ def _check(section) -> None:
     for key in ("train_size", "test_size"):
         if getattr(section, key) is not None and getattr(section, key) <= 0:
             bad(key, f"must be positive, got {getattr(section, key)}")
+    if section.test_balanced and section.test_size is not None and section.test_size % 2:
+        bad("test_size", f"a balanced test set holds as many normal as anomalous patches, so its "
+            f"size must be even, got {section.test_size} (or set split.test_balanced: false)")
 
 
 def _seen(request, present: list[str], rng: np.random.Generator) -> list[str]:
