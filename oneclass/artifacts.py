@@ -14,9 +14,9 @@ Patch-level runs also write ``scores/val_images.csv`` and ``scores/test_images.c
 optional when reading, as runs on whole-image stores and older runs have none.
 
 Only folders carrying the marker (or, written before it existed, a run's env.json or a
-store's meta.json) are ever replaced by ``--overwrite``: whatever else ``--out`` names is
-refused before any work starts, and the old folder goes only once its replacement is
-complete.
+store's meta.json) and holding nothing but what oneclass writes there are ever replaced
+by ``--overwrite``: whatever else ``--out`` names is refused before any work starts, and
+the old folder goes only once its replacement is complete.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def write_atomic(path: Path, write) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        with open(tmp, "rb") as fh:  # on disk before the rename: a power cut leaves the old file or the new
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -259,6 +261,55 @@ def folder_kind(path: Path) -> str | None:
         return None
 
 
+# What oneclass writes in each kind of folder (paths relative to it, fnmatch patterns;
+# ``oneclass tsne`` draws into a run folder by default). Anything else found in one was
+# put there by someone else, and --overwrite refuses to delete it.
+_OWN_FILES = {
+    "run": (MARKER, "recipe.yaml", "env.json", "data.json", "model.pt", "log.jsonl", "metrics.json",
+            "select.json", CHECKPOINT, "scores/*.csv", "maps/*.npy", "tsne-*.png"),
+    "store": (MARKER, "images.npy", "masks.npy", "index.csv", "meta.json"),
+    "maps": (MARKER, "scores.csv", "[0-9][0-9][0-9]-*.png"),
+}
+_OWN_FOLDERS = {"run": ("scores", "maps"), "store": (), "maps": ()}
+_TEMPORARY = ".*.tmp*"  # write_atomic's names, left by an interrupted write
+
+
+def foreign_entries(folder: Path, kind: str) -> list[str]:
+    """Paths under ``folder`` (relative, sorted) that oneclass does not write in a ``kind``
+    folder: a user's notes, images, links or folders put into a run folder."""
+    from fnmatch import fnmatchcase
+
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root).relative_to(folder)
+        for name in dirs:
+            entry = here / name
+            if (folder / entry).is_symlink() or entry.as_posix() not in _OWN_FOLDERS[kind]:
+                found.append(entry.as_posix() + "/")
+        dirs[:] = [d for d in dirs if (here / d).as_posix() + "/" not in found]
+        for name in files:
+            entry = (here / name).as_posix()
+            if not (fnmatchcase(name, _TEMPORARY) or
+                    any(fnmatchcase(entry, pattern) for pattern in _OWN_FILES[kind])):
+                found.append(entry)
+    return sorted(found)
+
+
+def refuse_foreign(path: Path, kind: str, then: str) -> None:
+    """One line naming what ``path`` holds that oneclass did not write there, if anything."""
+    foreign = foreign_entries(path, kind)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OneclassError(f"{path}: a oneclass {kind} folder holding what oneclass did not write "
+                            f"({shown}); replacing it would delete them: {then}")
+
+
+def named_folder(path: Path) -> Path:
+    """``path``, or where it ends without a name ("." or "runs/..") the absolute folder it
+    names (no symbolic link resolved): a folder is built beside it under its name."""
+    return Path(os.path.abspath(path)) if path.name in ("", "..") else path
+
+
 def check_destination(path: Path, kind: str, overwrite: bool, flag: str = "--out") -> None:
     """Refuse, before any work, a ``kind`` folder destination that cannot be written or
     must not be replaced: an existing file, an existing folder without ``--overwrite``,
@@ -273,6 +324,7 @@ def check_destination(path: Path, kind: str, overwrite: bool, flag: str = "--out
                                 f"folders: choose another {flag} or remove it yourself")
         if not overwrite:
             raise OneclassError(f"{path}: {kind} folder exists; pass --overwrite to replace it")
+        refuse_foreign(path, kind, f"move them out first, or choose another {flag}")
     check_writable(path.parent)
 
 
@@ -303,9 +355,15 @@ def replace_folder(built: Path, out: Path, kind: str) -> None:
     if out.is_symlink() or out.exists():
         if folder_kind(out) != kind:
             raise OneclassError(f"{out}: no longer a oneclass {kind} folder; the new one is kept at {built}")
+        refuse_foreign(out, kind, f"the new one is kept at {built}")
         trash = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(trash)
-    built.rename(out)
+    try:
+        built.rename(out)
+    except BaseException:
+        if trash is not None:
+            trash.rename(out)  # the old folder back where it was
+        raise
     if trash is not None:
         discard(trash)
 

@@ -341,11 +341,14 @@ class Trainer:
                 start, best = resume["epoch"], resume["best"]
                 optimizer.load_state_dict(resume["optimizer"])
                 scheduler.load_state_dict(resume["scheduler"])
-                scaler.load_state_dict(resume["scaler"])
+                if resume["scaler"]:  # empty where it was written without AMP (on a CPU)
+                    scaler.load_state_dict(resume["scaler"])
         if start == 0 and on_start is not None:
             on_start()
         patience = self.cfg.early_stopping
         track_best = bool(patience) or (spec.keep or self.cfg.keep) == "best"
+        if patience and best is not None and start - best["epoch"] >= patience:
+            start = epochs  # the interrupted run had stopped early at its checkpoint's epoch
         stage_index = len(self.stages_done)
         with _frozen([self.modules[k] for k in spec.frozen]):
             # wrapped after on_start, whose work (a centre, a codebook) the wrapper then
@@ -389,7 +392,7 @@ class Trainer:
                 stop = False
                 if scorer is not None and self.val is not None:
                     record["val_auroc"] = self.val_auroc(scorer)
-                    if track_best and (best is None or record["val_auroc"] > best["auroc"]):
+                    if track_best and (best is None or _better(record["val_auroc"], best["auroc"])):
                         best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
                     stop = bool(patience) and epoch + 1 - best["epoch"] >= patience
                 self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
@@ -431,6 +434,12 @@ class Trainer:
         if not np.isfinite(scores).all():
             return float("nan")
         return float(roc_auc_score(self.val.labels, scores))
+
+
+def _better(auroc: float, best: float) -> bool:
+    """A validation AUROC above the best so far; one that could not be computed (NaN: the
+    scores were not finite) is never better, and any number beats it."""
+    return not math.isnan(auroc) and (math.isnan(best) or auroc > best)
 
 
 def _batches_per_epoch(data: PatchData, spec: Stage, size: int, name: str) -> int:

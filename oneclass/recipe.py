@@ -101,7 +101,8 @@ class TrainSection:
     deterministic: bool = False  # torch.use_deterministic_algorithms
     early_stopping: int | None = None  # patience in epochs on validation AUROC
     # last: each stage ends with its last epoch; best: each stage scored on the validation
-    # set keeps its epoch of highest validation AUROC (recorded in metrics.json)
+    # set keeps its epoch of highest validation AUROC (recorded in metrics.json), as
+    # early_stopping does whatever keep says
     keep: Literal["last", "best"] = "last"
     # R > 1: one model of R members from seeds S..S+R-1 on the run's split, scored by the
     # mean of their scores standardised on the validation normals (oneclass.ensemble)

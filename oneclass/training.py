@@ -12,8 +12,9 @@ import numpy as np
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_destination, check_writable,
-                                discard, environment, folder_kind, mark, read_recipe_copy, replace_folder, save_torch,
-                                write_image_scores, write_json, write_scores, write_text)
+                                discard, environment, folder_kind, mark, named_folder, read_json,
+                                read_recipe_copy, refuse_foreign, replace_folder, save_torch, write_image_scores,
+                                write_json, write_scores, write_text)
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
 from oneclass.scoring import score_rows
@@ -80,6 +81,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     from oneclass.compiled import resolve as resolve_compile
     from oneclass.engine import Trainer, resolve_device
 
+    out = named_folder(out)
     writer = distributed.is_writer()  # under torchrun, rank 0 writes and the others train along
     report = report if report and writer else (lambda event: None)
     cls, params = method_class(config)
@@ -98,6 +100,8 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
         check_store_matches(store, config)
     if len(store) == 0:
         raise OneclassError(f"{store.path}: the patch store is empty")
+    if resume:
+        _check_same_store(partial, store)
     labels = store.labels.astype(np.int64)
     split = make_split(labels, [r["subclass"] for r in store.index], [r["source"] for r in store.index],
                        config.split, config.seed)
@@ -125,33 +129,55 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             _train_into(config, Path(scratch), store, split, labels, cls, params, in_shape, val, trainer,
                         method, resume)
         return out
-    try:  # from the folder's creation on, so a Ctrl-C right after mkdir leaves nothing either
+    ours, finished = resume, False  # ours: the partial folder is this job's to remove
+    try:
         if not resume:
-            _create_partial(partial, selection)
+            _create_partial(partial, selection, overwrite)
+            ours = True
         _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
+        finished = True
         replace_folder(partial, out, "run")
     except BaseException as exc:
-        kept = (partial / CHECKPOINT).is_file() or (partial / SELECT_FILE).is_file()
-        if not kept:
+        kept = finished or (partial / CHECKPOINT).is_file() or (partial / SELECT_FILE).is_file()
+        if ours and not kept:
             discard(partial)
         if isinstance(exc, OSError):
-            where = (f"; the unfinished run is kept in {partial}: free space, then resume it "
+            where = (f"; the finished run is kept in {partial}: move it to {out} yourself" if finished else
+                     f"; the unfinished run is kept in {partial}: free space, then resume it "
                      f"with --resume" if kept else "")
             raise OutputError(f"{exc.filename or partial}: cannot write: {exc.strerror or exc}{where}") from None
         raise
     return out
 
 
-def _create_partial(partial: Path, selection: dict | None) -> None:
+def _create_partial(partial: Path, selection: dict | None, overwrite: bool) -> None:
     try:
-        if partial.exists():
+        if overwrite and partial.exists():
             discard(partial)  # checked to be an unfinished oneclass run
-        partial.mkdir(parents=True)
+        partial.mkdir(parents=True)  # fails where another job made it since the check
+    except FileExistsError:
+        raise OneclassError(f"{partial}: another job started this run meanwhile; give each job its "
+                            f"own --out") from None
+    except OSError as exc:
+        raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
+    try:  # a Ctrl-C right after mkdir leaves nothing either
         mark(partial, "run")
         if selection is not None:
             write_json(partial / SELECT_FILE, selection)
-    except OSError as exc:
-        raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
+    except BaseException:  # write_json says a failed write in one line naming the file
+        discard(partial)
+        raise
+
+
+def _check_same_store(partial: Path, store: PatchStore) -> None:
+    """A resumed run must train on the store it started on: its split members (data.json)
+    are rows of that store."""
+    if not (partial / "data.json").is_file():
+        return  # interrupted before it was written: nothing trained on the store yet
+    started = read_json(partial / "data.json").get("store_hash")
+    if started is not None and started != store_hash(store):
+        raise OneclassError(f"{partial}: the patch store changed since this run started (its images "
+                            f"or extraction differ); start again with --overwrite")
 
 
 def _selection(config, partial: Path, resume: bool, store: PatchStore, split, val, in_shape,
@@ -233,6 +259,7 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         if folder_kind(partial) != "run":
             raise OneclassError(f"{partial}: not an unfinished oneclass run (no {MARKER} marker); "
                                 f"--overwrite only replaces runs: remove it yourself or choose another --out")
+        refuse_foreign(partial, "run", "move them out first, or choose another --out")
 
 
 def save_model(path: Path, name: str, params, in_shape, method) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from oneclass.errors import OneclassError
 from conftest import one_error_line, oneclass, sigint_as_at_a_terminal
 
 pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
@@ -142,6 +143,57 @@ def test_train_overwrite_replaces_its_own_run(tiny, tmp_path):
         assert done.returncode == 0, done.stderr
     assert "seed: 1" in (out / "recipe.yaml").read_text() and (out / ".oneclass").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
+
+
+def test_overwrite_refuses_a_run_folder_holding_the_users_files(tiny, run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    (out / "tsne-val.png").write_bytes(b"drawn by oneclass tsne: ours")
+    (out / "my_notes.txt").write_text("irreplaceable")
+    (out / "raw").mkdir()
+    (out / "raw" / "a.png").write_bytes(b"x")
+    (out / "scores" / "by_hand.xlsx").write_bytes(b"x")
+    result = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", out, "--overwrite")
+    _one_line(result, 2, f"{out}: a oneclass run folder holding what oneclass did not write "
+                         "(my_notes.txt, raw/, scores/by_hand.xlsx)", "move them out first")
+    assert (out / "my_notes.txt").read_text() == "irreplaceable" and (out / "raw" / "a.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_what_counts_as_oneclass_files_in_each_kind_of_folder(tmp_path):
+    from oneclass.artifacts import check_destination, foreign_entries, mark
+
+    def folder(name, kind, *files):
+        path = tmp_path / name
+        path.mkdir()
+        mark(path, kind)
+        for file in files:
+            (path / file).parent.mkdir(parents=True, exist_ok=True)
+            (path / file).write_bytes(b"")
+        return path
+
+    run = folder("run", "run", "model.pt", "scores/test_images.csv", "maps/test.npy", "checkpoint.pt",
+                 ".metrics.tmp.json", "tsne-val.png")
+    assert foreign_entries(run, "run") == []
+    (run / "maps" / "mine.png").write_bytes(b"")
+    (run / "data").symlink_to(tmp_path)  # a link: never followed, never ours
+    assert foreign_entries(run, "run") == ["data/", "maps/mine.png"]
+    store = folder("store", "store", "images.npy", "masks.npy", "index.csv", "meta.json", "README")
+    assert foreign_entries(store, "store") == ["README"]
+    maps = folder("maps", "maps", "scores.csv", "001-img-x0-y0.png", "overview.png")
+    assert foreign_entries(maps, "maps") == ["overview.png"]
+    with pytest.raises(OneclassError, match=r"maps: a oneclass maps folder holding what oneclass did not "
+                                            r"write \(overview.png\); replacing it would delete them"):
+        check_destination(maps, "maps", overwrite=True)
+
+
+def test_out_dot_names_the_current_folder(tiny, tmp_path):
+    folder = _unrelated(tmp_path / "work")
+    result = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", ".", "--overwrite", cwd=folder)
+    _one_line(result, 2, f"{folder}: exists and is a folder oneclass did not write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
 # -- --store must match the recipe ---------------------------------------------------

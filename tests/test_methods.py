@@ -178,6 +178,57 @@ def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, s
     assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back
 
 
+def _scripted_stage(tmp_path, aurocs, epochs, resume=False, stop_at=None, **settings):
+    """A stage whose validation AUROC per epoch is ``aurocs``; ``stop_at``: a Ctrl-C when
+    the log line holding that key is written. Returns the trainer, the log and the
+    number of loss calls."""
+    val = PatchData(np.r_[np.full((4, 1, 4, 4), 10, np.uint8), np.full((4, 1, 4, 4), 200, np.uint8)], np.arange(8),
+                    labels=np.r_[np.zeros(4, int), np.ones(4, int)])
+    eng = Trainer(TrainSection(epochs=epochs, batch_size=4, lr=0.1, device="cpu", **settings), seed=0,
+                  run_dir=tmp_path, val=val, resume=resume)
+    net = holding(torch.nn.Linear(1, 1), eng)
+    log, calls = [], []
+    scripted = iter(aurocs)
+    eng.val_auroc = lambda scorer: next(scripted)
+    written = eng.log
+
+    def log_line(record):
+        if stop_at in record:
+            raise KeyboardInterrupt
+        log.append(record)
+        written(record)
+
+    def loss(batch):
+        calls.append(1)
+        return net(batch["x"].mean((1, 2, 3))[:, None]).mean()
+
+    eng.log = log_line
+    eng.stage(Stage("fit", list(net.parameters()), 0.1, epochs), val, loss,
+              scorer=lambda x: net(x.mean((1, 2, 3))[:, None]).squeeze(1))
+    return eng, log, len(calls)
+
+
+@pytest.mark.parametrize("settings, aurocs, kept, trained", [
+    ({"keep": "best"}, [float("nan"), 0.6, 0.8, 0.7], 3, 4),
+    ({"early_stopping": 1}, [float("nan"), 0.6, 0.5, 0.9], 2, 3),
+    ({"keep": "best"}, [float("nan")] * 3, 1, 3),  # nothing better: the first epoch stays
+])
+def test_an_epoch_without_a_validation_auroc_is_never_the_best(tmp_path, settings, aurocs, kept, trained):
+    eng, log, _ = _scripted_stage(tmp_path, aurocs, len(aurocs), **settings)
+    assert eng.selected["fit"]["epoch"] == kept
+    assert sum("loss" in r for r in log) == trained
+
+
+def test_a_run_stopped_early_resumes_stopped(tmp_path):
+    """Ctrl-C after the stopping epoch's checkpoint, before the stop is logged: resuming
+    trains no further epoch and keeps the same best epoch."""
+    with pytest.raises(KeyboardInterrupt):
+        _scripted_stage(tmp_path, [0.9, 0.5, 0.95, 0.96], 4, stop_at="early_stop", early_stopping=1)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    eng, log, calls = _scripted_stage(tmp_path, [], 4, resume=True, early_stopping=1)
+    assert calls == 0 and eng.selected["fit"]["epoch"] == 1
+
+
 def test_a_method_keeping_its_last_epoch_overrides_train_keep_best(tmp_path):
     val = PatchData(np.r_[np.full((4, 1, 4, 4), 10, np.uint8), np.full((4, 1, 4, 4), 200, np.uint8)], np.arange(8),
                     labels=np.r_[np.zeros(4, int), np.ones(4, int)])

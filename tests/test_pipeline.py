@@ -14,6 +14,7 @@ from conftest import one_error_line, oneclass
 from oneclass import recipe as recipes
 from oneclass.artifacts import RUN_FILES, open_run
 from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError
 from oneclass.training import train_run
 
 pytestmark = pytest.mark.slow  # trains or runs the CLI end to end
@@ -77,6 +78,64 @@ def test_resume_after_an_interrupted_epoch_gives_the_same_scores(tiny, tmp_path)
     assert (tmp_path / "cut/scores/test.csv").read_text() == (tmp_path / "whole/scores/test.csv").read_text()
     epochs = [json.loads(line)["epoch"] for line in (tmp_path / "cut/log.jsonl").read_text().splitlines()]
     assert epochs == [1, 1, 2, 3]  # pretrain 1, then train 1-2 before the cut and 3 after
+
+
+def test_resuming_on_a_changed_store_is_refused(tiny, tmp_path):
+    """data.json's split members are rows of the store the run started on."""
+    config = recipes.load(tiny["recipe"], ["train.epochs=2"])
+
+    def interrupt(event):
+        if event.get("event") == "batch" and event["stage"] == "train" and event["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=PatchStore.open(tiny["store"]), report=interrupt)
+    data = tmp_path / "cut.partial/data.json"
+    data.write_text(data.read_text().replace('"store_hash": "', '"store_hash": "0'))
+    with pytest.raises(OneclassError, match=r"cut.partial: the patch store changed since this run started"):
+        train_run(config, tmp_path / "cut", store=PatchStore.open(tiny["store"]), resume=True)
+    assert (tmp_path / "cut.partial/checkpoint.pt").is_file()
+
+
+def test_a_finished_run_is_kept_where_its_destination_became_someone_elses(tiny, tmp_path, monkeypatch):
+    """Something not oneclass's appears at --out while the run trains: the finished run
+    stays at OUT.partial, as the error says, and the other folder is untouched."""
+    from oneclass import training
+
+    out = tmp_path / "run"
+    real = training._train_into
+
+    def meanwhile(*args, **kwargs):
+        real(*args, **kwargs)
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+
+    monkeypatch.setattr(training, "_train_into", meanwhile)
+    with pytest.raises(OneclassError, match=r"no longer a oneclass run folder; the new one is kept at .*run.partial"):
+        train_run(recipes.load(tiny["recipe"], ["train.epochs=1"]), out, store=PatchStore.open(tiny["store"]))
+    assert all((tmp_path / "run.partial" / name).is_file() for name in RUN_FILES)  # complete
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+def test_a_second_job_on_the_same_out_leaves_the_first_ones_run_alone(tiny, tmp_path, monkeypatch):
+    """Two jobs started together both find OUT free; the second to create OUT.partial
+    stops instead of deleting the first one's."""
+    from oneclass import training
+    from oneclass.artifacts import mark
+
+    partial = tmp_path / "run.partial"
+    checked = training._check_folder
+
+    def first_job_starts_meanwhile(*args):
+        checked(*args)
+        partial.mkdir()
+        mark(partial, "run")
+        (partial / "checkpoint.pt").write_bytes(b"the first job's epoch 37")
+
+    monkeypatch.setattr(training, "_check_folder", first_job_starts_meanwhile)
+    with pytest.raises(OneclassError, match=r"run.partial: another job started this run meanwhile"):
+        train_run(recipes.load(tiny["recipe"]), tmp_path / "run", store=PatchStore.open(tiny["store"]))
+    assert (partial / "checkpoint.pt").read_bytes() == b"the first job's epoch 37"
 
 
 def test_resume_at_the_start_of_a_stage_keeps_the_work_done_between_stages(tiny, tmp_path):

@@ -31,17 +31,20 @@ def explain(
     """
     import csv
 
-    from oneclass.artifacts import (MARKER, PARTIAL, check_destination, discard, folder_kind, mark, open_run,
-                                    replace_folder)
+    from oneclass.artifacts import (MARKER, PARTIAL, check_destination, discard, folder_kind, mark, named_folder,
+                                    open_run, refuse_foreign, replace_folder)
     from oneclass.data.items import PatchData
     from oneclass.plots import map_overlay
     from oneclass.scoring import load_method, scoring_input
 
+    out = named_folder(out)
     check_destination(out, "maps", overwrite)
     built = out.with_name(out.name + PARTIAL)
     if (built.is_symlink() or built.exists()) and folder_kind(built) != "maps":  # only ever delete our own
         raise OneclassError(f"{built}: exists and is not an unfinished oneclass maps folder (no {MARKER} "
                             f"marker); remove it yourself or choose another --out")
+    if built.is_dir() and not built.is_symlink():
+        refuse_foreign(built, "maps", "move them out first, or choose another --out")
     folder = open_run(run)
     lines = sys.stdin.read().splitlines() if input == "-" else None
     images, index, _ = scoring_input(folder, input, lines)

@@ -129,6 +129,8 @@ def _interrupted(target: Path, args: list[str]) -> None:
 
 
 def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
+    from oneclass.artifacts import named_folder
+
     if out is None:
         shots = config.split.labeled_anomalies
         labels = f"shots{shots}" if shots is not None else f"gamma{config.split.gamma:g}"
@@ -137,7 +139,7 @@ def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
             members = f"-ensemble{config.train.ensemble}" if config.train.ensemble > 1 else ""
             return out.with_name(f"{out.name}-seed{config.seed}{members}")
     if repeats == 1:
-        return out
+        return named_folder(out)
     if out.exists() and not out.is_dir():
         raise OneclassError(f"{out}: not a folder (with --repeats, --out holds one run per seed)")
     return out / f"seed-{config.seed}"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from oneclass.data.patches import PatchChunk
-from oneclass.artifacts import check_destination, mark, replace_folder
+from oneclass.artifacts import check_destination, mark, named_folder, replace_folder
 from oneclass.errors import OneclassError, OutputError
 
 INDEX_COLUMNS = ["id", "source", "x", "y", "label", "anomaly_frac", "subclass"]
@@ -114,6 +114,7 @@ class StoreWriter:
     """Builds a patch store in ``<out>.tmp-<pid>`` and renames it to ``out`` on commit."""
 
     def __init__(self, out: Path, overwrite: bool = False):
+        out = named_folder(out)
         check_destination(out, "store", overwrite)
         self.out = out
         self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
