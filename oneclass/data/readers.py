@@ -134,8 +134,8 @@ def _decode(path: Path, mask: bool) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             try:  # Pillow decodes the common 8-bit TIFFs in C (tifffile's PackBits is Python)
                 with Image.open(path) as im:
-                    if im.mode in ("L", "RGB", "1", "RGBA", "LA"):
-                        return np.asarray(im)
+                    if im.mode in ("L", "RGB", "1", "RGBA", "LA", "P", *_TO_RGB):
+                        return _pillow_pixels(im, mask)
             except Exception:  # noqa: BLE001 - let tifffile try, and report its reason
                 pass
             import tifffile
@@ -143,17 +143,29 @@ def _decode(path: Path, mask: bool) -> np.ndarray:
             return tifffile.imread(path, key=0)
 
         with Image.open(path) as im:
-            if im.mode == "P":
-                im = im.convert("L" if mask else "RGB")
-            elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(im)
-            elif im.mode == "CMYK" or im.mode == "YCbCr" or im.mode == "LAB" or im.mode == "HSV":
-                im = im.convert("RGB")
-            return np.asarray(im)
+            return _pillow_pixels(im, mask)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         raise ImageReadError(f"{path}: cannot read image: {_reason(exc)}") from None
+
+
+_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")  # colour models whose raw samples are not RGB
+
+
+def _pillow_pixels(im, mask: bool) -> np.ndarray:
+    if im.mode in _TO_RGB:
+        return np.asarray(im.convert("RGB"))
+    if im.mode != "P":
+        return np.asarray(im)
+    if not mask:
+        return np.asarray(im.convert("RGB"))
+    grey = np.asarray(im.convert("L"))
+    if set(np.unique(grey).tolist()) <= {0, 255}:
+        return grey  # a black-and-white palette: white is anomalous, whatever the index order
+    # a colour palette (Pascal VOC's): the index is the class, 0 the background; its
+    # colours' grey levels are not classes (VOC's dark red (128, 0, 0) is grey 38)
+    return np.asarray(im)
 
 
 def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
@@ -162,6 +174,14 @@ def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint16:
+        # a 16-bit pixel keeps its top 8 bits; data of fewer significant bits (a 12-bit
+        # camera's) would come out with at most 16 grey levels, or black: refused, not guessed
+        # per image (two images of one data set must map their values alike)
+        top = int(array.max(initial=0))
+        if top < 4096:
+            raise ImageReadError(f"{path}: 16-bit pixels that reach only {top} (data of 12 bits or fewer?): "
+                                 f"keeping a 16-bit pixel's top 8 bits would leave {(top >> 8) + 1} grey "
+                                 f"level(s); convert the images to 8 bits first, scaled to their data's range")
         return (array >> 8).astype(np.uint8)
     if array.dtype.kind in "iu" and array.max(initial=0) <= 255 and array.min(initial=0) >= 0:
         return array.astype(np.uint8)

@@ -146,7 +146,7 @@ def fill_polygon(vertices: np.ndarray, width: int, height: int) -> np.ndarray:
     start, end = vertices, np.roll(vertices, -1, axis=0)
     centres = np.arange(height) + 0.5
     lo, hi = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
-    edges = (hi > 0.5) & (lo < height - 0.5) & (start[:, 1] != end[:, 1])
+    edges = (hi > 0.5) & (lo <= height - 0.5) & (start[:, 1] != end[:, 1])  # crossing a row's centre
     if not edges.any():
         return mask
     (x1, y1), (x2, y2) = start[edges].T, end[edges].T

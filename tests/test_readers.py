@@ -1,0 +1,65 @@
+"""Image and mask readers: pixel types and colour models converted as a user's files
+need, against hand-made files; and the polygon rasteriser's rows at a region's edge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from oneclass.data.readers import ImageReadError, read_image, read_mask
+from oneclass.data.slides import fill_polygon
+
+
+def test_a_16_bit_tiff_keeps_its_top_8_bits(tmp_path):
+    values = np.array([[0, 255, 256, 4096], [32768, 65280, 65535, 1000]], np.uint16)
+    tifffile.imwrite(tmp_path / "full.tif", values)
+    assert read_image(tmp_path / "full.tif")[..., 0].tolist() == [[0, 0, 1, 16], [128, 255, 255, 3]]
+
+
+@pytest.mark.parametrize("top, levels", [(4000, 16), (255, 1)])
+def test_16_bit_data_of_few_significant_bits_is_refused_not_blackened(tmp_path, top, levels):
+    tifffile.imwrite(tmp_path / "dim.tif", np.linspace(0, top, 64).astype(np.uint16).reshape(8, 8))
+    with pytest.raises(ImageReadError, match=rf"dim.tif: 16-bit pixels that reach only {top} .*would leave "
+                                             rf"{levels} grey level\(s\); convert the images to 8 bits"):
+        read_image(tmp_path / "dim.tif")
+
+
+def test_palette_and_cmyk_tiffs_come_back_as_their_colours(tmp_path):
+    palette = Image.new("P", (4, 2))
+    palette.putpalette([0, 0, 0, 200, 10, 20] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    palette.save(tmp_path / "palette.tif")
+    image = read_image(tmp_path / "palette.tif")
+    assert image.shape == (2, 4, 3) and image[0, 1].tolist() == [200, 10, 20] and image[0, 0].tolist() == [0, 0, 0]
+    Image.new("CMYK", (3, 3), (0, 0, 0, 0)).save(tmp_path / "white.tif")  # no ink: white
+    assert (read_image(tmp_path / "white.tif") == 255).all()
+
+
+def test_a_colour_palette_mask_reads_its_indices(tmp_path):
+    mask = Image.new("P", (4, 4))
+    mask.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)  # Pascal VOC: index 1 dark red, grey 38
+    mask.putpixel((2, 1), 1)
+    mask.save(tmp_path / "voc.png")
+    got = read_mask(tmp_path / "voc.png")
+    assert got.sum() == 1 and got[1, 2]
+
+
+def test_a_black_and_white_palette_mask_counts_white_whatever_the_index_order(tmp_path):
+    mask = Image.new("P", (4, 4))
+    mask.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # index 0 white, 1 black
+    for x in range(4):
+        for y in range(4):
+            mask.putpixel((x, y), 1)
+    mask.putpixel((3, 2), 0)
+    mask.save(tmp_path / "bw.png")
+    got = read_mask(tmp_path / "bw.png")
+    assert got.sum() == 1 and got[2, 3]
+
+
+def test_a_region_ending_on_an_edges_endpoint_fills_its_last_row_as_a_taller_one_does():
+    # an edge from (10, 7.5) starts exactly on the centre of row 7, the last of an 8-row region
+    vertices = np.array([[0, 0], [10, 7.5], [10, 20], [0, 20]], float)
+    assert np.array_equal(fill_polygon(vertices, 16, 8), fill_polygon(vertices, 16, 12)[:8])
+    assert fill_polygon(vertices, 16, 8)[7].tolist() == [True] * 10 + [False] * 6
