@@ -266,9 +266,9 @@ def folder_kind(path: Path) -> str | None:
 # put there by someone else, and --overwrite refuses to delete it.
 _OWN_FILES = {
     "run": (MARKER, "recipe.yaml", "env.json", "data.json", "model.pt", "log.jsonl", "metrics.json",
-            "select.json", CHECKPOINT, "scores/*.csv", "maps/*.npy", "tsne-*.png"),
+            "select.json", CHECKPOINT, "scores/*.csv", "maps/*.npy", "tsne-*.png", "tsne-*.json"),
     "store": (MARKER, "images.npy", "masks.npy", "index.csv", "meta.json"),
-    "maps": (MARKER, "scores.csv", "[0-9][0-9][0-9]-*.png"),
+    "maps": (MARKER, "scores.csv", "[0-9][0-9][0-9]*-*.png"),  # RANK-SOURCE-xX-yY.png, rank 001 on
 }
 _OWN_FOLDERS = {"run": ("scores", "maps"), "store": (), "maps": ()}
 _TEMPORARY = ".*.tmp*"  # write_atomic's names, left by an interrupted write

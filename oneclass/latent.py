@@ -42,6 +42,7 @@ def latent_map(folder: RunFolder, split: str, perplexity: float, seed: int, max_
     from oneclass.data.items import PatchData
     from oneclass.metrics import equal_error_threshold, silhouette
     from oneclass.scoring import load_method
+    from oneclass.stores import store_hash
 
     method = load_method(folder, device)
     if method.embed is None:
@@ -50,6 +51,9 @@ def latent_map(folder: RunFolder, split: str, perplexity: float, seed: int, max_
     if not store_path.is_dir():
         raise OneclassError(f"{store_path}: the run's patch store is gone (data.json); retrain or re-extract it")
     store = PatchStore.open(store_path)
+    if folder.data.get("store_hash") not in (None, store_hash(store)):
+        raise OneclassError(f"{store_path}: the patch store changed since the run was trained (extracted "
+                            f"again?); its split rows (data.json) no longer name the same patches: retrain the run")
     rows = np.asarray(folder.data["members"][split])
     total = len(rows)
     scores = folder.scores(split).scores  # in the order of rows

@@ -33,14 +33,16 @@ class Result:
     metrics: dict
     dataset: str = ""
     method: str = ""
-    gamma: float | None = None
+    gamma: float | None = None  # None: a score table, or a few-shot run (shots)
     seed: int | None = None
     selection: dict | None = None  # a run's select.json (oneclass.select)
+    shots: int | None = None  # a few-shot run's labelled anomalies (split.labeled_anomalies)
 
     def flat(self) -> dict:
         m = self.metrics
         row = {"input": self.name, "dataset": self.dataset, "method": self.method,
-               "gamma": self.gamma, "seed": self.seed, "n": m["n"], "anomalous": m["anomalous"],
+               "gamma": self.gamma, "labeled_anomalies": self.shots, "seed": self.seed, "n": m["n"],
+               "anomalous": m["anomalous"],
                "auroc": m["auroc"], "auprc": m["auprc"], "pixel_auroc": m.get("pixel_auroc"),
                "pixel_auroc_per_item": m.get("pixel_auroc_per_item")}
         image = m.get("image") or {}
@@ -60,10 +62,12 @@ class Group:
     dataset: str
     method: str
     gamma: float | None
+    shots: int | None = None
     results: list[Result] = field(default_factory=list)
 
     def summary(self) -> dict:
-        out = {"dataset": self.dataset, "method": self.method, "gamma": self.gamma, "n": len(self.results)}
+        out = {"dataset": self.dataset, "method": self.method, "gamma": self.gamma,
+               "labeled_anomalies": self.shots, "n": len(self.results)}
         for key in ("auroc", "auprc", "pixel_auroc", "pixel_auroc_per_item", "image_auroc", "image_auprc"):
             values = [v for v in (_metric(r.metrics, key) for r in self.results) if v is not None]
             out[f"{key}_mean"] = float(np.mean(values)) if values else None
@@ -83,9 +87,13 @@ def _metric(metrics: dict, key: str):
 
 
 def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result]:
-    results = []
+    results, seen = [], set()
     for item in inputs:
         path = Path(item)
+        if item != "-" and path.exists():
+            if path.resolve() in seen:
+                continue  # the same run or table named twice ("run", "./run/") counts once
+            seen.add(path.resolve())
         if item == "-":
             results.append(_from_table(parse_scores(stdin_text or "", "-")))
         elif path.is_dir():
@@ -122,9 +130,11 @@ def _from_run(path: Path) -> Result:
     metrics["image"] = _run_images(run, test)
     split = run.recipe.get("split") or {}
     selection = read_record(path / SELECT_FILE) if (path / SELECT_FILE).is_file() else None
+    shots = split.get("labeled_anomalies")  # then split.gamma is 0 and says nothing
     return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),
                   method=(run.recipe.get("method") or {}).get("name", ""),
-                  gamma=split.get("gamma"), seed=run.recipe.get("seed"), selection=selection)
+                  gamma=split.get("gamma") if shots is None else None, seed=run.recipe.get("seed"),
+                  selection=selection, shots=shots)
 
 
 def _table_images(table: ScoreTable) -> dict | None:
@@ -167,19 +177,20 @@ def _run_images(run, test: ScoreTable) -> dict | None:
 def group(results: list[Result]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for r in results:
-        key = (r.dataset, r.method, r.gamma)
+        key = (r.dataset, r.method, r.gamma, r.shots)
         groups.setdefault(key, Group(*key)).results.append(r)
-    return sorted(groups.values(), key=lambda g: (g.dataset, g.method, -1 if g.gamma is None else g.gamma))
+    return sorted(groups.values(), key=lambda g: (g.dataset, g.method, -1 if g.gamma is None else g.gamma,
+                                                  -1 if g.shots is None else g.shots))
 
 
 def compare_methods(results: list[Result]) -> list[dict]:
     """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, pairing
-    runs with the same dataset, gamma and seed."""
+    runs with the same dataset, gamma (or labelled anomalies) and seed."""
     by_method: dict[str, dict[tuple, float]] = {}
     for r in results:
         if r.seed is None:
             continue  # a bare score table has nothing to pair on
-        by_method.setdefault(r.method, {})[(r.dataset, r.gamma, r.seed)] = r.metrics["auroc"]
+        by_method.setdefault(r.method, {})[(r.dataset, r.gamma, r.shots, r.seed)] = r.metrics["auroc"]
     out = []
     for a, b in itertools.combinations(sorted(by_method), 2):
         keys = sorted(set(by_method[a]) & set(by_method[b]), key=str)

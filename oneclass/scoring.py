@@ -50,6 +50,10 @@ def load_method(run: RunFolder, device: str = "auto"):
                      channels_last=config.train.channels_last)
 
 
+# extraction parameters that decide what a patch's pixels show (not which patches are cut)
+_PIXEL_KEYS = ("whole_image", "size", "resize", "level", "channels")
+
+
 def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = None):
     """(images, index, known_labels) for INPUT: a patch store, an image file or folder
     (cut with the run's extraction parameters), or '-' with image paths in ``stdin_lines``."""
@@ -57,6 +61,13 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
     path = Path(source)
     if source != "-" and (path / "meta.json").is_file():
         store = PatchStore.open(path)
+        made = {"whole_image": False, **(store.meta.get("params") or {})}
+        trained = {"whole_image": False, **(run.data.get("extraction") or {})}
+        differ = [f"patches.{k} (run {trained[k]!r}, store {made.get(k)!r})" for k in _PIXEL_KEYS
+                  if k in trained and made.get(k) != trained[k]]
+        if differ:
+            raise OneclassError(f"{path}: the patches were not cut as the run's were: {'; '.join(differ)}; "
+                                f"extract them as the run did (see its recipe.yaml)")
         got = tuple(store.meta.get("image_shape") or store.images.shape[1:])
         if got != shape:
             raise OneclassError(f"{path}: patches are {_shape(got)} but the run was trained on "

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import yaml
 
 from oneclass import recipe as recipes
-from oneclass.artifacts import CHECKPOINT, PARTIAL, folder_kind, write_text
+from oneclass.artifacts import CHECKPOINT, PARTIAL, RUN_FORMAT, folder_kind, write_text
 from oneclass.errors import OneclassError
 
 SWEEP_FILE = "sweep.json"
@@ -75,6 +75,9 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         values = _split_values(raw)
         if not values or any(not v.strip() for v in values):
             raise OneclassError(f"--grid {item!r}: an empty value (expected section.key=value1,value2,...)")
+        twice = sorted({v.strip() for v in values if [w.strip() for w in values].count(v.strip()) > 1})
+        if twice:
+            raise OneclassError(f"--grid {key}: {', '.join(twice)} given twice (one run folder per value)")
         grid[key] = values
     return grid
 
@@ -163,14 +166,22 @@ def write_record(out: Path, recipe: Path, digest: str, grid: dict[str, list[str]
 
 
 def is_complete(run: Run) -> bool:
-    return (run.folder / "metrics.json").is_file() and folder_kind(run.folder) == "run"
+    """A finished run of this oneclass's format (an older one is trained again, as
+    evaluate would refuse it)."""
+    if not (run.folder / "metrics.json").is_file() or folder_kind(run.folder) != "run":
+        return False
+    try:
+        return json.loads((run.folder / "env.json").read_text()).get("run_format") == RUN_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def train_one(recipe: str, sets: list[str], point: dict[str, str], seed: int, folder: str, threads: int) -> str:
-    """One run, in the job's process: resumed where a checkpoint is, else from the start
+    """One run, in the job's process: resumed where a checkpoint or a finished selection is, else from the start
     (replacing an unfinished run of ours)."""
     import torch
 
+    from oneclass.select import SELECT_FILE
     from oneclass.training import train_run
 
     if threads:
@@ -178,7 +189,10 @@ def train_one(recipe: str, sets: list[str], point: dict[str, str], seed: int, fo
     config = point_config(Path(recipe), sets, point, seed)
     target = Path(folder)
     partial = target.with_name(target.name + PARTIAL)
-    resume = (partial / CHECKPOINT).is_file()
+    # what --resume takes: a checkpoint, or a finished hyperparameter selection (select.json
+    # and the recipe it chose), which restarting would throw away
+    resume = (partial / CHECKPOINT).is_file() or ((partial / SELECT_FILE).is_file() and
+                                                  (partial / "recipe.yaml").is_file())
     return str(train_run(config, target, resume=resume, overwrite=not resume))
 
 

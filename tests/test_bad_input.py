@@ -856,5 +856,6 @@ def test_evaluate_plot_needs_run_folders_and_a_png(run, tmp_path):
     one_error_line(oneclass("evaluate", run, "-q", "--plot", pdf), 2, f"--plot: {pdf}: expected a .png file name")
     # without -q too: refused before any table is printed
     one_error_line(oneclass("evaluate", run / "scores" / "test.csv", "--plot", tmp_path / "auc.png"), 2,
-             "--plot: AUROC against gamma needs run folders (score files carry no gamma)")
+             "--plot: AUROC against gamma needs run folders of a split.gamma (score files and few-shot runs "
+             "carry none)")
     assert list(tmp_path.iterdir()) == []

@@ -216,6 +216,40 @@ def test_score_images_and_stdin_paths(run, tiny, tmp_path):
     assert sources == [str(image)] * 6 + [str(tmp_path / "sub/other.png")]
 
 
+def test_evaluate_counts_a_run_named_twice_once_and_keeps_few_shot_runs_apart(run, tmp_path):
+    import shutil
+
+    shots = tmp_path / "shots"
+    shutil.copytree(run, shots)
+    recipe = (shots / "recipe.yaml").read_text()
+    recipe = recipe.replace("  gamma: 0.2\n", "  gamma: 0.0\n").replace("labeled_anomalies: null", "labeled_anomalies: 5")
+    (shots / "recipe.yaml").write_text(recipe)
+    done = oneclass("evaluate", run, f"{run}/", shots, "--format", "json", "-q")
+    assert done.returncode == 0, done.stderr
+    groups = json.loads(done.stdout)["groups"]
+    assert [(g["gamma"], g["labeled_anomalies"], g["n"]) for g in groups] == [(None, 5, 1), (0.2, None, 1)]
+
+
+def test_score_refuses_a_store_cut_otherwise_than_the_run(run, tmp_path):
+    """64 px patches resized to 32 have the run's 32 x 32 shape but not its scale."""
+    store = tmp_path / "s64"
+    done = oneclass("extract-patches", "--out", store, "--size", "64", "--resize", "32", "-q")
+    assert done.returncode == 0, done.stderr
+    one_error_line(oneclass("score", run, store), 2, f"{store}: the patches were not cut as the run's were: "
+                   "patches.size (run 32, store 64); patches.resize (run None, store 32)")
+
+
+def test_tsne_refuses_a_store_extracted_again_since_training(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = json.loads((copy / "data.json").read_text())
+    (copy / "data.json").write_text(json.dumps({**data, "store_hash": "0" * 64}))
+    one_error_line(oneclass("tsne", copy, "--out", tmp_path / "t.png"), 2,
+                   "the patch store changed since the run was trained")
+
+
 def test_tsne_writes_figure_and_silhouette(run, tmp_path):
     done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5")
     assert done.returncode == 0, done.stderr

@@ -59,6 +59,19 @@ def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(tiny, tmp_path)
     assert f"(log {out / 'train.device=cuda' / 'seed-0.log'}" in lines[1]
 
 
+def test_a_run_of_an_older_format_is_not_complete(tiny, tmp_path):
+    from oneclass.sweep import Run, is_complete
+
+    folder = tmp_path / "base" / "seed-0"
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", folder, "-q", "--set", "train.epochs=1")
+    assert done.returncode == 0, done.stderr
+    run = Run({}, 0, folder)
+    assert is_complete(run)
+    env = json.loads((folder / "env.json").read_text())
+    (folder / "env.json").write_text(json.dumps({**env, "run_format": 0}))
+    assert not is_complete(run)  # trained again, not skipped into an evaluate that refuses it
+
+
 @pytest.mark.parametrize("args, expect", [
     (["--grid", "split.gama=0,0.2"], "--grid split.gama='0': split.gama: unknown key (did you mean 'split.gamma'?)"),
     (["--grid", "split.gamma=0,,0.2"], "--grid 'split.gamma=0,,0.2': an empty value"),
@@ -67,6 +80,7 @@ def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(tiny, tmp_path)
     (["--grid", "split.gamma=0.9,0.1"], "--grid split.gamma='0.9': split.gamma: must be in [0, 0.5], got 0.9"),
     (["--grid", "seed=0,1"], "--grid seed: seeds are --seed (the first) and --repeats (how many)"),
     (["--grid", "split.gamma=0", "--grid", "split.gamma=0.1"], "--grid split.gamma: given twice"),
+    (["--grid", "split.gamma=0.1,0.2, 0.1"], "--grid split.gamma: 0.1 given twice (one run folder per value)"),
     (["--executor", "pbs"], "--executor: expected local or slurm, got 'pbs'"),
     (["--slurm", "partitoin=gpu"], "--slurm partitoin: unknown; expected one of: partition, time"),
     (["--slurm", "partition"], "--slurm 'partition': expected key=value"),

@@ -30,7 +30,8 @@ def evaluate(
     Thresholds: where sensitivity = specificity on the scores themselves, and (for runs)
     the one maximising sensitivity + specificity on the run's validation scores, each
     with confusion counts (anomalous = positive) and accuracy. Runs are grouped by
-    dataset, method and gamma (mean +- sample std over repeats), and methods are compared
+    dataset, method and gamma (few-shot runs by their labelled anomalies; a run named
+    twice counts once), with mean +- sample std over repeats, and methods are compared
     by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed.
 
     Image level: for patch runs, image AUROC and AUPRC from scores/test_images.csv (each
@@ -50,7 +51,8 @@ def evaluate(
     results = load_inputs(inputs, stdin)
     groups = [g.summary() for g in group(results)]
     if plot is not None and not any(g["gamma"] is not None for g in groups):  # refused before any output
-        raise OneclassError("--plot: AUROC against gamma needs run folders (score files carry no gamma)")
+        raise OneclassError("--plot: AUROC against gamma needs run folders of a split.gamma (score files "
+                            "and few-shot runs carry none)")
     tests = compare_methods(results)
     if not quiet:
         print_tables(results, groups, tests)
@@ -93,7 +95,9 @@ def print_tables(results, groups, tests) -> None:
         table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
     for g in groups:
         acc = g["val_threshold_accuracy_mean"]
-        table.add_row(g["dataset"], g["method"], "" if g["gamma"] is None else f"{g['gamma']:g}",
+        labels = (f"{g['labeled_anomalies']} shots" if g["labeled_anomalies"] is not None else
+                  "" if g["gamma"] is None else f"{g['gamma']:g}")
+        table.add_row(g["dataset"], g["method"], labels,
                       str(g["n"]), _pm(g, "auroc"), _pm(g, "auprc"),
                       "" if acc is None else f"{acc:.3f}", _pm(g, "pixel_auroc"), _pm(g, "pixel_auroc_per_item"),
                       *((_pm(g, "image_auroc"), _pm(g, "image_auprc")) if images else ()))

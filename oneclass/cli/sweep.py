@@ -57,6 +57,9 @@ def sweep(
         from oneclass.cli.evaluate import print_tables
 
         results = load_inputs([str(f) for f in folders])
+        for r in results:  # a row per grid point (OUT/POINT/seed-S), not one over all of them
+            if Path(r.name).parent.name != "base":
+                r.method = f"{r.method} [{Path(r.name).parent.name}]"
         print_tables(results, [g.summary() for g in group(results)], compare_methods(results))
     for folder in folders:
         print(folder, flush=True)
