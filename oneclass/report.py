@@ -37,6 +37,7 @@ class Result:
     seed: int | None = None
     selection: dict | None = None  # a run's select.json (oneclass.select)
     shots: int | None = None  # a few-shot run's labelled anomalies (split.labeled_anomalies)
+    root: str | None = None  # a run's dataset.root: runs of one plugin on other data differ
 
     def flat(self) -> dict:
         m = self.metrics
@@ -106,7 +107,23 @@ def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result
             results.append(_from_table(parse_scores(text, str(path))))
         else:
             raise OneclassError(f"{path}: no such run folder or score file")
+    _name_data(results)
     return results
+
+
+def _name_data(results: list[Result]) -> None:
+    """Where runs of one dataset plugin read different roots (MVTec's leather and grid),
+    each dataset name gets its root's folder name (or the whole root) so that they are
+    grouped and paired apart."""
+    roots: dict[str, set[str]] = {}
+    for r in results:
+        if r.root is not None:
+            roots.setdefault(r.dataset, set()).add(r.root)
+    for r in results:
+        found = roots.get(r.dataset, set())
+        if r.root is not None and len(found) > 1:
+            short = {Path(root).name for root in found}
+            r.dataset = f"{r.dataset} ({Path(r.root).name if len(short) == len(found) else r.root})"
 
 
 def _from_table(table: ScoreTable) -> Result:
@@ -131,7 +148,8 @@ def _from_run(path: Path) -> Result:
     split = run.recipe.get("split") or {}
     selection = read_record(path / SELECT_FILE) if (path / SELECT_FILE).is_file() else None
     shots = split.get("labeled_anomalies")  # then split.gamma is 0 and says nothing
-    return Result(str(path), metrics, dataset=(run.recipe.get("dataset") or {}).get("name", ""),
+    dataset = run.recipe.get("dataset") or {}
+    return Result(str(path), metrics, dataset=dataset.get("name", ""), root=dataset.get("root"),
                   method=(run.recipe.get("method") or {}).get("name", ""),
                   gamma=split.get("gamma") if shots is None else None, seed=run.recipe.get("seed"),
                   selection=selection, shots=shots)

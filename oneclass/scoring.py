@@ -79,9 +79,12 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
             raise OneclassError("-: no image paths on standard input")
     elif path.is_dir():
         from oneclass.data.datasets.base import sorted_images
+        from oneclass.data.datasets.folder import MASK_STEM
 
-        folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir())]
-        paths = [image for folder in folders for image in sorted_images(folder)]
+        # as the folder dataset reads a tree: no hidden folders, no <stem>_mask.png files
+        folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir() and
+                                 not any(part.startswith(".") for part in p.relative_to(path).parts))]
+        paths = [image for folder in folders for image in sorted_images(folder) if not MASK_STEM.search(image.stem)]
         if not paths:
             raise OneclassError(f"{path}: no images found")
     elif path.is_file():

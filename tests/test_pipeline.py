@@ -230,6 +230,19 @@ def test_evaluate_counts_a_run_named_twice_once_and_keeps_few_shot_runs_apart(ru
     assert [(g["gamma"], g["labeled_anomalies"], g["n"]) for g in groups] == [(None, 5, 1), (0.2, None, 1)]
 
 
+def test_evaluate_keeps_runs_of_one_dataset_plugin_on_other_roots_apart(run, tmp_path):
+    import shutil
+
+    for name in ("leather", "grid"):
+        shutil.copytree(run, tmp_path / name)
+        recipe = (tmp_path / name / "recipe.yaml").read_text()
+        (tmp_path / name / "recipe.yaml").write_text(recipe.replace("  root: null\n", f"  root: data/{name}\n", 1))
+    done = oneclass("evaluate", tmp_path / "leather", tmp_path / "grid", "--format", "json", "-q")
+    assert done.returncode == 0, done.stderr
+    assert sorted((g["dataset"], g["n"]) for g in json.loads(done.stdout)["groups"]) == [
+        ("synthetic (grid)", 1), ("synthetic (leather)", 1)]
+
+
 def test_score_refuses_a_store_cut_otherwise_than_the_run(run, tmp_path):
     """64 px patches resized to 32 have the run's 32 x 32 shape but not its scale."""
     store = tmp_path / "s64"
@@ -248,6 +261,19 @@ def test_tsne_refuses_a_store_extracted_again_since_training(run, tmp_path):
     (copy / "data.json").write_text(json.dumps({**data, "store_hash": "0" * 64}))
     one_error_line(oneclass("tsne", copy, "--out", tmp_path / "t.png"), 2,
                    "the patch store changed since the run was trained")
+
+
+def test_scoring_a_folder_skips_masks_and_hidden_folders_as_the_folder_dataset_does(run, tmp_path):
+    from PIL import Image
+
+    import numpy as np
+
+    for name in ("new.png", "new_mask.png", "new_mask_1.png", ".cache/thumb.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / name)
+    done = oneclass("score", run, tmp_path, "--format", "jsonl")
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(line)["source"] for line in done.stdout.splitlines()} == {str(tmp_path / "new.png")}
 
 
 def test_tsne_writes_figure_and_silhouette(run, tmp_path):

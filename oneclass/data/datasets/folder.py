@@ -12,7 +12,7 @@ from oneclass.data.items import NORMAL
 from oneclass.data.readers import IMAGE_SUFFIXES, read_image
 from oneclass.errors import OneclassError
 
-_MASK = re.compile(r"_mask(_\d+)?$")
+MASK_STEM = re.compile(r"_mask(_\d+)?$")  # <stem>_mask.png, <stem>_mask_1.png: a mask, not an image
 
 
 @dataclass
@@ -51,12 +51,12 @@ of an unmasked anomalous image anomalous, for image-level labels)"""
         if normal_dir.is_dir():
             for path in sorted(p for p in normal_dir.rglob("*") if p.is_file()):
                 if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") \
-                        and not _MASK.search(path.stem):
+                        and not MASK_STEM.search(path.stem):
                     items.append(ImageItem(self._rel(path), NORMAL, image_path=path))
         subdirs = sorted(p for p in anomalous_dir.iterdir() if p.is_dir()) if anomalous_dir.is_dir() else []
         for sub in subdirs:
             for path in sorted_images(sub):
-                if _MASK.search(path.stem):
+                if MASK_STEM.search(path.stem):
                     continue
                 masks = self._masks_for(path, sub.name)
                 if masks:
