@@ -142,16 +142,25 @@ class Range:
         return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
 
     def __str__(self) -> str:
+        low, high = (f"{v:g}" if isinstance(v, float) else str(v) for v in (self.low, self.high))
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}")
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
 
 
 _POSITIVE, _COUNT, _SHARE = Range(1), Range(0), Range(0, 1, low_open=True, high_open=True)
+SEEDS = Range(0, 2**32 - 1)  # numpy's and torch's seeds: unsigned 32 bits
+
+
+def check_seeds(first: int, count: int, where: str) -> None:
+    """Seeds first .. first + count - 1 (--seed with --repeats) must all be seeds."""
+    if first not in SEEDS or first + count - 1 not in SEEDS:
+        raise RecipeError(f"{where}: seeds must be in {SEEDS}, got {first}"
+                          + (f" to {first + count - 1}" if count > 1 else ""))
 
 # every numeric key's allowed values, checked at load (list keys: each element)
 RANGES = {
-    "seed": _COUNT, "split.seed": _COUNT,
+    "seed": SEEDS, "split.seed": SEEDS,
     "patches.size": _POSITIVE, "patches.stride": _POSITIVE, "patches.resize": _POSITIVE,
     "patches.mask_frac": Range(0, 1, low_open=True), "patches.level": _COUNT,
     "patches.max_per_image": _POSITIVE, "patches.channels": Range(1, 3), "patches.workers": _POSITIVE,
@@ -235,7 +244,7 @@ def load(path: str | Path | None, overrides: list[str] = (),
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
         try:
-            data = yaml.safe_load(text)
+            data = _unshared(yaml.load(text, Loader=_RecipeLoader))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -253,6 +262,36 @@ def load(path: str | Path | None, overrides: list[str] = (),
         _set_path(data, key.split("."), value, where)
         origins[key] = where
     return from_dict(data, source, origins)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last
+    and drops the first without a word: a second ``train:`` section would erase the
+    first). Keys merged in with ``<<:`` may be overridden, as YAML means."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, typing.Hashable) and key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first at line {first[key]})", key_node.start_mark)
+                if isinstance(key, typing.Hashable):
+                    first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _unshared(value):
+    """A copy in which no mapping or list is shared: YAML aliases (``ss-gvae: *gvae``)
+    make one object of two methods' blocks, and a ``--set`` on one would change both."""
+    if isinstance(value, dict):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
 
 
 def origin(origins: dict[str, str], key_path: str, source: str) -> str:

@@ -31,6 +31,10 @@ def make_dataset(config: recipes.Recipe):
     section = config.dataset
     cls = registry.datasets.get(section.name)
     root = Path(section.root).expanduser() if section.root else None
+    if root is not None and not cls.needs_root:
+        raise OneclassError(f"{config.where('dataset.root')}: dataset.root: dataset {section.name!r} makes its "
+                            f"images and reads no folder; name your images' dataset with dataset.name "
+                            f"(--dataset; `oneclass list datasets`)")
     return cls(root, make_dataset_options(config))
 
 

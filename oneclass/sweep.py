@@ -127,6 +127,7 @@ def plan(recipe: Path, sets: list[str], grid: dict[str, list[str]], repeats: int
     and the hash of the recipe without the grid."""
     base = recipes.load(recipe, sets)
     first = base.seed if seed is None else seed
+    recipes.check_seeds(first, repeats, "--seed" if seed is not None else f"{recipe}: seed")
     runs = []
     for combination in itertools.product(*grid.values()) if grid else [()]:
         point = dict(zip(grid, combination))

@@ -29,11 +29,17 @@ def method_class(config: recipes.Recipe):
     (``deep-sad: {pretrain_epochs: 10}``) and applies only when it is the one chosen, so
     one recipe serves several methods (``--set method.name=ss-dcae``); plain keys apply
     to whichever method is chosen and win over its block, key by key inside nested
-    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs)."""
+    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs),
+    except where the block's key was set on the command line and the plain one in the
+    file (``--set method.deep-sad.rep_dim=64`` over a file's plain ``rep_dim: 32``).
+    Every method's block is checked, not only the chosen one's."""
     name, source = config.method.name, config.source
     if not name:
         raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
-    cls = registry.methods.get(name)
+    try:
+        cls = registry.methods.get(name)
+    except OneclassError as exc:
+        raise OneclassError(f"{config.where('method.name')}: {exc}") from None
     known = set(registry.methods.names())
     plain = {k: v for k, v in config.method.params.items() if k not in known}
     for key, block in config.method.params.items():
@@ -41,9 +47,38 @@ def method_class(config: recipes.Recipe):
             raise OneclassError(f"{source}: method.{key}: expected a mapping of {key}'s parameters")
     block = config.method.params.get(name) or {}
     origins = config.origins
+    for other in sorted(known & set(config.method.params) - {name}):  # now, not when a sweep reaches it
+        recipes.check_options(registry.methods.get(other).Params, config.method.params[other], source,
+                              f"method.{other}.", origins)
     recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
     recipes.check_options(cls.Params, plain, source, "method.", origins)
+    plain = _yielding_to_the_command_line(plain, name, origins, source)
     return cls, recipes.check_options(cls.Params, merge_nested(block, plain), source, "method.", origins)
+
+
+def _yielding_to_the_command_line(plain: dict, name: str, origins: dict[str, str], source: str) -> dict:
+    """``plain`` without the keys the file set where the command line set the same key in
+    method ``name``'s block (``--set method.NAME.KEY=...``, or the whole block)."""
+    prefix = f"method.{name}"
+    set_in_block = [key[len(prefix):].lstrip(".") for key in origins if key == prefix or key.startswith(prefix + ".")]
+    kept = dict(plain)
+    for path in set_in_block:
+        if not path:  # the whole block from the command line: the file's plain keys yield
+            return {k: v for k, v in plain.items() if recipes.origin(origins, f"method.{k}", source) != source}
+        if recipes.origin(origins, f"method.{path}", source) == source:
+            kept = _without(kept, path.split("."))
+    return kept
+
+
+def _without(mapping: dict, path: list[str]) -> dict:
+    if path[0] not in mapping:
+        return mapping
+    if len(path) == 1:
+        return {k: v for k, v in mapping.items() if k != path[0]}
+    inner = mapping[path[0]]
+    if not isinstance(inner, dict):
+        return mapping
+    return {**mapping, path[0]: _without(inner, path[1:])}
 
 
 def build_method(config: recipes.Recipe, cls, params, in_shape, keep_rng: bool = True):
@@ -76,12 +111,16 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
     to resume from."""
     from oneclass import distributed
-    from oneclass.data.splits import make_split
+    from oneclass.data.splits import SplitError, check_section as check_split_section, make_split
     from oneclass.data.items import PatchData
     from oneclass.compiled import resolve as resolve_compile
     from oneclass.engine import Trainer, resolve_device
 
     out = named_folder(out)
+    try:  # before a store is extracted, which may take long
+        check_split_section(config.split)
+    except SplitError as exc:
+        raise OneclassError(f"{config.where(exc.key)}: {exc}" if exc.key else str(exc)) from None
     writer = distributed.is_writer()  # under torchrun, rank 0 writes and the others train along
     report = report if report and writer else (lambda event: None)
     cls, params = method_class(config)

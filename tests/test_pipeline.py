@@ -138,6 +138,20 @@ def test_a_second_job_on_the_same_out_leaves_the_first_ones_run_alone(tiny, tmp_
     assert (partial / "checkpoint.pt").read_bytes() == b"the first job's epoch 37"
 
 
+def test_resume_with_repeats_lists_finished_seeds_resumes_the_cut_one_and_trains_the_rest(tiny, tmp_path):
+    args = ["train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "rep", "-q",
+            "--set", "train.epochs=1"]
+    done = oneclass(*args, "--seed", "0")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "rep").rename(tmp_path / "rep-seed0")
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep-seed0").rename(tmp_path / "rep" / "seed-0")  # seed 0 finished, seeds 1-2 not begun
+    done = oneclass(*args, "--repeats", "3", "--resume")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "rep" / f"seed-{s}") for s in range(3)]
+    assert all((tmp_path / "rep" / f"seed-{s}" / "metrics.json").is_file() for s in range(3))
+
+
 def test_resume_at_the_start_of_a_stage_keeps_the_work_done_between_stages(tiny, tmp_path):
     """Ctrl-C in the first epoch of Deep SAD's one-class stage: the checkpoint is the end of
     pretraining, whose network copy into the one-class encoder happens between the stages;

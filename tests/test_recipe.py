@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import oneclass
+from conftest import one_error_line, oneclass
 from oneclass import recipe as recipes
 from oneclass.errors import OneclassError
 
@@ -97,6 +97,44 @@ def test_a_method_block_applies_only_to_its_method():
         method_class(recipes.from_dict(data, "r.yaml"))
 
 
+def test_a_set_on_one_methods_block_leaves_the_blocks_sharing_its_yaml_anchor_alone():
+    """busi.yaml writes the gVAE family's blocks once (``ss-gvae: *gvae``)."""
+    from oneclass.training import method_class
+
+    config = recipes.load("recipes/busi.yaml", ["method.name=c-ss-ms-gvae", "method.ss-gvae.epochs.semi=9"])
+    assert method_class(config)[1].epochs.semi == 4
+    assert config.method.params["ss-gvae"]["epochs"]["semi"] == 9
+    assert "*" not in config.to_yaml() and "&" not in config.to_yaml()  # the run's recipe.yaml spells each out
+
+
+def test_a_key_given_twice_in_a_recipe_is_refused(tmp_path):
+    path = _write(tmp_path, "train:\n  epochs: 5\nsplit:\n  gamma: 0.1\ntrain:\n  lr: 1.0e-3\n")
+    with pytest.raises(OneclassError, match=r"r.yaml: invalid YAML at line 5: key 'train' given twice \(first at line 1\)"):
+        recipes.load(path)
+    # keys merged in with <<: may be overridden, as YAML means
+    path.write_text("method:\n  name: ss-dcae\n  ss-dcae:\n    <<: &base {margin: 0.5, eta: 1.0}\n    margin: 0.2\n")
+    assert recipes.load(path).method.params["ss-dcae"] == {"margin": 0.2, "eta": 1.0}
+
+
+def test_a_block_key_set_on_the_command_line_wins_over_the_files_plain_key(tmp_path):
+    from oneclass.training import method_class
+
+    path = _write(tmp_path, "method:\n  name: deep-sad\n  rep_dim: 32\n")
+    assert method_class(recipes.load(path))[1].rep_dim == 32
+    assert method_class(recipes.load(path, ["method.deep-sad.rep_dim=64"]))[1].rep_dim == 64
+    assert method_class(recipes.load(path, ["method.deep-sad={rep_dim: 48}"]))[1].rep_dim == 48
+    # both on the command line: the plain key wins, as in a file
+    assert method_class(recipes.load(path, ["method.deep-sad.rep_dim=64", "method.rep_dim=16"]))[1].rep_dim == 16
+
+
+def test_every_methods_block_is_checked_not_only_the_chosen_ones(tmp_path):
+    from oneclass.training import method_class
+
+    path = _write(tmp_path, "method:\n  name: deep-sad\n")
+    with pytest.raises(OneclassError, match=r"--set 'method.ss-dcae.marginn=1': method.ss-dcae.marginn: unknown key"):
+        method_class(recipes.load(path, ["method.ss-dcae.marginn=1"]))
+
+
 def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
     from oneclass.training import method_class
 
@@ -118,7 +156,8 @@ def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
     ("split:\n  val_fraction: 0\n", "r.yaml: split.val_fraction: must be in (0, 1), got 0.0"),
     ("patches:\n  mask_frac: 0\n", "r.yaml: patches.mask_frac: must be in (0, 1], got 0.0"),
     ("patches:\n  channels: 4\n", "r.yaml: patches.channels: must be in [1, 3], got 4"),
-    ("seed: -2\n", "r.yaml: seed: must be >= 0, got -2"),
+    ("seed: -2\n", "r.yaml: seed: must be in [0, 4294967295], got -2"),
+    ("seed: 4294967296\n", "r.yaml: seed: must be in [0, 4294967295], got 4294967296"),
     ("evaluate:\n  image_topk: 0\n", "r.yaml: evaluate.image_topk: must be in (0, 1], got 0.0"),
 ])
 def test_numeric_keys_are_range_checked_at_load(tmp_path, text, message):
@@ -160,3 +199,22 @@ def test_cli_names_the_flag_not_the_recipe(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "oneclass: error: --set 'train.epochs=0': train.epochs: must be >= 1, got 0"
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed: seeds must be in [0, 4294967295], got -1"),
+    (["--seed", "4294967295", "--repeats", "2"], "--seed: seeds must be in [0, 4294967295], got 4294967295 to 4294967296"),
+    (["--set", "split.labeled_anomalies=5"], "--set 'split.labeled_anomalies=5': split.labeled_anomalies: give either"),
+    (["--set", "method.name=deep-sadd"], "--set 'method.name=deep-sadd': unknown method 'deep-sadd'"),
+])
+def test_train_refuses_before_any_work_naming_the_flag(tmp_path, args, message):
+    env = {"ONECLASS_CACHE": str(tmp_path / "cache")}
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    one_error_line(oneclass("train", "recipes/demo.yaml", "--out", tmp_path / "run", *args, env=env, cwd=repo), 2,
+                   message)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()  # no store was cut
+
+
+def test_a_root_for_a_dataset_that_reads_none_is_refused(tmp_path):
+    one_error_line(oneclass("extract-patches", "--root", tmp_path, "--out", tmp_path / "s"), 2,
+                   "--root: dataset.root: dataset 'synthetic' makes its images and reads no folder")

@@ -27,7 +27,8 @@ def train(
     store: Optional[Path] = typer.Option(None, "--store", help="Use this patch store instead of "
                                          "extracting (or reusing the cached store of) the recipe's dataset."),
     resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run(s) at --out "
-                                "from their last checkpoint."),
+                                "from their last checkpoint; with --repeats, seeds already finished are "
+                                "listed and seeds not begun are trained."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing run folders."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (train.device)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors."),
@@ -70,10 +71,12 @@ def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, rep
                    resume: bool, overwrite: bool, device: str | None, ensemble: bool, quiet: bool,
                    set_: list[str] | None) -> None:
     from oneclass import distributed
+    from oneclass.artifacts import PARTIAL
     from oneclass.data.store import PatchStore
     from oneclass.training import train_run
 
     first = config.seed if seed is None else seed
+    recipes.check_seeds(first, repeats, "--seed" if seed is not None else f"{recipe}: seed")
     patch_store = PatchStore.open(store) if store else None
     for k in range(repeats):
         config.seed = first + k
@@ -83,12 +86,22 @@ def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, rep
         members = config.train.ensemble
         seeds = f"seeds {config.seed}-{config.seed + members - 1} ensembled" if members > 1 else f"seed {config.seed}"
         header = f"[bold]run[/] {target} ({config.method.name}, {labels}, {seeds})"
+        resume_this = resume
+        if resume and repeats > 1:  # each seed as it stands: finished, unfinished or not begun
+            resume_this = target.with_name(target.name + PARTIAL).exists()
+            if not resume_this and target.is_dir():
+                if distributed.is_writer():
+                    print(target, flush=True)  # finished before: listed, not trained again
+                continue
         reporter = None if quiet else _Reporter(header)
         try:
-            path = train_run(config, target, store=patch_store, resume=resume, overwrite=overwrite,
+            path = train_run(config, target, store=patch_store, resume=resume_this, overwrite=overwrite,
                              report=reporter)
         except KeyboardInterrupt:
-            _interrupted(target, [str(recipe), "--out", str(target), "--seed", str(config.seed),
+            # the command that goes on: this seed resumed, then the later ones (with --repeats)
+            again = ["--out", str(target.parent), "--seed", str(first), "--repeats", str(repeats)] if repeats > 1 else \
+                ["--out", str(target), "--seed", str(config.seed)]
+            _interrupted(target, [str(recipe), *again,
                                   *(["--store", str(store)] if store else []),
                                   *(["--device", device] if device else []),
                                   *(["--repeats", str(config.train.ensemble), "--ensemble"] if ensemble else []),

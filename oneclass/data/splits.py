@@ -38,7 +38,9 @@ from oneclass.errors import OneclassError
 
 
 class SplitError(OneclassError):
-    pass
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key  # the split key at fault, where one is
 
 
 @dataclass
@@ -62,7 +64,7 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
                seed: int) -> Split:
     """Deal a store's patches (``labels`` 0/1, per-patch ``subclasses`` and ``sources``)
     into the sets ``section`` (a recipe SplitSection) asks for."""
-    _check(section)
+    check_section(section)
     labels = np.asarray(labels).astype(bool)
     subclasses = np.asarray(subclasses, dtype=object)
     rng = np.random.default_rng([section.seed if section.seed is not None else seed, 1729])
@@ -90,9 +92,10 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
     return Split(train, roles, val, test, seen, counts)
 
 
-def _check(section) -> None:
+def check_section(section) -> None:
+    """The split section's keys alone, before any data is read."""
     def bad(key, why):
-        raise SplitError(f"split.{key}: {why}")
+        raise SplitError(f"split.{key}: {why}", f"split.{key}")
 
     if not 0 <= section.gamma <= 0.5:
         bad("gamma", f"must lie in [0, 0.5], got {section.gamma}")
