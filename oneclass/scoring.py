@@ -61,6 +61,10 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
     path = Path(source)
     if source != "-" and (path / "meta.json").is_file():
         store = PatchStore.open(path)
+        got = tuple(store.meta.get("image_shape") or store.images.shape[1:])
+        if got != shape:
+            raise OneclassError(f"{path}: patches are {_shape(got)} but the run was trained on "
+                                f"{_shape(shape)}; extract them as the run did (see its recipe.yaml)")
         made = {"whole_image": False, **(store.meta.get("params") or {})}
         trained = {"whole_image": False, **(run.data.get("extraction") or {})}
         differ = [f"patches.{k} (run {trained[k]!r}, store {made.get(k)!r})" for k in _PIXEL_KEYS
@@ -68,10 +72,6 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
         if differ:
             raise OneclassError(f"{path}: the patches were not cut as the run's were: {'; '.join(differ)}; "
                                 f"extract them as the run did (see its recipe.yaml)")
-        got = tuple(store.meta.get("image_shape") or store.images.shape[1:])
-        if got != shape:
-            raise OneclassError(f"{path}: patches are {_shape(got)} but the run was trained on "
-                                f"{_shape(shape)}; extract them as the run did (see its recipe.yaml)")
         return store.images, store.index, True
     if source == "-":
         paths = [Path(line.strip()) for line in stdin_lines or [] if line.strip()]

@@ -29,10 +29,9 @@ def method_class(config: recipes.Recipe):
     (``deep-sad: {pretrain_epochs: 10}``) and applies only when it is the one chosen, so
     one recipe serves several methods (``--set method.name=ss-dcae``); plain keys apply
     to whichever method is chosen and win over its block, key by key inside nested
-    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs),
-    except where the block's key was set on the command line and the plain one in the
-    file (``--set method.deep-sad.rep_dim=64`` over a file's plain ``rep_dim: 32``).
-    Every method's block is checked, not only the chosen one's."""
+    mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs); a
+    ``--set`` of a block key that the file's plain key overrides is refused rather than
+    ignored. Every method's block is checked, not only the chosen one's."""
     name, source = config.method.name, config.source
     if not name:
         raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
@@ -52,33 +51,30 @@ def method_class(config: recipes.Recipe):
                               f"method.{other}.", origins)
     recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
     recipes.check_options(cls.Params, plain, source, "method.", origins)
-    plain = _yielding_to_the_command_line(plain, name, origins, source)
+    _refuse_a_shadowed_set(plain, block, name, origins, source)
     return cls, recipes.check_options(cls.Params, merge_nested(block, plain), source, "method.", origins)
 
 
-def _yielding_to_the_command_line(plain: dict, name: str, origins: dict[str, str], source: str) -> dict:
-    """``plain`` without the keys the file set where the command line set the same key in
-    method ``name``'s block (``--set method.NAME.KEY=...``, or the whole block)."""
-    prefix = f"method.{name}"
-    set_in_block = [key[len(prefix):].lstrip(".") for key in origins if key == prefix or key.startswith(prefix + ".")]
-    kept = dict(plain)
-    for path in set_in_block:
-        if not path:  # the whole block from the command line: the file's plain keys yield
-            return {k: v for k, v in plain.items() if recipes.origin(origins, f"method.{k}", source) != source}
-        if recipes.origin(origins, f"method.{path}", source) == source:
-            kept = _without(kept, path.split("."))
-    return kept
-
-
-def _without(mapping: dict, path: list[str]) -> dict:
-    if path[0] not in mapping:
-        return mapping
-    if len(path) == 1:
-        return {k: v for k, v in mapping.items() if k != path[0]}
-    inner = mapping[path[0]]
-    if not isinstance(inner, dict):
-        return mapping
-    return {**mapping, path[0]: _without(inner, path[1:])}
+def _refuse_a_shadowed_set(plain: dict, block: dict, name: str, origins: dict[str, str], source: str) -> None:
+    """A ``--set method.NAME.KEY`` that a plain ``method.KEY`` in the file overrides would
+    change nothing: refused, naming both (a run's recipe.yaml must rebuild the same model,
+    so the documented order, plain over block, stays)."""
+    prefix = f"method.{name}."
+    set_keys = []
+    for key, where in origins.items():
+        if where.startswith("--set") and key == prefix[:-1]:  # the whole block
+            set_keys += [(prefix + k, where) for k in block]
+        elif where.startswith("--set") and key.startswith(prefix):
+            set_keys.append((key, where))
+    for key, where in set_keys:
+        path = key[len(prefix):].split(".")
+        node = plain
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        plain_key = "method." + ".".join(path)
+        if node is not None and recipes.origin(origins, plain_key, source) == source:
+            raise OneclassError(f"{where}: {source} sets {plain_key}, which wins over {key} (a plain key "
+                                f"applies to whichever method is chosen); set {plain_key} instead")
 
 
 def build_method(config: recipes.Recipe, cls, params, in_shape, keep_rng: bool = True):

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from conftest import one_error_line, oneclass
@@ -116,14 +118,17 @@ def test_a_key_given_twice_in_a_recipe_is_refused(tmp_path):
     assert recipes.load(path).method.params["ss-dcae"] == {"margin": 0.2, "eta": 1.0}
 
 
-def test_a_block_key_set_on_the_command_line_wins_over_the_files_plain_key(tmp_path):
+def test_a_set_block_key_that_the_files_plain_key_overrides_is_refused_not_ignored(tmp_path):
     from oneclass.training import method_class
 
-    path = _write(tmp_path, "method:\n  name: deep-sad\n  rep_dim: 32\n")
+    path = _write(tmp_path, "method:\n  name: deep-sad\n  rep_dim: 32\n  deep-sad: {eta: 2.0}\n")
     assert method_class(recipes.load(path))[1].rep_dim == 32
-    assert method_class(recipes.load(path, ["method.deep-sad.rep_dim=64"]))[1].rep_dim == 64
-    assert method_class(recipes.load(path, ["method.deep-sad={rep_dim: 48}"]))[1].rep_dim == 48
-    # both on the command line: the plain key wins, as in a file
+    for item in ("method.deep-sad.rep_dim=64", "method.deep-sad={rep_dim: 48}"):
+        with pytest.raises(OneclassError, match=rf"--set '{re.escape(item)}': .*r.yaml sets method.rep_dim, which "
+                                                rf"wins over method.deep-sad.rep_dim .*set method.rep_dim instead"):
+            method_class(recipes.load(path, [item]))
+    # a block key the file's plain keys leave alone, or both on the command line: as before
+    assert method_class(recipes.load(path, ["method.deep-sad.eta=3"]))[1].eta == 3
     assert method_class(recipes.load(path, ["method.deep-sad.rep_dim=64", "method.rep_dim=16"]))[1].rep_dim == 16
 
 
