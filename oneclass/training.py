@@ -105,7 +105,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     Nothing is deleted or written before the recipe, the destination, the data, the split
     and the method have all been checked; a folder already at ``out`` goes only once the
     new run is complete. A failure leaves ``out.partial`` only where it holds a checkpoint
-    to resume from."""
+    to resume from, or a finished run that could not be moved to ``out``."""
     from oneclass import distributed
     from oneclass.data.splits import SplitError, check_section as check_split_section, make_split
     from oneclass.data.items import PatchData
