@@ -282,11 +282,14 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         here = Path(root).relative_to(folder)
+        ours = []
         for name in dirs:
-            entry = here / name
-            if (folder / entry).is_symlink() or entry.as_posix() not in _OWN_FOLDERS[kind]:
-                found.append(entry.as_posix() + "/")
-        dirs[:] = [d for d in dirs if (here / d).as_posix() + "/" not in found]
+            entry = (here / name).as_posix()
+            if (folder / entry).is_symlink() or entry not in _OWN_FOLDERS[kind]:
+                found.append(entry + "/")  # not walked into: named as a whole
+            else:
+                ours.append(name)
+        dirs[:] = ours
         for name in files:
             entry = (here / name).as_posix()
             if not (fnmatchcase(name, _TEMPORARY) or

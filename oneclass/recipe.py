@@ -276,11 +276,12 @@ class _RecipeLoader(yaml.SafeLoader):
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=True)
-                if isinstance(key, typing.Hashable) and key in first:
+                if not isinstance(key, typing.Hashable):
+                    continue  # refused as a key by the constructor itself
+                if key in first:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} given twice (first at line {first[key]})", key_node.start_mark)
-                if isinstance(key, typing.Hashable):
-                    first[key] = key_node.start_mark.line + 1
+                first[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         values = _split_values(raw)
         if not values or any(not v.strip() for v in values):
             raise OneclassError(f"--grid {item!r}: an empty value (expected section.key=value1,value2,...)")
-        twice = sorted({v.strip() for v in values if [w.strip() for w in values].count(v.strip()) > 1})
+        twice = sorted(v for v, n in Counter(v.strip() for v in values).items() if n > 1)
         if twice:
             raise OneclassError(f"--grid {key}: {', '.join(twice)} given twice (one run folder per value)")
         grid[key] = values

@@ -31,7 +31,7 @@ def method_class(config: recipes.Recipe):
     to whichever method is chosen and win over its block, key by key inside nested
     mappings too (``--set method.epochs.semi=8`` keeps the block's other stage epochs); a
     ``--set`` of a block key that the file's plain key overrides is refused rather than
-    ignored. Every method's block is checked, not only the chosen one's."""
+    ignored. The other methods' blocks are checked by :func:`check_other_blocks`."""
     name, source = config.method.name, config.source
     if not name:
         raise OneclassError(f"{source}: method.name: missing; see `oneclass list methods`")
@@ -46,13 +46,20 @@ def method_class(config: recipes.Recipe):
             raise OneclassError(f"{source}: method.{key}: expected a mapping of {key}'s parameters")
     block = config.method.params.get(name) or {}
     origins = config.origins
-    for other in sorted(known & set(config.method.params) - {name}):  # now, not when a sweep reaches it
-        recipes.check_options(registry.methods.get(other).Params, config.method.params[other], source,
-                              f"method.{other}.", origins)
     recipes.check_options(cls.Params, block, source, f"method.{name}.", origins)
     recipes.check_options(cls.Params, plain, source, "method.", origins)
     _refuse_a_shadowed_set(plain, block, name, origins, source)
     return cls, recipes.check_options(cls.Params, merge_nested(block, plain), source, "method.", origins)
+
+
+def check_other_blocks(config: recipes.Recipe) -> None:
+    """The blocks of the methods a training recipe does not choose, checked as the chosen
+    one's are: a typo there would otherwise wait until a sweep or a later --set chooses
+    that method. (Scoring leaves them alone: a finished run needs its own method only.)"""
+    known = set(registry.methods.names())
+    for other in sorted(known & set(config.method.params) - {config.method.name}):
+        recipes.check_options(registry.methods.get(other).Params, config.method.params[other], config.source,
+                              f"method.{other}.", config.origins)
 
 
 def _refuse_a_shadowed_set(plain: dict, block: dict, name: str, origins: dict[str, str], source: str) -> None:
@@ -120,6 +127,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     writer = distributed.is_writer()  # under torchrun, rank 0 writes and the others train along
     report = report if report and writer else (lambda event: None)
     cls, params = method_class(config)
+    check_other_blocks(config)
     grid_points(config)  # a select.grid is checked before any work
     if config.select.grid and distributed.current() is not None:
         raise OneclassError(f"{config.where('select.grid')}: select.grid: not under torchrun; choose the "

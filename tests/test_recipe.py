@@ -133,11 +133,15 @@ def test_a_set_block_key_that_the_files_plain_key_overrides_is_refused_not_ignor
 
 
 def test_every_methods_block_is_checked_not_only_the_chosen_ones(tmp_path):
-    from oneclass.training import method_class
+    from oneclass.training import check_other_blocks, train_run
 
     path = _write(tmp_path, "method:\n  name: deep-sad\n")
+    config = recipes.load(path, ["method.ss-dcae.marginn=1"])
     with pytest.raises(OneclassError, match=r"--set 'method.ss-dcae.marginn=1': method.ss-dcae.marginn: unknown key"):
-        method_class(recipes.load(path, ["method.ss-dcae.marginn=1"]))
+        check_other_blocks(config)
+    with pytest.raises(OneclassError, match=r"method.ss-dcae.marginn: unknown key"):  # before any store is cut
+        train_run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
 
 
 def test_plain_nested_keys_override_a_block_key_by_key(tmp_path):
