@@ -244,7 +244,7 @@ def load(path: str | Path | None, overrides: list[str] = (),
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
         try:
-            data = _unshared(yaml.load(text, Loader=_RecipeLoader))
+            data = parse_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -285,6 +285,43 @@ class _RecipeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.1 reads 010 as 8 (octal) and 1:30 as 90 (base 60), which nobody writing a
+# seed or a step count means; recipes read numbers as YAML 1.2 does: decimal, unless
+# written 0x.. or 0o.. ; 1:30 stays a string (and fails the key's type check).
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_RecipeLoader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789"))
+_RecipeLoader.add_implicit_resolver(
+    _FLOAT_TAG, re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    base = {"0x": 16, "0o": 8}.get(text[:2], 10)
+    return int(text if base == 10 else text[2:], base)
+
+
+_RecipeLoader.add_constructor(_INT_TAG, _construct_int)
+
+
+def parse_yaml(text: str) -> Any:
+    """A recipe's YAML (a whole file or one ``--set`` value) as this module reads it."""
+    return _unshared(yaml.load(text, Loader=_RecipeLoader))
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--set``/``--grid`` value: YAML when it parses, else the text itself."""
+    try:
+        return parse_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
 def _unshared(value):
     """A copy in which no mapping or list is shared: YAML aliases (``ss-gvae: *gvae``)
     make one object of two methods' blocks, and a ``--set`` on one would change both."""
@@ -308,16 +345,11 @@ def origin(origins: dict[str, str], key_path: str, source: str) -> str:
 
 def apply_override(data: dict[str, Any], item: str) -> str:
     """Apply one ``section.key=value`` override (the value parsed as YAML); returns the key."""
-    """Apply one ``section.key=value`` override; the value is parsed as a YAML scalar."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"--set {item!r}: expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    _set_path(data, key.split("."), value, f"--set {item!r}")
+    _set_path(data, key.split("."), parse_value(raw), f"--set {item!r}")
     return key
 
 

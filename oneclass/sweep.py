@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-import yaml
 
 from oneclass import recipe as recipes
 from oneclass.artifacts import CHECKPOINT, PARTIAL, RUN_FORMAT, folder_kind, write_text
@@ -106,10 +105,7 @@ def point_config(recipe: Path, sets: list[str], point: dict[str, str], seed: int
     ``--grid`` item."""
     values, flags = {}, {}
     for key, raw in point.items():
-        try:
-            values[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            values[key] = raw
+        values[key] = recipes.parse_value(raw)
         flags[key] = f"--grid {key}={raw!r}"
     config = recipes.load(recipe, sets, values, flags)
     if seed is not None:

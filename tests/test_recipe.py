@@ -227,3 +227,18 @@ def test_train_refuses_before_any_work_naming_the_flag(tmp_path, args, message):
 def test_a_root_for_a_dataset_that_reads_none_is_refused(tmp_path):
     one_error_line(oneclass("extract-patches", "--root", tmp_path, "--out", tmp_path / "s"), 2,
                    "--root: dataset.root: dataset 'synthetic' makes its images and reads no folder")
+
+
+def test_numbers_read_as_written_not_as_yaml_1_1_octal_or_base_60(tmp_path):
+    """YAML 1.1 reads 010 as 8 and 1:30 as 90; a recipe reads them as YAML 1.2 does."""
+    path = _write(tmp_path, "seed: 010\ntrain:\n  epochs: 0o10\n  batch_size: 0x20\n  lr: 1.5e-3\n")
+    config = recipes.load(path, ["split.test_size=0_40"])
+    assert (config.seed, config.train.epochs, config.train.batch_size, config.split.test_size) == (10, 8, 32, 40)
+    assert config.train.lr == 1.5e-3
+    assert recipes.load(path, ["seed=0010"]).seed == 10
+    path.write_text("train:\n  epochs: 1:30\n")
+    with pytest.raises(OneclassError, match=r"r.yaml: train.epochs: expected an integer"):
+        recipes.load(path)
+    from oneclass.sweep import point_config
+
+    assert point_config(path, ["train.epochs=3"], {"seed": "011"}).seed == 11
