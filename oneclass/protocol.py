@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 
 from oneclass.errors import OneclassError
+from oneclass.recipe import hint_problems
 
 SUPERVISION = ("unsupervised", "semi-supervised", "supervised")
 REQUIRED = ("fit", "score", "state_dict", "load_state_dict")  # methods every class has
@@ -42,6 +43,9 @@ def method_class_problems(cls, name: str | None = None) -> list[str]:
                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if required:
             problems.append(f"`Params` fields without a default: {', '.join(required)}")
+        unreadable = hint_problems(params)
+        if unreadable:
+            problems.append(f"`Params` types a recipe cannot give: {', '.join(unreadable)}")
         ignored = getattr(cls, "ignored_params", None)
         unknown = [k for k in ignored() if k not in params.__dataclass_fields__] if callable(ignored) else []
         if unknown:

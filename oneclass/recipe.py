@@ -432,6 +432,36 @@ def _check_range(value: Any, key_path: str, where: str) -> None:
                               f"got {item!r}")
 
 
+def hint_problems(cls: type, prefix: str = "") -> list[str]:
+    """The fields of the options dataclass ``cls`` (and of dataclasses nested in it) whose
+    type a recipe cannot give, as ``field: hint``; empty when every one can. Checked when
+    a plugin loads, so that its author sees one line, not a TypeError on first use."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as exc:  # an annotation naming what its module lacks
+        return [f"{prefix or cls.__name__ + ' '}type hints unreadable ({type(exc).__name__}: {exc})"]
+    problems = []
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name, Any)
+        if not f.init:
+            continue
+        if dataclasses.is_dataclass(hint):
+            problems += hint_problems(hint, f"{prefix}{f.name}.")
+        elif not _readable(hint):
+            problems.append(f"{prefix}{f.name}: {hint!r}")
+    return problems
+
+
+def _readable(hint: Any) -> bool:
+    """Whether :func:`coerce` reads ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint in (bool, int, float, str, list, dict) or origin in (Literal, dict):
+        return True
+    if origin in (Union, types.UnionType):
+        return all(_readable(a) for a in args if a is not type(None))
+    return origin is list and _readable(args[0])
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against a type hint, converting only lossless cases (int → float)."""
     origin = typing.get_origin(hint)
@@ -453,11 +483,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
         hint_text = f" (did you mean {close[0]!r}?)" if close else ""
         raise RecipeError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}{hint_text}")
-    if origin is list:
+    if origin is list or hint is list:
         if not isinstance(value, list):
             raise RecipeError(f"{where}: expected a list, got {_describe(value)}")
-        return [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+        return [coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: expected a mapping, got {_describe(value)}")
         return value

@@ -81,15 +81,19 @@ class Registry:
                 obj = importlib.import_module(module_name)
                 for part in filter(None, attr.split(".")):
                     obj = getattr(obj, part)
-            except (ImportError, AttributeError) as exc:
+            except Exception as exc:  # whatever a third party's module raises on import
                 raise OneclassError(
                     f"{self.kind} {name!r} ({entry.origin}) failed to load from "
-                    f"{entry.target!r}: {exc}"
+                    f"{entry.target!r}: {type(exc).__name__}: {exc}"
                 ) from exc
-            if self.kind == "method":  # a plugin lacking the protocol fails here, in one line
+            # a plugin lacking the protocol fails here, in one line
+            where = f"{self.kind} {name!r} ({entry.origin}) from {entry.target!r}"
+            if self.kind == "method":
                 from oneclass.protocol import check_method_class
 
-                check_method_class(obj, f"method {name!r} ({entry.origin}) from {entry.target!r}", name=name)
+                check_method_class(obj, where, name=name)
+            else:
+                _check_dataset_class(obj, where)
             entry.obj = obj
             if entry.description is None:
                 entry.description = _first_line(
@@ -116,6 +120,19 @@ class Registry:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         listing = ", ".join(known) if known else "none installed"
         return f"unknown {self.kind} {name!r}{hint}; known {self.kind}s: {listing}"
+
+
+def _check_dataset_class(cls: Any, where: str) -> None:
+    import dataclasses
+
+    from oneclass.recipe import hint_problems
+
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise OneclassError(f"{where}: not a oneclass dataset: no `Options` dataclass (its recipe options)")
+    unreadable = hint_problems(options)
+    if unreadable:
+        raise OneclassError(f"{where}: `Options` types a recipe cannot give: {', '.join(unreadable)}")
 
 
 datasets = Registry("dataset", "oneclass.datasets")

@@ -204,3 +204,64 @@ def test_a_plugin_lists_its_items_once_per_instance():
     first.clear()
     assert len(dataset.items()) == 4 and dataset.subclasses() and len(calls) == 1
     assert len(Counted(None, SyntheticDataset.Options(normal=1, anomalous=1, height=64, width=64)).items()) == 2
+
+
+BROKEN = '''
+from dataclasses import dataclass
+
+from oneclass.data.datasets.base import Dataset
+from oneclass.methods.base import Method
+
+
+class TupleDataset(Dataset):
+    name = "tuple"
+
+    @dataclass
+    class Options:
+        size: tuple[int, int] = (1, 2)
+
+
+class ShapedMethod(Method):
+    name = "shaped"
+    supervision = "unsupervised"
+
+    @dataclass
+    class Params:
+        gain: float = 1.0
+        shape: "Shape" = None
+
+    def fit(self, train, val=None):
+        pass
+
+    def score(self, data):
+        return data
+'''
+
+
+def test_a_plugin_that_fails_on_import_or_declares_options_a_recipe_cannot_give_fails_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugins.py").write_text(BROKEN)
+    (tmp_path / "raising_plugin.py").write_text("raise RuntimeError('no licence file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    datasets, methods = registry.Registry("dataset", "oneclass.none"), registry.Registry("method", "oneclass.none")
+    datasets.add("tuple", "broken_plugins:TupleDataset", "d")
+    datasets.add("raising", "raising_plugin:Anything", "d")
+    methods.add("shaped", "broken_plugins:ShapedMethod", "m")
+    with pytest.raises(OneclassError, match=r"^dataset 'tuple' \(built-in\) from 'broken_plugins:TupleDataset': "
+                                            r"`Options` types a recipe cannot give: size: tuple\[int, int\]$"):
+        datasets.get("tuple")
+    with pytest.raises(OneclassError, match=r"^dataset 'raising' \(built-in\) failed to load from "
+                                            r"'raising_plugin:Anything': RuntimeError: no licence file$"):
+        datasets.get("raising")
+    with pytest.raises(OneclassError, match=r"not a oneclass method: `Params` types a recipe cannot give: "
+                                            r"Params type hints unreadable \(NameError: name 'Shape' is not defined\)"):
+        methods.get("shaped")
+
+
+def test_bare_list_and_dict_options_take_any_items():
+    from oneclass.recipe import coerce, hint_problems
+
+    assert coerce([1, "a"], list, "k") == [1, "a"] and coerce({"a": 1}, dict, "k") == {"a": 1}
+    with pytest.raises(OneclassError, match="k: expected a list, got integer 3"):
+        coerce(3, list, "k")
+    for name in registry.methods.names():
+        assert hint_problems(registry.methods.get(name).Params) == [], name
