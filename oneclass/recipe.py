@@ -47,6 +47,7 @@ class PatchesSection:
     workers: int = 1
     whole_image: bool = False  # one item per image, resized to resize x resize
     mask_threshold: int | None = None  # masks not strictly binary: pixels >= it are anomalous
+    bits: int | None = None  # significant bits of 16-bit images' pixels (8-16); default 16
 
 
 @dataclass
@@ -164,7 +165,7 @@ RANGES = {
     "patches.size": _POSITIVE, "patches.stride": _POSITIVE, "patches.resize": _POSITIVE,
     "patches.mask_frac": Range(0, 1, low_open=True), "patches.level": _COUNT,
     "patches.max_per_image": _POSITIVE, "patches.channels": Range(1, 3), "patches.workers": _POSITIVE,
-    "patches.mask_threshold": Range(1, 65535),
+    "patches.mask_threshold": Range(1, 65535), "patches.bits": Range(8, 16),
     "split.gamma": Range(0, 0.5), "split.labeled_anomalies": _COUNT, "split.labeled_normal": _COUNT,
     "split.contamination": Range(0, 1, high_open=True), "split.train_size": _POSITIVE,
     "split.val_fraction": _SHARE, "split.test_fraction": _SHARE, "split.test_size": _POSITIVE,

@@ -51,7 +51,7 @@ def load_method(run: RunFolder, device: str = "auto"):
 
 
 # extraction parameters that decide what a patch's pixels show (not which patches are cut)
-_PIXEL_KEYS = ("whole_image", "size", "resize", "level", "channels")
+_PIXEL_KEYS = ("whole_image", "size", "resize", "level", "channels", "bits")
 
 
 def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = None):
@@ -124,7 +124,7 @@ def cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
     for path in paths:
         if not path.is_file():
             raise OneclassError(f"{path}: no such image file")
-        image = read_image(path)
+        image = read_image(path, params.get("bits"))
         if not convert and image.shape[2] != channels:
             raise OneclassError(f"{path}: {image.shape[2]} channel(s), the run was trained on {channels}")
         chunk = run_image(ImageTask(_DecodedImage(str(path), NORMAL, image), extract, channels))

@@ -50,7 +50,7 @@ def extraction_params(config: recipes.Recipe):
     return ExtractParams(size=p.size, stride=p.stride, mask_frac=p.mask_frac, resize=p.resize,
                          level=p.level, max_per_image=p.max_per_image, channels=p.channels,
                          seed=config.seed, workers=p.workers, whole_image=p.whole_image,
-                         mask_threshold=p.mask_threshold)
+                         mask_threshold=p.mask_threshold, bits=p.bits)
 
 
 def store_key(dataset, params) -> str:
@@ -65,6 +65,8 @@ def store_key(dataset, params) -> str:
     described = {k: v for k, v in asdict(params).items() if k != "workers"}
     if params.max_per_image is None:
         described.pop("seed")  # the seed only draws the kept patches
+    if params.bits is None:
+        described.pop("bits")  # the stores cut before bits existed keep their keys
     key = {"dataset": dataset.name, "root": str(dataset.root.resolve()) if dataset.root else None,
            "options": asdict(dataset.options), "params": described, "files": files,
            "store_format": 1}
@@ -137,7 +139,7 @@ def store_hash(store: PatchStore) -> str:
 
 
 # recipe keys of the patches section and the store meta's names for them
-_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "mask_threshold", "resize", "level",
+_STORE_KEYS = ("whole_image", "size", "stride", "mask_frac", "mask_threshold", "bits", "resize", "level",
                "max_per_image", "channels")
 
 

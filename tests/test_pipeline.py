@@ -501,3 +501,44 @@ def test_explain_draws_the_most_anomalous_items_beside_their_maps(run, tiny, tmp
     one_error_line(oneclass("explain", run, tiny["store"], "--out", tmp_path / "other"), 2,
                    f"{stranger}: exists and is not an unfinished oneclass maps folder")
     assert (stranger / "notes.txt").read_text() == "keep me" and not (tmp_path / "other").exists()
+
+
+def test_twelve_bit_images_are_cut_and_scored_through_patches_bits(run, tmp_path):
+    """A 12-bit camera's 16-bit TIFFs: refused without patches.bits, read as their top 8
+    significant bits with it, alike by extract-patches and by score on image files."""
+    import shutil
+
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    twelve = rng.integers(0, 4096, (64, 48), dtype=np.uint16)
+    twelve[0, 0] = 4095
+    for folder in ("data/normal", "data/anomalous/dent"):
+        (tmp_path / folder).mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "data/normal/a.tif", twelve)
+    tifffile.imwrite(tmp_path / "data/anomalous/dent/b.tif", twelve[::-1].copy())
+    Image.fromarray(np.full((64, 48), 255, np.uint8)).save(tmp_path / "data/anomalous/dent/b_mask.png")
+    cut = ("extract-patches", "-d", "folder", "--root", tmp_path / "data", "--size", 32, "--stride", 16, "-q")
+    one_error_line(oneclass(*cut, "--out", tmp_path / "s"), 2,
+                   "a.tif: 16-bit pixels that reach only 4095 (data of 12 bits or fewer?): keeping a 16-bit "
+                   "pixel's top 8 bits would leave 16 grey level(s); set patches.bits (--bits) to the data's "
+                   "bit depth, e.g. 12")
+    assert oneclass(*cut, "--bits", 12, "--out", tmp_path / "s").returncode == 0
+    store = PatchStore.open(tmp_path / "s")
+    first = next(i for i, r in enumerate(store.index) if r["source"].endswith("a.tif") and r["x"] == "16"
+                 and r["y"] == "0")
+    assert (store.images[first, 0] == (twelve[:32, 16:48] >> 4)).all()
+    one_error_line(oneclass("score", run, tmp_path / "s"), 2, "patches.bits (run None, store 12)")
+
+    twelve_bit_run = tmp_path / "run"
+    shutil.copytree(run, twelve_bit_run)
+    data = json.loads((twelve_bit_run / "data.json").read_text())
+    data["extraction"]["bits"] = 12
+    (twelve_bit_run / "data.json").write_text(json.dumps(data))
+    Image.fromarray((twelve >> 4).astype(np.uint8)).save(tmp_path / "eight.png")
+    scored = [oneclass("score", twelve_bit_run, tmp_path / name, "--format", "jsonl")
+              for name in ("data/normal/a.tif", "eight.png")]
+    assert all(done.returncode == 0 for done in scored), scored[0].stderr
+    assert [json.loads(line)["score"] for line in scored[0].stdout.splitlines()] == \
+        [json.loads(line)["score"] for line in scored[1].stdout.splitlines()]

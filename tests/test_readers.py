@@ -22,8 +22,21 @@ def test_a_16_bit_tiff_keeps_its_top_8_bits(tmp_path):
 def test_16_bit_data_of_few_significant_bits_is_refused_not_blackened(tmp_path, top, levels):
     tifffile.imwrite(tmp_path / "dim.tif", np.linspace(0, top, 64).astype(np.uint16).reshape(8, 8))
     with pytest.raises(ImageReadError, match=rf"dim.tif: 16-bit pixels that reach only {top} .*would leave "
-                                             rf"{levels} grey level\(s\); convert the images to 8 bits"):
+                                             rf"{levels} grey level\(s\); set patches.bits \(--bits\) to the "
+                                             rf"data's bit depth, e.g. 12"):
         read_image(tmp_path / "dim.tif")
+
+
+def test_bits_names_a_16_bit_pixels_significant_bits(tmp_path):
+    values = np.array([[0, 15, 16, 2048, 4095]], np.uint16)
+    tifffile.imwrite(tmp_path / "twelve.tif", values)
+    assert read_image(tmp_path / "twelve.tif", bits=12)[..., 0].tolist() == [[0, 0, 1, 128, 255]]
+    assert read_image(tmp_path / "twelve.tif", bits=16)[..., 0].tolist() == [[0, 0, 0, 8, 15]]  # dark, as asked
+    with pytest.raises(ImageReadError, match=r"twelve.tif: 16-bit pixels reach 4095, more than 10 bits hold "
+                                             r"\(1023\); patches.bits \(--bits\) is too small"):
+        read_image(tmp_path / "twelve.tif", bits=10)
+    Image.fromarray(np.full((2, 2), 200, np.uint8)).save(tmp_path / "eight.png")
+    assert (read_image(tmp_path / "eight.png", bits=12) == 200).all()  # 8-bit pixels are read as they are
 
 
 def test_palette_and_cmyk_tiffs_come_back_as_their_colours(tmp_path):

@@ -17,6 +17,7 @@ _FLAG_KEYS = {
     "level": "patches.level", "max_per_image": "patches.max_per_image",
     "channels": "patches.channels", "workers": "patches.workers", "seed": "seed",
     "whole_image": "patches.whole_image", "mask_threshold": "patches.mask_threshold",
+    "bits": "patches.bits",
 }
 
 
@@ -35,6 +36,9 @@ def extract_patches(
     mask_threshold: Optional[int] = typer.Option(
         None, "--mask-threshold", help="For masks with values other than {0, 1} or {0, 255}: "
         "pixels at or above this value are anomalous. [default: refuse such masks]"),
+    bits: Optional[int] = typer.Option(
+        None, "--bits", help="Significant bits of 16-bit images' pixels (8-16; a 12-bit camera's: 12); "
+        "their top 8 are kept. 8-bit images are read as they are. [default: 16]"),
     whole_image: Optional[bool] = typer.Option(
         None, "--whole-image/--patches", show_default=False,
         help="One item per image, resized to --resize x --resize, anomalous when its mask marks "
@@ -65,7 +69,7 @@ def extract_patches(
     flags = {"dataset": dataset, "root": str(root) if root else None, "size": size, "stride": stride,
              "mask_frac": mask_frac, "resize": resize, "level": level,
              "max_per_image": max_per_image, "channels": channels, "workers": workers, "seed": seed,
-             "whole_image": whole_image, "mask_threshold": mask_threshold}
+             "whole_image": whole_image, "mask_threshold": mask_threshold, "bits": bits}
     values = {_FLAG_KEYS[k]: v for k, v in flags.items() if v is not None}
     names = {_FLAG_KEYS[k]: "--" + k.replace("_", "-") for k in flags}
     config = recipes.load(recipe, set_ or [], values, names)

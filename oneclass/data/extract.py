@@ -35,6 +35,7 @@ class ExtractParams:
     workers: int = 1
     whole_image: bool = False  # one item per image, resized to resize x resize
     mask_threshold: int | None = None  # masks not strictly binary: pixels >= it are anomalous
+    bits: int | None = None  # significant bits of 16-bit images' pixels (readers.read_image)
 
     def check(self) -> None:
         if self.whole_image:
@@ -71,6 +72,8 @@ class ExtractParams:
             raise OneclassError(f"--workers: must be >= 1, got {self.workers}")
         if self.mask_threshold is not None and self.mask_threshold < 1:
             raise OneclassError(f"--mask-threshold: must be >= 1, got {self.mask_threshold}")
+        if self.bits is not None and not 8 <= self.bits <= 16:
+            raise OneclassError(f"--bits: must be in 8..16, got {self.bits}")
 
 
 @dataclass
@@ -215,6 +218,8 @@ def extract(
     if params.whole_image and dataset.is_slide:
         raise OneclassError(f"--whole-image: dataset {dataset.name!r} holds whole-slide images, "
                             f"which are cut into patches")
+    for item in items:
+        item.bits = params.bits
     # default: the images' own channel count (the first image's; the rest are converted)
     channels = params.channels or (3 if dataset.is_slide else items[0].load().image.shape[2])
     # hashed in a thread beside the extraction (_Sources) where that runs in threads too

@@ -25,8 +25,10 @@ class ImageReadError(OneclassError):
     pass
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Read an image as (H, W, C) uint8 with C in {1, 3}; alpha is dropped."""
+def read_image(path: Path, bits: int | None = None) -> np.ndarray:
+    """Read an image as (H, W, C) uint8 with C in {1, 3}; alpha is dropped. ``bits`` is
+    how many of a 16-bit pixel's bits hold data (a 12-bit camera's: 12); the top 8 of
+    those are kept. 8-bit images are read as they are, whatever ``bits`` says."""
     array = _read_any(path)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -38,7 +40,7 @@ def read_image(path: Path) -> np.ndarray:
         array = array[:, :, :1]
     elif array.shape[2] == 4:
         array = array[:, :, :3]
-    return np.ascontiguousarray(_to_uint8(array, path))
+    return np.ascontiguousarray(_to_uint8(array, path, bits))
 
 
 def read_mask(path: Path, shape: tuple[int, int] | None = None, threshold: int | None = None) -> np.ndarray:
@@ -168,21 +170,26 @@ def _pillow_pixels(im, mask: bool) -> np.ndarray:
     return np.asarray(im)
 
 
-def _to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
+def _to_uint8(array: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint16:
-        # a 16-bit pixel keeps its top 8 bits; data of fewer significant bits (a 12-bit
-        # camera's) would come out with at most 16 grey levels, or black: refused, not guessed
-        # per image (two images of one data set must map their values alike)
+        # a pixel keeps the top 8 of its ``bits`` significant bits, one mapping for every
+        # image of a data set (a per-image stretch would make two images' values disagree).
+        # Without ``bits``, data of 12 bits or fewer would come out with at most 16 grey
+        # levels, or black: refused, naming the key that reads them
         top = int(array.max(initial=0))
-        if top < 4096:
+        if bits is None and top < 4096:
             raise ImageReadError(f"{path}: 16-bit pixels that reach only {top} (data of 12 bits or fewer?): "
                                  f"keeping a 16-bit pixel's top 8 bits would leave {(top >> 8) + 1} grey "
-                                 f"level(s); convert the images to 8 bits first, scaled to their data's range")
-        return (array >> 8).astype(np.uint8)
+                                 f"level(s); set patches.bits (--bits) to the data's bit depth, e.g. 12")
+        bits = 16 if bits is None else bits
+        if top >> bits:
+            raise ImageReadError(f"{path}: 16-bit pixels reach {top}, more than {bits} bits hold "
+                                 f"({(1 << bits) - 1}); patches.bits (--bits) is too small for these images")
+        return (array >> (bits - 8)).astype(np.uint8)
     if array.dtype.kind in "iu" and array.max(initial=0) <= 255 and array.min(initial=0) >= 0:
         return array.astype(np.uint8)
     raise ImageReadError(f"{path}: unsupported pixel type {array.dtype}; expected 8- or 16-bit")

@@ -36,6 +36,10 @@ class Item:
     source: str
     subclass: str  # the image's defect type, or "good"
 
+    # the significant bits of 16-bit pixels (patches.bits), set by extraction before it
+    # loads the item; an item that reads image files passes it to readers.read_image
+    bits = None  # int | None; a class attribute, not a dataclass field
+
     def load(self) -> Loaded:
         raise NotImplementedError
 
@@ -53,7 +57,7 @@ class ImageItem(Item):
     mask_threshold: int | None = None  # for masks that are not strictly binary (extraction sets it)
 
     def load(self) -> Loaded:
-        image = read_image(self.image_path)
+        image = read_image(self.image_path, self.bits)
         if not self.mask_paths:
             return Loaded(image, None, [])
         merged = np.zeros(image.shape[:2], dtype=bool)

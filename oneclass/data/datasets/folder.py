@@ -20,7 +20,7 @@ class WholeImageItem(ImageItem):
     """An anomalous image without a mask: every pixel counts as anomalous."""
 
     def load(self) -> Loaded:
-        image = read_image(self.image_path)
+        image = read_image(self.image_path, self.bits)
         return Loaded(image, np.ones(image.shape[:2], dtype=np.uint8), [self.subclass])
 
 

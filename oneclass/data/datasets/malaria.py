@@ -25,7 +25,7 @@ class BoxItem(Item):
     categories: list[str] = field(default_factory=list)
 
     def load(self) -> Loaded:
-        image = read_image(self.image_path)
+        image = read_image(self.image_path, self.bits)
         if self.shape is not None and tuple(self.shape) != image.shape[:2]:
             raise OneclassError(
                 f"{self.image_path}: image is {image.shape[1]}x{image.shape[0]} but "
