@@ -35,6 +35,11 @@ class DatasetSection:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# a key added after runs and sweeps were recorded: left out of to_dict while unset, so that
+# an unfinished run resumes and a sweep's recipe hash stays what it was
+_LATER = {"omitted_while_unset": True}
+
+
 @dataclass
 class PatchesSection:
     size: int | None = None  # default 64; left out with whole_image
@@ -47,7 +52,8 @@ class PatchesSection:
     workers: int = 1
     whole_image: bool = False  # one item per image, resized to resize x resize
     mask_threshold: int | None = None  # masks not strictly binary: pixels >= it are anomalous
-    bits: int | None = None  # significant bits of 16-bit images' pixels (8-16); default 16
+    # significant bits of 16-bit images' pixels (8-16); default 16, refusing data below 4096
+    bits: int | None = field(default=None, metadata=_LATER)
 
 
 @dataclass
@@ -209,7 +215,7 @@ class Recipe:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.dump(self.to_dict(), Dumper=_RecipeDumper, sort_keys=False)
 
 
 # sections whose remaining keys are handed to a plugin rather than checked here
@@ -220,6 +226,8 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
+        if value is None and f.metadata.get("omitted_while_unset"):
+            continue
         if f.name == _OPEN_SECTIONS.get(type(section)):
             out.update(value)
         else:
@@ -287,27 +295,43 @@ class _RecipeLoader(yaml.SafeLoader):
 
 
 # YAML 1.1 reads 010 as 8 (octal) and 1:30 as 90 (base 60), which nobody writing a
-# seed or a step count means; recipes read numbers as YAML 1.2 does: decimal, unless
-# written 0x.. or 0o.. ; 1:30 stays a string (and fails the key's type check).
+# seed or a step count means. Recipes read numbers as YAML 1.2 does (0x.. and 0o.. for
+# hexadecimal and octal, 1e-4 a float), but a leading zero keeps a scalar a string, as
+# JSON has it: 010 and 1:30 fail an integer key's type check, and a folder named 09
+# stays "09".
 _INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _RecipeLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _RecipeLoader.add_implicit_resolver(
-    _INT_TAG, re.compile(r"^(?:[-+]?[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+)$"), list("-+0123456789"))
-_RecipeLoader.add_implicit_resolver(
-    _FLOAT_TAG, re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
-    |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+    _INT_TAG, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F][0-9a-fA-F_]*|0o[0-7][0-7_]*)$"),
+    list("-+0123456789"))
+_RecipeLoader.add_implicit_resolver(  # YAML 1.2's floats, 1e-4 among them (1.1 wants 1.0e-4)
+    _FLOAT_TAG, re.compile(r"""^(?:[-+]?(?:\.[0-9][0-9_]*|(?:0|[1-9][0-9_]*)(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = loader.construct_scalar(node).replace("_", "")
     base = {"0x": 16, "0o": 8}.get(text[:2], 10)
-    return int(text if base == 10 else text[2:], base)
+    try:
+        return int(text if base == 10 else text[2:], base)
+    except ValueError:  # an explicit !!int on what is not one
+        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer", node.start_mark) from None
 
 
 _RecipeLoader.add_constructor(_INT_TAG, _construct_int)
+
+
+class _RecipeDumper(yaml.SafeDumper):
+    """Writes a run's recipe.yaml so that both this module's reader and plain YAML 1.1
+    (artifacts.read_recipe_copy) read back what was written: a string that either would
+    take for a number (08, 1:30, 1e-4) is quoted."""
+
+
+_RecipeDumper.yaml_implicit_resolvers = {
+    first: _RecipeLoader.yaml_implicit_resolvers.get(first, []) + yaml.SafeDumper.yaml_implicit_resolvers.get(first, [])
+    for first in set(_RecipeLoader.yaml_implicit_resolvers) | set(yaml.SafeDumper.yaml_implicit_resolvers)}
 
 
 def parse_yaml(text: str) -> Any:
@@ -460,7 +484,7 @@ def _readable(hint: Any) -> bool:
         return True
     if origin in (Union, types.UnionType):
         return all(_readable(a) for a in args if a is not type(None))
-    return origin is list and _readable(args[0])
+    return origin is list and (not args or _readable(args[0]))
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:

@@ -76,3 +76,33 @@ def test_a_region_ending_on_an_edges_endpoint_fills_its_last_row_as_a_taller_one
     vertices = np.array([[0, 0], [10, 7.5], [10, 20], [0, 20]], float)
     assert np.array_equal(fill_polygon(vertices, 16, 8), fill_polygon(vertices, 16, 12)[:8])
     assert fill_polygon(vertices, 16, 8)[7].tolist() == [True] * 10 + [False] * 6
+
+
+def _png_48_bit(path, rgb: np.ndarray) -> None:
+    """A 16-bit-per-sample RGB PNG, which Pillow cannot write."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width, _ = rgb.shape
+    rows = b"".join(b"\x00" + rgb[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_is_read_at_its_depth_not_through_pillows_8_bit_rgb(tmp_path):
+    rgb = np.array([[[0, 1000, 4095], [2048, 16, 4000]]], np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    assert read_image(tmp_path / "rgb.tif", bits=12).tolist() == (rgb >> 4).tolist()
+    with pytest.raises(ImageReadError, match=r"rgb.tif: 16-bit pixels that reach only 4095"):
+        read_image(tmp_path / "rgb.tif")  # was 8-bit RGB of at most 15, without a word
+    _png_48_bit(tmp_path / "rgb.png", rgb << 4)  # a PNG's low bytes are out of reach: bits 16 only
+    assert read_image(tmp_path / "rgb.png").tolist() == (rgb >> 4).tolist()
+    with pytest.raises(ImageReadError, match=r"rgb.png: a 16-bit colour .png file is read to its top 8 bits "
+                                             r"only, so patches.bits 12 cannot apply; save the images as 16-bit TIFF"):
+        read_image(tmp_path / "rgb.png", bits=12)
+    _png_48_bit(tmp_path / "dim.png", rgb)
+    with pytest.raises(ImageReadError, match=r"dim.png: 16-bit pixels that reach only 3840"):
+        read_image(tmp_path / "dim.png")

@@ -230,15 +230,30 @@ def test_a_root_for_a_dataset_that_reads_none_is_refused(tmp_path):
 
 
 def test_numbers_read_as_written_not_as_yaml_1_1_octal_or_base_60(tmp_path):
-    """YAML 1.1 reads 010 as 8 and 1:30 as 90; a recipe reads them as YAML 1.2 does."""
-    path = _write(tmp_path, "seed: 010\ntrain:\n  epochs: 0o10\n  batch_size: 0x20\n  lr: 1.5e-3\n")
-    config = recipes.load(path, ["split.test_size=0_40"])
-    assert (config.seed, config.train.epochs, config.train.batch_size, config.split.test_size) == (10, 8, 32, 40)
-    assert config.train.lr == 1.5e-3
-    assert recipes.load(path, ["seed=0010"]).seed == 10
-    path.write_text("train:\n  epochs: 1:30\n")
-    with pytest.raises(OneclassError, match=r"r.yaml: train.epochs: expected an integer"):
-        recipes.load(path)
+    """YAML 1.1 reads 010 as 8 and 1:30 as 90, and 1e-3 as a string; a recipe reads
+    numbers as YAML 1.2 does, and a leading zero keeps a scalar a string."""
+    path = _write(tmp_path, "seed: 11\ntrain:\n  epochs: 0o10\n  batch_size: 0x20\n  lr: 1e-3\n")
+    config = recipes.load(path, ["split.test_size=4_0"])
+    assert (config.seed, config.train.epochs, config.train.batch_size, config.split.test_size) == (11, 8, 32, 40)
+    assert config.train.lr == 1e-3
+    for text in ("seed: 010", "train:\n  epochs: 1:30"):
+        path.write_text(text + "\n")
+        with pytest.raises(OneclassError, match=r"r.yaml: (seed|train.epochs): expected an integer, got string"):
+            recipes.load(path)
     from oneclass.sweep import point_config
 
-    assert point_config(path, ["train.epochs=3"], {"seed": "011"}).seed == 11
+    assert point_config(path, ["train.epochs=3"], {"seed": "12"}).seed == 12
+    with pytest.raises(OneclassError, match=r"--grid seed='010'.*expected an integer, got string '010'"):
+        point_config(path, ["train.epochs=3"], {"seed": "010"})
+
+
+def test_a_runs_recipe_copy_reads_back_as_written_by_either_yaml(tmp_path):
+    """Strings that look like numbers to YAML 1.1 (1:30) or to the recipe reader (1e-4)
+    are quoted, so plain safe_load and recipes.load read the same recipe back."""
+    import yaml
+
+    config = recipes.load(None, ["dataset.root=09", "description='1e-4'", "method.deep-sad={tag: '1:30'}"])
+    assert config.dataset.root == "09"
+    text = config.to_yaml()
+    assert yaml.safe_load(text) == recipes.parse_yaml(text) == config.to_dict()
+    assert "bits" not in text  # an unset key added later: runs and sweeps recorded before compare equal

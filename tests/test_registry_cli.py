@@ -263,5 +263,10 @@ def test_bare_list_and_dict_options_take_any_items():
     assert coerce([1, "a"], list, "k") == [1, "a"] and coerce({"a": 1}, dict, "k") == {"a": 1}
     with pytest.raises(OneclassError, match="k: expected a list, got integer 3"):
         coerce(3, list, "k")
+    import dataclasses
+    import typing
+
+    Loose = dataclasses.make_dataclass("Loose", [("items", typing.List, None), ("pair", tuple, None)])
+    assert hint_problems(Loose) == ["pair: <class 'tuple'>"]
     for name in registry.methods.names():
         assert hint_problems(registry.methods.get(name).Params) == [], name

@@ -38,7 +38,8 @@ def extract_patches(
         "pixels at or above this value are anomalous. [default: refuse such masks]"),
     bits: Optional[int] = typer.Option(
         None, "--bits", help="Significant bits of 16-bit images' pixels (8-16; a 12-bit camera's: 12); "
-        "their top 8 are kept. 8-bit images are read as they are. [default: 16]"),
+        "their top 8 are kept. 8-bit images are read as they are. [default: 16, refusing 16-bit "
+        "files whose pixels all stay below 4096]"),
     whole_image: Optional[bool] = typer.Option(
         None, "--whole-image/--patches", show_default=False,
         help="One item per image, resized to --resize x --resize, anomalous when its mask marks "

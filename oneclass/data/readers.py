@@ -29,7 +29,7 @@ def read_image(path: Path, bits: int | None = None) -> np.ndarray:
     """Read an image as (H, W, C) uint8 with C in {1, 3}; alpha is dropped. ``bits`` is
     how many of a 16-bit pixel's bits hold data (a 12-bit camera's: 12); the top 8 of
     those are kept. 8-bit images are read as they are, whatever ``bits`` says."""
-    array = _read_any(path)
+    array = _read_any(path, bits=bits)
     if array.ndim == 2:
         array = array[:, :, None]
     elif array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
@@ -122,21 +122,27 @@ def decoding_thread() -> None:
     _thread.quieted = True
 
 
-def _read_any(path: Path, mask: bool = False) -> np.ndarray:
+def _read_any(path: Path, mask: bool = False, bits: int | None = None) -> np.ndarray:
     if getattr(_thread, "quieted", False):
-        return _decode(path, mask)
+        return _decode(path, mask, bits)
     with quiet_decoders():
-        return _decode(path, mask)
+        return _decode(path, mask, bits)
 
 
-def _decode(path: Path, mask: bool) -> np.ndarray:
+def _sixteen_bit_colour(im) -> bool:
+    """Whether Pillow opened 16-bit-per-sample colour as its 8-bit RGB(A), which keeps
+    each sample's high byte (a tile's raw mode says what the file holds: RGB;16B)."""
+    return im.mode in ("RGB", "RGBA") and any(";16" in str(tile[3]) for tile in im.tile)
+
+
+def _decode(path: Path, mask: bool, bits: int | None = None) -> np.ndarray:
     try:
         from PIL import Image
 
         if path.suffix.lower() in (".tif", ".tiff"):
             try:  # Pillow decodes the common 8-bit TIFFs in C (tifffile's PackBits is Python)
                 with Image.open(path) as im:
-                    if im.mode in ("L", "RGB", "1", "RGBA", "LA", "P", *_TO_RGB):
+                    if im.mode in ("L", "RGB", "1", "RGBA", "LA", "P", *_TO_RGB) and not _sixteen_bit_colour(im):
                         return _pillow_pixels(im, mask)
             except Exception:  # noqa: BLE001 - let tifffile try, and report its reason
                 pass
@@ -145,7 +151,17 @@ def _decode(path: Path, mask: bool) -> np.ndarray:
             return tifffile.imread(path, key=0)
 
         with Image.open(path) as im:
+            if _sixteen_bit_colour(im) and not mask:
+                # no decoder here gives such a PNG's low bytes: its high bytes, put back in
+                # place, are what bits 16 keeps; fewer bits would need the low ones
+                if bits not in (None, 16):
+                    raise ImageReadError(f"{path}: a 16-bit colour {path.suffix} file is read to its top 8 bits "
+                                         f"only, so patches.bits {bits} cannot apply; save the images as "
+                                         f"16-bit TIFF")
+                return np.asarray(im).astype(np.uint16) << 8
             return _pillow_pixels(im, mask)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
