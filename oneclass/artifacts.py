@@ -221,9 +221,12 @@ def parse_scores(text: str, name: str) -> ScoreTable:
             scores.append(float(record["score"]))
             label = record["label"]
             labels.append(-1 if label in ("", None) else int(label))
+            if labels[-1] not in (-1, 0, 1):  # a class code would count as anomalous, or break AUROC
+                raise ValueError(label)
         except (TypeError, ValueError):
             raise OneclassError(f"{name}: row {number - 1}: bad score or label "
-                                f"({record.get('score')!r}, {record.get('label')!r})") from None
+                                f"({record.get('score')!r}, {record.get('label')!r}); a label is 0 "
+                                f"(normal), 1 (anomalous) or blank (unknown)") from None
     columns = {c: [_text(r.get(c)) for r in records] if any(c in r for r in records) else None
                for c in ("source", "subclass")}
     return ScoreTable(name, np.asarray(labels, dtype=int), np.asarray(scores, dtype=float),

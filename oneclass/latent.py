@@ -32,6 +32,17 @@ class LatentMap:
         return {k: self.outcomes.count(k) for k in ("TP", "FN", "TN", "FP")}
 
 
+def draw_per_class(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` sorted positions drawn at random within each class, in proportion to its
+    share, every class keeping at least one: a plain draw of 5,000 from a split of few
+    anomalies can keep none, and the map's threshold would then mean nothing."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    wanted = [max(1, round(count * len(m) / len(labels))) for m in members]
+    wanted[int(np.argmax(wanted))] += count - sum(wanted)  # rounding's remainder: the largest class
+    return np.sort(np.concatenate([rng.choice(m, n, replace=False) for m, n in zip(members, wanted)]))
+
+
 def latent_map(folder: RunFolder, split: str, perplexity: float, seed: int, max_points: int,
                device: str = "auto") -> LatentMap:
     """t-SNE of a run's latent vectors on ``split``; at most ``max_points`` points, drawn
@@ -57,12 +68,16 @@ def latent_map(folder: RunFolder, split: str, perplexity: float, seed: int, max_
     rows = np.asarray(folder.data["members"][split])
     total = len(rows)
     scores = folder.scores(split).scores  # in the order of rows
+    labels = store.labels[rows].astype(int)
+    if len(set(labels.tolist())) < 2:
+        raise OneclassError(f"--split {split}: its {total} patches are all "
+                            f"{'anomalous' if labels.any() else 'normal'}; the map's equal-error "
+                            f"threshold needs both classes")
     if len(rows) > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_points, replace=False))
-        rows, scores = rows[keep], scores[keep]
+        keep = draw_per_class(labels, max_points, seed)
+        rows, scores, labels = rows[keep], scores[keep], labels[keep]
     if len(rows) <= perplexity:
         raise OneclassError(f"--perplexity: must be below the number of points ({len(rows)})")
-    labels = store.labels[rows].astype(int)
     vectors = method.embed(PatchData(store.images, rows)).reshape(len(rows), -1)
     threshold = equal_error_threshold(labels, scores)
     predicted = scores >= threshold

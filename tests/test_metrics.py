@@ -65,6 +65,9 @@ def test_pixel_auroc_over_all_pixels():
     ("id,source,x,y,label,subclass,score\n", "no score rows"),
     ("id,score\n1,0.5\n", "missing column"),
     ("id,source,x,y,label,subclass,score\n1,s,0,0,1,a,abc\n", "row 1: bad score"),
+    # a class code, not a label: 2 would count as anomalous, three codes break AUROC
+    ("label,score\n0,0.1\n1,0.5\n2,0.7\n", r"row 3: bad score or label \('0.7', '2'\); a label is 0 "
+                                             r"\(normal\), 1 \(anomalous\) or blank \(unknown\)"),
 ])
 def test_bad_score_tables(text, message):
     with pytest.raises(OneclassError, match=message):

@@ -312,10 +312,31 @@ def test_tsne_refuses_a_method_without_embed(run, monkeypatch):
         tsne(run, "test", None, 30.0, 0, 5000, "cpu")
 
 
-def test_tsne_subsamples_to_max_points(run, tmp_path):
+def test_tsne_subsamples_to_max_points_within_each_class(run, tmp_path):
     done = oneclass("tsne", run, "--out", tmp_path / "t.png", "--perplexity", "5", "--max-points", "20")
     assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "t.json").read_text())["points"] == 20
+    saved = json.loads((tmp_path / "t.json").read_text())
+    labels, _ = _scores(run / "scores/test.csv")
+    assert saved["points"] == 20
+    assert saved["outcomes"]["TP"] + saved["outcomes"]["FN"] == max(1, round(20 * labels.mean()))
+    from oneclass.latent import draw_per_class
+
+    rare = np.r_[np.zeros(10_000, int), np.ones(20, int)]  # a plain draw of 10 keeps no anomaly 98% of the time
+    for seed in range(5):
+        kept = draw_per_class(rare, 10, seed)
+        assert len(kept) == 10 and rare[kept].sum() == 1 and (np.diff(kept) > 0).all()
+
+
+def test_tsne_does_not_write_its_record_over_a_runs_files(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = (copy / "metrics.json").read_bytes()
+    one_error_line(oneclass("tsne", copy, "--out", copy / "metrics.png", "--perplexity", "5"), 2,
+                   f"--out: {copy / 'metrics.png'} would replace {copy / 'metrics.json'}, which is not a t-SNE "
+                   f"record; choose another name")
+    assert (copy / "metrics.json").read_bytes() == before and not (copy / "metrics.png").exists()
 
 
 @pytest.mark.parametrize("sets,message", [
@@ -542,3 +563,17 @@ def test_twelve_bit_images_are_cut_and_scored_through_patches_bits(run, tmp_path
     assert all(done.returncode == 0 for done in scored), scored[0].stderr
     assert [json.loads(line)["score"] for line in scored[0].stdout.splitlines()] == \
         [json.loads(line)["score"] for line in scored[1].stdout.splitlines()]
+
+
+def test_tsne_refuses_a_split_of_one_class(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = json.loads((copy / "data.json").read_text())
+    labels = PatchStore.open(data["store"]).labels
+    data["members"]["val"] = [int(i) for i in data["members"]["val"] if labels[i] == 0]
+    (copy / "data.json").write_text(json.dumps(data))
+    one_error_line(oneclass("tsne", copy, "--split", "val", "--out", tmp_path / "t.png"), 2,
+                   f"--split val: its {len(data['members']['val'])} patches are all normal; the map's "
+                   f"equal-error threshold needs both classes")

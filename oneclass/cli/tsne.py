@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -41,13 +42,25 @@ def tsne(
     if out.suffix.lower() != ".png":
         raise OneclassError(f"--out: {out}: expected a .png file name")
     check_output_file(out, "--out")
+    record = out.with_suffix(".json")
+    if record.exists() and not _is_tsne_record(record):  # RUN/metrics.png would replace RUN/metrics.json
+        raise OneclassError(f"--out: {out} would replace {record}, which is not a t-SNE record; "
+                            f"choose another name")
     found = latent_map(folder, split, perplexity, seed, max_points, device)
     score = found.silhouette
     tsne_map(found.points, found.outcomes, found.title(split), out)
-    write_json(out.with_suffix(".json"), {"run": str(folder.path), "split": split, "points": len(found.points), "of": found.total,
+    write_json(record, {"run": str(folder.path), "split": split, "points": len(found.points), "of": found.total,
                                           "silhouette": score, "threshold": found.threshold,
                                           "outcomes": found.counts(), "perplexity": perplexity, "seed": seed,
                                           "max_points": max_points})
     if score is not None:
         err.print(f"silhouette of the ground-truth classes in latent space: {score:.4f}")
     print(out)
+
+
+def _is_tsne_record(path: Path) -> bool:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(found, dict) and {"silhouette", "perplexity", "outcomes"} <= set(found)
