@@ -75,7 +75,8 @@ def deterministic_mode(deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = True
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    # switched off too: a select grid over train.deterministic fits both in one process
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @contextmanager

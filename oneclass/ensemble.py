@@ -47,6 +47,17 @@ class _Standardisation(nn.Module):
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
 
+def _reference(train: PatchData, val: PatchData | None) -> PatchData:
+    """The normals a member's scores are standardised on: the validation set's, or where
+    it holds fewer than two (no mean and spread to take), the training items not labelled
+    anomalous."""
+    if val is not None and val.labels is not None and (val.labels == 0).sum() >= 2:
+        return val.subset(val.labels == 0)
+    if train.roles is None:
+        return train
+    return train.subset(train.roles != LABELED_ANOMALY)
+
+
 class Ensemble(Method):
     """``members`` copies of ``cls`` from seeds seed, seed + 1, ...; scored by their mean z-score."""
 
@@ -112,15 +123,23 @@ class Ensemble(Method):
         alive = self.standardisation.alive
         alive.fill_(True)
         alive[trainer.dropped_members] = False
-        if val is not None and val.labels is not None and (val.labels == 0).any():
-            reference = val.subset(val.labels == 0)
-        else:  # no validation normals: the training items not labelled anomalous
-            reference = train.subset(train.roles != LABELED_ANOMALY)
+        reference = _reference(train, val)
         for k in self._alive():
             scores = self.members[k].score(reference).astype(np.float64)
+            if not np.isfinite(scores).all():  # e.g. float16 overflow: its loss stayed finite
+                last = f"member {k}: non-finite scores on the {len(scores)} reference normals"
+                trainer.dropped_members.append(k)
+                alive[k] = False
+                trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the "
+                             f"ensemble: it scores normals NaN or infinite"})
+                warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) scores normals NaN or infinite "
+                              f"and is left out", stacklevel=2)
+                continue
             std = scores.std()
             self.standardisation.mean[k] = scores.mean()
             self.standardisation.std[k] = std if std > 0 else 1.0
+        if not self._alive():
+            raise TrainingDiverged(f"no member of the ensemble is left to score with; {last}")
 
     def _alive(self) -> list[int]:
         return [k for k, alive in enumerate(self.standardisation.alive.tolist()) if alive]

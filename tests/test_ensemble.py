@@ -162,3 +162,52 @@ def test_an_ensemble_whose_members_all_diverge_stops_in_one_line(tiny, tmp_path,
     assert str(caught.value).startswith("every member of the ensemble diverged; member 1: stage m1/train, epoch 1")
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "ens/model.pt").exists()
+
+
+def test_a_member_scoring_normals_infinite_is_left_out(tiny, monkeypatch):
+    """A member whose loss stayed finite but whose scores overflow (float16 under AMP)
+    would make every ensemble score NaN; it is dropped as a diverged one is."""
+    from oneclass.methods.base import build
+
+    def overflowing(cls, params, in_shape, seed=0, **kwargs):
+        member = build(cls, params, in_shape, seed, **kwargs)
+        if seed == 1:
+            fit = member.fit
+
+            def fit_then_overflow(train, val=None):
+                fit(train, val)
+                member.score = lambda data: np.full(len(data), np.inf, np.float32)
+            member.fit = fit_then_overflow
+        return member
+
+    monkeypatch.setattr("oneclass.ensemble.build", overflowing)
+    config = recipes.load(tiny["recipe"], ["train.ensemble=3", "train.epochs=1"])
+    store = PatchStore.open(tiny["store"])
+    sets = api.split(store, config)
+    method = api.method_from_recipe(config, store)
+    with pytest.warns(UserWarning, match=r"ensemble member 1 \(seed 1\) scores normals NaN or infinite"):
+        method.fit(sets.train, sets.val)
+    assert method.standardisation.alive.tolist() == [True, False, True]
+    assert np.isfinite(method.score(sets.test)).all()
+    assert method.run_info()["ensemble_dropped"] == [{"member": 1, "seed": 1}]
+
+
+def test_building_a_member_seeds_the_cpu_generator_alone(tiny, monkeypatch):
+    """torch.manual_seed would queue each member's seed for a CUDA not yet initialised,
+    and the last one queued (S + R - 1) would then seed the run's GPU draws."""
+    import torch
+
+    from oneclass.methods.base import build
+    from oneclass.training import method_class
+
+    cls, params = method_class(recipes.load(tiny["recipe"]))
+    queued = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", queued.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", queued.append)
+    torch.random.default_generator.manual_seed(123)
+    member = build(cls, params, (1, 32, 32), seed=5)
+    assert queued == []
+    assert torch.random.default_generator.initial_seed() == 123  # the caller's state is back
+    torch.random.default_generator.manual_seed(5)
+    same = cls(params, (1, 32, 32))
+    assert all(torch.equal(a, b) for a, b in zip(member.net.state_dict().values(), same.net.state_dict().values()))

@@ -203,3 +203,18 @@ def test_augmentation_reaches_training_batches():
     assert ((left == 1) | (right == 1)).all() and (left == 1).any() and (right == 1).any()  # some flipped
     with pytest.raises(OneclassError, match="stage fit: augment: unknown augmentation 'hflp'"):
         t.stage(Stage("fit", list(net.parameters()), 1e-3, augment=("hflp",)), items, loss)
+
+
+def test_deterministic_mode_switches_torchs_deterministic_algorithms_off_again():
+    """A select grid over train.deterministic fits both points in one process."""
+    import torch
+
+    from oneclass.engine import deterministic_mode
+
+    try:
+        deterministic_mode(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        deterministic_mode(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

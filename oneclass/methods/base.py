@@ -293,7 +293,10 @@ def build(cls: type[Method], params, in_shape: tuple[int, int, int], seed: int =
     if not keep_rng:
         return cls(params, in_shape)
     with keep_global_rng():
-        torch.manual_seed(seed)
+        # the CPU generator alone, where the weights are drawn: torch.manual_seed would also
+        # queue the seed for a CUDA not yet initialised, which keeps the last one queued,
+        # so building members S..S+R-1 left the GPU's generator at S+R-1, not the run's S
+        torch.random.default_generator.manual_seed(seed)
         return cls(params, in_shape)
 
 
