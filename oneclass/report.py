@@ -12,6 +12,7 @@ where the images hold one class only."""
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Result:
     selection: dict | None = None  # a run's select.json (oneclass.select)
     shots: int | None = None  # a few-shot run's labelled anomalies (split.labeled_anomalies)
     root: str | None = None  # a run's dataset.root: runs of one plugin on other data differ
+    recipe: dict | None = field(default=None, repr=False)  # a run's recipe.yaml
 
     def flat(self) -> dict:
         m = self.metrics
@@ -87,7 +89,11 @@ def _metric(metrics: dict, key: str):
     return metrics.get(key)
 
 
-def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result]:
+def load_inputs(inputs: list[str], stdin_text: str | None = None, name_variants: bool = True) -> list[Result]:
+    """Each input's result. Runs of one dataset plugin on other roots get the root in their
+    dataset's name; with ``name_variants``, runs of one method trained with other settings
+    (a user's ``--set method.eta=2`` beside the default) get those in their method's name,
+    so that neither is averaged nor paired with the other."""
     results, seen = [], set()
     for item in inputs:
         path = Path(item)
@@ -108,6 +114,8 @@ def load_inputs(inputs: list[str], stdin_text: str | None = None) -> list[Result
         else:
             raise OneclassError(f"{path}: no such run folder or score file")
     _name_data(results)
+    if name_variants:
+        _name_variants(results)
     return results
 
 
@@ -124,6 +132,74 @@ def _name_data(results: list[Result]) -> None:
         if r.root is not None and len(found) > 1:
             short = {Path(root).name for root in found}
             r.dataset = f"{r.dataset} ({Path(r.root).name if len(short) == len(found) else r.root})"
+
+
+# recipe keys that say where, how fast or under which name a run trained, or that the
+# grouping reads on its own (dataset root, gamma, shots): runs differing only there are
+# repeats of one setting
+_NOT_SETTINGS = {"seed", "description", "dataset.root", "split.gamma", "split.labeled_anomalies",
+                 "patches.workers", "train.prefetch"}
+
+
+def _name_variants(results: list[Result]) -> None:
+    """Runs of one method on one dataset and gamma whose recipes differ in more than seed
+    and speed get the keys that differ in their method's name: ``deep-sad (eta=2.0)``."""
+    buckets: dict[tuple, list[Result]] = {}
+    for r in results:
+        if r.recipe is not None:
+            buckets.setdefault((r.dataset, r.method, r.gamma, r.shots), []).append(r)
+    for runs in buckets.values():
+        settings = [_settings(r.recipe) for r in runs]
+        if all(s == settings[0] for s in settings):
+            continue
+        settings = [_settings(r.recipe, effective=True) for r in runs]  # defaults filled in
+        differ = sorted(k for k in set().union(*settings) if len({s.get(k, "unset") for s in settings}) > 1)
+        for r, s in zip(runs, settings):
+            if differ:
+                named = (f"{k.removeprefix('method.')}={s.get(k, 'unset')}" for k in differ)
+                r.method = f"{r.method} ({', '.join(named)})"
+
+
+def _settings(recipe: dict, effective: bool = False) -> dict[str, str]:
+    """A run's recipe as key path → value text, less :data:`_NOT_SETTINGS` and the other
+    methods' blocks. ``effective``: every section's defaults filled in and the method's
+    parameters as it was built with them (its block and plain keys merged), so that a
+    key left at its default and one set to it compare equal."""
+    import json
+
+    from oneclass import recipe as recipes
+    from oneclass import registry
+
+    name = (recipe.get("method") or {}).get("name")
+    if effective:
+        try:
+            from dataclasses import asdict
+
+            from oneclass.training import method_class
+
+            config = recipes.from_dict(recipe)
+            recipe = config.to_dict()
+            recipe["method"] = {"name": name, **asdict(method_class(config)[1])}
+        except OneclassError:  # a plugin not installed here, an older recipe: as written
+            pass
+    others = set(registry.methods.names()) - {name}
+    # what the run chose on validation (select.grid) differs by seed by design
+    chosen = set((recipe.get("select") or {}).get("grid") or {})
+    chosen |= {"method." + k.removeprefix(f"method.{name}.") for k in chosen if k.startswith(f"method.{name}.")}
+    flat: dict[str, str] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if (path in _NOT_SETTINGS or path in chosen or (prefix == "method." and key in others)
+                    or any(path.startswith(k + ".") for k in chosen)):
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                flat[path] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    walk(recipe, "")
+    return flat
 
 
 def _from_table(table: ScoreTable) -> Result:
@@ -149,7 +225,9 @@ def _from_run(path: Path) -> Result:
     selection = read_record(path / SELECT_FILE) if (path / SELECT_FILE).is_file() else None
     shots = split.get("labeled_anomalies")  # then split.gamma is 0 and says nothing
     dataset = run.recipe.get("dataset") or {}
-    return Result(str(path), metrics, dataset=dataset.get("name", ""), root=dataset.get("root"),
+    root = dataset.get("root")
+    return Result(str(path), metrics, dataset=dataset.get("name", ""),
+                  root=os.path.normpath(root) if isinstance(root, str) else root, recipe=run.recipe,
                   method=(run.recipe.get("method") or {}).get("name", ""),
                   gamma=split.get("gamma") if shots is None else None, seed=run.recipe.get("seed"),
                   selection=selection, shots=shots)
@@ -205,10 +283,17 @@ def compare_methods(results: list[Result]) -> list[dict]:
     """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, pairing
     runs with the same dataset, gamma (or labelled anomalies) and seed."""
     by_method: dict[str, dict[tuple, float]] = {}
+    first: dict[tuple, str] = {}
     for r in results:
         if r.seed is None:
             continue  # a bare score table has nothing to pair on
-        by_method.setdefault(r.method, {})[(r.dataset, r.gamma, r.shots, r.seed)] = r.metrics["auroc"]
+        key = (r.dataset, r.gamma, r.shots, r.seed)
+        if (r.method, *key) in first:
+            raise OneclassError(f"{first[(r.method, *key)]} and {r.name}: two runs of {r.method} on {r.dataset} "
+                                f"with one gamma, seed {r.seed} and the same settings; name one of them "
+                                f"(methods are compared on runs paired by seed)")
+        first[(r.method, *key)] = r.name
+        by_method.setdefault(r.method, {})[key] = r.metrics["auroc"]
     out = []
     for a, b in itertools.combinations(sorted(by_method), 2):
         keys = sorted(set(by_method[a]) & set(by_method[b]), key=str)

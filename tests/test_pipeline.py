@@ -577,3 +577,42 @@ def test_tsne_refuses_a_split_of_one_class(run, tmp_path):
     one_error_line(oneclass("tsne", copy, "--split", "val", "--out", tmp_path / "t.png"), 2,
                    f"--split val: its {len(data['members']['val'])} patches are all normal; the map's "
                    f"equal-error threshold needs both classes")
+
+
+def _copy_run(run, to, seed=None, root=None, **method):
+    """A copy of ``run`` whose recipe.yaml says another seed, dataset root or method keys."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run, to)
+    recipe = yaml.safe_load((to / "recipe.yaml").read_text())
+    recipe["seed"] = recipe["seed"] if seed is None else seed
+    recipe["dataset"]["root"] = root if root is not None else recipe["dataset"]["root"]
+    recipe["method"].update(method)
+    (to / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return to
+
+
+def test_evaluate_keeps_runs_of_other_settings_apart_and_pairs_variants_by_seed(run, tmp_path):
+    """Runs of one method trained with other settings are neither averaged nor paired
+    together: their method is named with the keys that differ. A key written at its
+    default is the default; the seed and the dataset root's spelling are not settings."""
+    runs = [_copy_run(run, tmp_path / "a1", seed=1), _copy_run(run, tmp_path / "a2", seed=2, eta=1.0),
+            _copy_run(run, tmp_path / "b1", seed=1, eta=2.0), _copy_run(run, tmp_path / "b2", seed=2, eta=2.0)]
+    done = oneclass("evaluate", *runs, "--format", "json", "-q")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert [(g["method"], g["n"]) for g in found["groups"]] == [("deep-sad (eta=1.0)", 2), ("deep-sad (eta=2.0)", 2)]
+    assert [(t["method_a"], t["method_b"], t["n"]) for t in found["wilcoxon"]] == [
+        ("deep-sad (eta=1.0)", "deep-sad (eta=2.0)", 2)]
+    # repeats alone stay one group, named as the method is
+    done = oneclass("evaluate", runs[0], runs[1], "--format", "json", "-q")
+    assert [(g["method"], g["n"]) for g in json.loads(done.stdout)["groups"]] == [("deep-sad", 2)]
+    one_error_line(oneclass("evaluate", run, _copy_run(run, tmp_path / "again"), "-q"), 2,
+                   f"{run} and {tmp_path / 'again'}: two runs of deep-sad on synthetic with one gamma, seed 0 "
+                   f"and the same settings; name one of them")
+    slash = [_copy_run(run, tmp_path / "r1", root="data/leather/"), _copy_run(run, tmp_path / "r2", seed=1,
+                                                                             root="data/leather")]
+    done = oneclass("evaluate", *slash, "--format", "json", "-q")
+    assert [(g["dataset"], g["n"]) for g in json.loads(done.stdout)["groups"]] == [("synthetic", 2)]

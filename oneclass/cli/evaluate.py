@@ -32,7 +32,10 @@ def evaluate(
     with confusion counts (anomalous = positive) and accuracy. Runs are grouped by
     dataset, method and gamma (few-shot runs by their labelled anomalies; a run named
     twice counts once), with mean +- sample std over repeats, and methods are compared
-    by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed.
+    by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed. Runs
+    of one method whose recipes differ in more than seed and speed settings are kept
+    apart, each method named with the keys that differ ("deep-sad (eta=2.0)"); two runs
+    of one method, settings and seed are refused.
 
     Image level: for patch runs, image AUROC and AUPRC from scores/test_images.csv (each
     source image's patch scores aggregated by the recipe's evaluate.image_score); score

@@ -56,7 +56,7 @@ def sweep(
     if folders and not quiet:
         from oneclass.cli.evaluate import print_tables
 
-        results = load_inputs([str(f) for f in folders])
+        results = load_inputs([str(f) for f in folders], name_variants=False)  # named by point below
         for r in results:  # a row per grid point (OUT/POINT/seed-S), not one over all of them
             if Path(r.name).parent.name != "base":
                 r.method = f"{r.method} [{Path(r.name).parent.name}]"
