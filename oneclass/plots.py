@@ -31,12 +31,13 @@ def auc_vs_gamma(groups: list[dict], path: Path) -> None:
     the chance level (0.5) is drawn. A method keeps one colour and marker in every panel;
     past ten methods (the colour cycle's length) markers and dashes tell them apart."""
     plt = _pyplot()
+    groups = [g for g in groups if g["gamma"] is not None]  # score tables and few-shot runs have none
     datasets = sorted({g["dataset"] for g in groups})
     style = {method: _method_style(i) for i, method in enumerate(sorted({g["method"] for g in groups}))}
     fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets), 4), squeeze=False,
                              layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
-        rows = [g for g in groups if g["dataset"] == dataset and g["gamma"] is not None]
+        rows = [g for g in groups if g["dataset"] == dataset]
         methods = sorted({g["method"] for g in rows})
         gammas = sorted({g["gamma"] for g in rows})
         for i, method in enumerate(methods):

@@ -799,7 +799,9 @@ def test_auc_against_one_gamma_is_a_bar_per_method(tmp_path, monkeypatch):
     assert any(list(line.get_ydata()) == [0.5, 0.5] for line in ax.get_lines())
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"deep-sad (n = 3)", "ss-dcae (n = 3)", "chance"} <= set(legend), legend
-    auc_vs_gamma(groups([0.05, 0.2]), tmp_path / "two.png")
+    table = {"dataset": "", "method": "scores", "gamma": None, "auroc_mean": 0.6, "auroc_std": 0.0, "n": 1}
+    auc_vs_gamma(groups([0.05, 0.2]) + [table], tmp_path / "two.png")
+    assert len(figures[-1].axes) == 1  # a score table, which has no gamma, draws no empty panel
     ax = figures[-1].axes[0]
     assert len(ax.patches) == 0 and "gamma" in ax.get_xlabel()
     assert any(list(line.get_ydata()) == [0.5, 0.5] for line in ax.get_lines())
