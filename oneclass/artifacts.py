@@ -269,7 +269,7 @@ def folder_kind(path: Path) -> str | None:
 # put there by someone else, and --overwrite refuses to delete it.
 _OWN_FILES = {
     "run": (MARKER, "recipe.yaml", "env.json", "data.json", "model.pt", "log.jsonl", "metrics.json",
-            "select.json", CHECKPOINT, "scores/*.csv", "maps/*.npy", "tsne-*.png", "tsne-*.json"),
+            "select.json", "select-progress.json", CHECKPOINT, "scores/*.csv", "maps/*.npy", "tsne-*.png", "tsne-*.json"),
     "store": (MARKER, "images.npy", "masks.npy", "index.csv", "meta.json"),
     "maps": (MARKER, "scores.csv", "[0-9][0-9][0-9]*-*.png"),  # RANK-SOURCE-xX-yY.png, rank 001 on
 }

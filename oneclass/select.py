@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import gc
 import itertools
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,10 @@ from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 
 SELECT_FILE = "select.json"
+# the fits a selection has finished, written after each one, so that an interrupted run
+# resumes its selection where it stopped (each fit seeds itself: skipping the finished
+# ones changes none of the others); removed once select.json is written
+SELECT_PROGRESS = "select-progress.json"
 
 
 @dataclass
@@ -153,8 +158,11 @@ def _metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_sources: list[str],
-                  in_shape: tuple[int, int, int], report: Callable[[dict], None]) -> dict:
-    """Train and score every grid point on every fold; the record ``select.json`` holds."""
+                  in_shape: tuple[int, int, int], report: Callable[[dict], None],
+                  kept: Path | None = None) -> dict:
+    """Train and score every grid point on every fold; the record ``select.json`` holds.
+    With ``kept`` (a file in the unfinished run), each finished fit's value is kept
+    there, and the fits it already holds are not trained again."""
     import torch
 
     from oneclass.engine import Trainer, TrainingDiverged
@@ -164,11 +172,17 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
     where = config.where("select")
     folds = make_folds(val.labels, val_sources, config.select.folds, config.seed, where)
     metric = config.select.metric
+    finished = _read_progress(kept, metric, [len(f) for f in folds])
     records = []
     for i, point in enumerate(points):
         cls, params = method_class(point.config)
         values = []
         for k, held in enumerate(folds):
+            key = _fit_key(point, k)
+            if key in finished:
+                value = finished[key]
+                values.append(float("nan") if value is None else value)
+                continue
             rest = np.setdiff1d(np.arange(len(val)), held)
             fit_val = val.subset(rest)
             tag = f"select {i + 1}/{len(points)} fold {k + 1}/{len(folds)}"
@@ -192,6 +206,9 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
                 torch.cuda.empty_cache()
             report({"event": "select", "point": point.label(), "fold": k + 1, "folds": len(folds),
                     metric: values[-1]})
+            if kept is not None:
+                finished[key] = values[-1] if np.isfinite(values[-1]) else None
+                _write_progress(kept, metric, [len(f) for f in folds], finished)
         done = all(np.isfinite(values))  # a diverged fold (null in the record) rules the point out
         records.append({"values": point.values, "folds": [v if np.isfinite(v) else None for v in values],
                         "mean": float(np.mean(values)) if done else None,
@@ -205,6 +222,31 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
             "fold_anomalies": [int(val.labels[f].sum()) for f in folds],
             "grid": {key: list(values) for key, values in config.select.grid.items()},
             "points": records, "chosen": best, "values": records[best]["values"]}
+
+
+def _fit_key(point: Point, fold: int) -> str:
+    return json.dumps([point.values, fold], sort_keys=True)
+
+
+def _read_progress(path: Path | None, metric: str, fold_sizes: list[int]) -> dict[str, float | None]:
+    """The finished fits an interrupted selection kept: fit key → its held-out value."""
+    if path is None or not path.is_file():
+        return {}
+    from oneclass.artifacts import read_json
+
+    found = read_json(path)
+    if not isinstance(found, dict) or not isinstance(found.get("fits"), dict):
+        raise OneclassError(f"{path}: damaged; start the run again with --overwrite")
+    if found.get("metric") != metric or found.get("fold_sizes") != fold_sizes:
+        raise OneclassError(f"{path}: made with other folds or another metric than the recipe's; start the "
+                            f"run again with --overwrite")
+    return dict(found["fits"])
+
+
+def _write_progress(path: Path, metric: str, fold_sizes: list[int], fits: dict) -> None:
+    from oneclass.artifacts import write_json
+
+    write_json(path, {"metric": metric, "fold_sizes": fold_sizes, "fits": fits})
 
 
 RECORD_KEYS = ("metric", "folds", "fold_sizes", "fold_anomalies", "grid", "points", "chosen", "values")

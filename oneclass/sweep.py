@@ -179,7 +179,7 @@ def train_one(recipe: str, sets: list[str], point: dict[str, str], seed: int, fo
     (replacing an unfinished run of ours)."""
     import torch
 
-    from oneclass.select import SELECT_FILE
+    from oneclass.select import SELECT_FILE, SELECT_PROGRESS
     from oneclass.training import train_run
 
     if threads:
@@ -187,10 +187,10 @@ def train_one(recipe: str, sets: list[str], point: dict[str, str], seed: int, fo
     config = point_config(Path(recipe), sets, point, seed)
     target = Path(folder)
     partial = target.with_name(target.name + PARTIAL)
-    # what --resume takes: a checkpoint, or a finished hyperparameter selection (select.json
-    # and the recipe it chose), which restarting would throw away
-    resume = (partial / CHECKPOINT).is_file() or ((partial / SELECT_FILE).is_file() and
-                                                  (partial / "recipe.yaml").is_file())
+    # what --resume takes: a checkpoint, or a hyperparameter selection, finished (select.json)
+    # or begun (its finished fits), which restarting would throw away
+    resume = (partial / "recipe.yaml").is_file() and any(
+        (partial / name).is_file() for name in (CHECKPOINT, SELECT_FILE, SELECT_PROGRESS))
     return str(train_run(config, target, resume=resume, overwrite=not resume))
 
 

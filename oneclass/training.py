@@ -18,7 +18,7 @@ from oneclass.artifacts import (CHECKPOINT, MARKER, PARTIAL, RUN_FORMAT, check_d
 from oneclass.data.store import PatchStore
 from oneclass.errors import OneclassError, OutputError
 from oneclass.scoring import score_rows
-from oneclass.select import SELECT_FILE, apply_choice, grid_points, read_record, run_selection
+from oneclass.select import SELECT_FILE, SELECT_PROGRESS, apply_choice, grid_points, read_record, run_selection
 from oneclass.stores import Report, check_store_matches, obtain_store, store_hash
 
 
@@ -154,9 +154,17 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     report({"event": "split", "counts": split.counts, "seen_subclasses": split.seen_subclasses})
     in_shape = tuple(store.images.shape[1:])
     val = PatchData(store.images, split.val, labels=labels[split.val])
-    selection = None
+    ours = resume  # the partial folder is this job's to remove
     if config.select.grid:
-        selection = _selection(config, partial, resume, store, split, val, in_shape, report)
+        if not resume:  # the selection's finished fits are kept in it as they finish
+            _create_partial(partial, overwrite, config)
+            ours = True
+        try:
+            selection = _selection(config, partial, resume, store, split, val, in_shape, report)
+        except BaseException:
+            if not resume and not (partial / SELECT_PROGRESS).is_file():
+                discard(partial)  # not one fit finished: nothing to resume
+            raise
         config = apply_choice(config, selection, partial / SELECT_FILE)
         cls, params = method_class(config)
     # a run interrupted after its selection but before its first checkpoint resumes from
@@ -172,16 +180,16 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             _train_into(config, Path(scratch), store, split, labels, cls, params, in_shape, val, trainer,
                         method, resume)
         return out
-    ours, finished = resume, False  # ours: the partial folder is this job's to remove
+    finished = False
     try:
-        if not resume:
-            _create_partial(partial, selection, overwrite)
+        if not ours:
+            _create_partial(partial, overwrite)
             ours = True
         _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
         finished = True
         replace_folder(partial, out, "run")
     except BaseException as exc:
-        kept = finished or (partial / CHECKPOINT).is_file() or (partial / SELECT_FILE).is_file()
+        kept = finished or any((partial / name).is_file() for name in (CHECKPOINT, SELECT_FILE, SELECT_PROGRESS))
         if ours and not kept:
             discard(partial)
         if isinstance(exc, OSError):
@@ -193,7 +201,9 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     return out
 
 
-def _create_partial(partial: Path, selection: dict | None, overwrite: bool) -> None:
+def _create_partial(partial: Path, overwrite: bool, selecting: recipes.Recipe | None = None) -> None:
+    """The unfinished run's folder, marked; for a run that selects hyperparameters first
+    (``selecting``), with the recipe it started from, which --resume checks."""
     try:
         if overwrite and partial.exists():
             discard(partial)  # checked to be an unfinished oneclass run
@@ -205,8 +215,8 @@ def _create_partial(partial: Path, selection: dict | None, overwrite: bool) -> N
         raise OutputError(f"{partial}: cannot create the run folder: {exc.strerror or exc}") from None
     try:  # a Ctrl-C right after mkdir leaves nothing either
         mark(partial, "run")
-        if selection is not None:
-            write_json(partial / SELECT_FILE, selection)
+        if selecting is not None:
+            write_text(partial / "recipe.yaml", selecting.to_yaml())
     except BaseException:  # write_json says a failed write in one line naming the file
         discard(partial)
         raise
@@ -232,7 +242,11 @@ def _selection(config, partial: Path, resume: bool, store: PatchStore, split, va
         return read_record(partial / SELECT_FILE)
     train = PatchData(store.images, split.train, roles=split.train_roles)
     sources = [store.index[int(row)]["source"] for row in split.val]
-    return run_selection(config, train, val, sources, in_shape, report)
+    progress = partial / SELECT_PROGRESS
+    selection = run_selection(config, train, val, sources, in_shape, report, progress)
+    write_json(partial / SELECT_FILE, selection)
+    progress.unlink(missing_ok=True)  # select.json holds every fit's value
+    return selection
 
 
 def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, params, in_shape,
@@ -240,7 +254,7 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
     from oneclass import distributed
     from oneclass.data.items import PatchData
 
-    if not resume:
+    if not (resume and (partial / "data.json").is_file()):  # a selection's run writes them after it
         write_text(partial / "recipe.yaml", config.to_yaml())
         write_json(partial / "data.json", {
             "store": str(store.path.resolve()), "store_hash": store_hash(store),
@@ -279,11 +293,14 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         if started is None:
             raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
                                 f"cannot be checked against the recipe; start again with --overwrite")
-        chosen = partial / SELECT_FILE  # recipe.yaml holds the select section's choice
+        # recipe.yaml holds the select section's choice once the run trains on it, and the
+        # recipe as given while it selects (and for a moment after select.json is written)
+        chosen = partial / SELECT_FILE
+        allowed = [config.to_dict()]
         if chosen.is_file() and config.select.grid:
-            config = apply_choice(config, read_record(chosen), chosen)
-        now = config.to_dict()
-        if started != now:
+            allowed.insert(0, apply_choice(config, read_record(chosen), chosen).to_dict())
+        now = allowed[0]
+        if started not in allowed:
             changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
                                 f"with (section {', '.join(changed)}); resume with the same recipe")
@@ -291,7 +308,8 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
         from oneclass.artifacts import load_torch
         from oneclass.engine import CHECKPOINT_KEYS
 
-        if (partial / CHECKPOINT).is_file() or not (partial / SELECT_FILE).is_file():
+        selecting = config.select.grid and not (partial / "data.json").is_file()  # its fits resume
+        if (partial / CHECKPOINT).is_file() or not ((partial / SELECT_FILE).is_file() or selecting):
             load_torch(partial / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS)  # damaged: refused before any work
         return
     check_destination(out, "run", overwrite)

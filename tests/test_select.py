@@ -215,3 +215,38 @@ def test_ctrl_c_after_the_selection_keeps_it_and_resume_trains_the_choice(tiny, 
     train_run(config, tmp_path / "cut", store=store, resume=True, report=events.append)
     assert not [e for e in events if e.get("event") == "select"]
     assert (tmp_path / "cut/scores/test.csv").read_text() == (tmp_path / "whole/scores/test.csv").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_selection_keeps_its_finished_fits_and_resume_fits_only_the_rest(tiny, tmp_path):
+    recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
+                     "{method.rep_dim: [8, 16]}")
+    config = recipes.load(recipe)
+    store = PatchStore.open(tiny["store"])
+    train_run(config, tmp_path / "whole", store=store)
+    fits = []
+
+    def interrupt(event):  # Ctrl-C in the third of the four fits (two points x two folds)
+        if event.get("event") == "select":
+            fits.append(event)
+        if event.get("event") == "batch" and len(fits) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    assert len(json.loads((tmp_path / "cut.partial/select-progress.json").read_text())["fits"]) == 2
+    assert not (tmp_path / "cut.partial/select.json").exists()
+    events = []
+    train_run(config, tmp_path / "cut", store=store, resume=True, report=events.append)
+    assert len([e for e in events if e.get("event") == "select"]) == 2  # the other two fits alone
+    for name in ("select.json", "scores/test.csv", "recipe.yaml"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert not (tmp_path / "cut/select-progress.json").exists()
+
+    def first_fit(event):
+        if event.get("event") == "batch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "early", store=store, report=first_fit)
+    assert not (tmp_path / "early.partial").exists()  # not one fit finished: nothing to resume

@@ -123,7 +123,7 @@ def _interrupted(target: Path, args: list[str]) -> None:
 
     from oneclass import distributed
     from oneclass.artifacts import CHECKPOINT, PARTIAL
-    from oneclass.select import SELECT_FILE
+    from oneclass.select import SELECT_FILE, SELECT_PROGRESS
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while this one is handled: still 130
     if not distributed.is_writer():  # rank 0 says it
@@ -135,6 +135,9 @@ def _interrupted(target: Path, args: list[str]) -> None:
               file=sys.stderr)
     elif (partial / SELECT_FILE).is_file():
         print(f"oneclass: interrupted; the hyperparameter selection is kept in {partial / SELECT_FILE}; "
+              f"resume with: {again}", file=sys.stderr)
+    elif (partial / SELECT_PROGRESS).is_file():
+        print(f"oneclass: interrupted; the selection's finished fits are kept in {partial / SELECT_PROGRESS}; "
               f"resume with: {again}", file=sys.stderr)
     else:
         print("oneclass: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
