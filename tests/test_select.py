@@ -140,13 +140,19 @@ def test_more_folds_than_validation_anomalies_say_how_many_there_are(tiny, tmp_p
     one_error_line(done, 2, "select.folds: must be >= 2")
 
 
-@pytest.mark.slow
-def test_select_for_deep_sad_then_resume_keeps_the_choice(tiny, tmp_path):
+def _deep_sad_selection_run(tiny, tmp_path):
+    """Deep SAD choosing rep_dim in {8, 16}, trained whole into tmp_path/whole: (recipe, store)."""
     recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
                      "{method.rep_dim: [8, 16]}")
     config = recipes.load(recipe)
     store = PatchStore.open(tiny["store"])
     train_run(config, tmp_path / "whole", store=store)
+    return config, store
+
+
+@pytest.mark.slow
+def test_select_for_deep_sad_then_resume_keeps_the_choice(tiny, tmp_path):
+    config, store = _deep_sad_selection_run(tiny, tmp_path)
 
     def interrupt(event):  # Ctrl-C in the chosen point's own training, after the selection
         if event.get("event") == "batch" and not event["stage"].startswith("select") and event["stage"] == "train":
@@ -197,11 +203,7 @@ def test_a_damaged_selection_record_is_one_error_line(tiny, tmp_path, sign_toy):
 
 
 def test_ctrl_c_after_the_selection_keeps_it_and_resume_trains_the_choice(tiny, tmp_path, sign_toy):
-    recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
-                     "{method.rep_dim: [8, 16]}")
-    config = recipes.load(recipe)
-    store = PatchStore.open(tiny["store"])
-    train_run(config, tmp_path / "whole", store=store)
+    config, store = _deep_sad_selection_run(tiny, tmp_path)
 
     def interrupt(event):  # the chosen point's first batch: no checkpoint yet
         if event.get("event") == "batch" and event["stage"] == "pretrain":
@@ -219,11 +221,7 @@ def test_ctrl_c_after_the_selection_keeps_it_and_resume_trains_the_choice(tiny, 
 
 @pytest.mark.slow
 def test_ctrl_c_during_the_selection_keeps_its_finished_fits_and_resume_fits_only_the_rest(tiny, tmp_path):
-    recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
-                     "{method.rep_dim: [8, 16]}")
-    config = recipes.load(recipe)
-    store = PatchStore.open(tiny["store"])
-    train_run(config, tmp_path / "whole", store=store)
+    config, store = _deep_sad_selection_run(tiny, tmp_path)
     fits = []
 
     def interrupt(event):  # Ctrl-C in the third of the four fits (two points x two folds)
