@@ -115,7 +115,8 @@ class Stage:
     momentum: float = 0.9  # sgd only
     schedule: Literal["multistep", "step", "cosine", "constant"] = "multistep"
     milestones: tuple[int, ...] = ()  # multistep: epochs after which lr is multiplied by lr_factor
-    step_size: int = 1  # step: every step_size epochs
+    step_size: int = 1  # step: every step_size epochs (optimizer steps with schedule_per: step)
+    schedule_per: Literal["epoch", "step"] = "epoch"  # what the schedule counts
     t_max: int | None = None  # cosine: epochs of a half period (default: the stage's epochs)
     lr_factor: float = 0.1
     clip: float | None = None  # the gradients' global norm is clipped to this
@@ -378,11 +379,14 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(trained, spec.clip)
                     scaler.step(optimizer)
                     scaler.update()
+                    if spec.schedule_per == "step":
+                        scheduler.step()
                     total += batch_loss.item() * n
                     seen += n
                     self.report({"event": "batch", "stage": name, "epoch": epoch + 1, "epochs": epochs,
                                  "done": step + 1, "total": per_epoch, "unit": "batches"})
-                scheduler.step()
+                if spec.schedule_per == "epoch":
+                    scheduler.step()
                 seconds = time.perf_counter() - began
                 self.throughput.append(seen / seconds if seconds > 0 else 0.0)
                 record = {"stage": name, "epoch": epoch + 1, "epochs": epochs, "loss": total / max(seen, 1),

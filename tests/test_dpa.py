@@ -79,6 +79,16 @@ def test_fade_rises_linearly_from_0_at_the_start_of_a_transition_to_1_at_its_end
     assert seen == phase + phase
 
 
+def test_the_fade_in_ends_at_1_though_a_pass_ends_on_a_short_batch():
+    """60 normals at 16 are passes of 16 + 16 + 16 + 12: counting the items each batch
+    holds ended the 128-image fade at 120 / 128; it counts whole batches, as the phase's
+    length does (and as it must under torchrun, where each process holds a share)."""
+    records = []
+    _fit(_params(), _normals(60), report=records.append)
+    ends = [r["alpha"] for r in records if "alpha" in r and r["epoch"] == r["epochs"]]
+    assert ends == [1.0, 1.0]
+
+
 def test_the_growth_phases_and_their_layers():
     method = DPA(_params(), (1, 32, 32))
     assert method.phases() == [("8px", 8, False), ("16px-fade", 16, True), ("16px", 16, False),

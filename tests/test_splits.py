@@ -81,7 +81,9 @@ def test_default_train_size_gives_the_gamma_asked():
     ({"labeled_anomalies": -1}, "split.labeled_anomalies: must be >= 0"),
     ({"labeled_anomalies": 100000}, "split.labeled_anomalies: 100000 asked, the training pool holds"),
     ({"test_size": 51}, "split.test_size: a balanced test set holds as many normal as anomalous"),
-    ({"test_size": 1}, "size must be even, got 1"),
+    ({"test_size": 3}, "size must be even, got 3"),
+    ({"test_size": 1}, "split.test_size: a test set needs a normal and an anomalous patch at least"),
+    ({"test_size": 1, "test_balanced": False}, "split.test_size: a test set needs a normal and an anomalous"),
 ])
 def test_bad_requests_fail_naming_the_key(kw, message):
     with pytest.raises(SplitError, match=re.escape(message)):
@@ -227,3 +229,12 @@ def test_the_group_moved_into_an_empty_pool_is_the_lightest_spare_one():
     mids = np.cumsum(weight) - weight / 2
     _no_empty_pool(pools, weight, mids, np.array([0.0, 0.2, 0.3, 1.0]))
     assert pools.tolist() == [0, 2, 1, 2]  # the 0.05 group from training, not the 0.8 one
+
+
+def test_a_set_short_of_a_label_suggests_ungrouping_only_where_sources_hold_several_items():
+    """Whole images (one item a source): split.group_by: none would change nothing."""
+    labels = np.r_[np.zeros(5, bool), np.ones(40, bool)]
+    subclasses = ["good"] * 5 + ["dent"] * 40
+    with pytest.raises(SplitError) as caught:
+        make_split(labels, subclasses, [f"image{i}" for i in range(45)], SplitSection(), seed=0)
+    assert "set got 0 normal" in str(caught.value) and "group_by" not in str(caught.value)

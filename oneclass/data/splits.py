@@ -81,7 +81,9 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
                                                           section, rng)
     test = _test_set(test_pool, labels, section, rng)
     val = np.sort(val_pool)
-    _need_both(val, labels, "validation", "split.val_fraction")
+    # grouping by source can starve a set of a label only where some source holds several items
+    grouped = section.group_by == "source" and len(set(sources)) < len(labels)
+    _need_both(val, labels, "validation", "split.val_fraction", grouped)
     train, roles, train_counts = _train_set(train_pool, labels, subclasses, seen, section, rng)
     counts = {"train": train_counts,
               "val": _label_counts(val, labels), "test": _label_counts(test, labels),
@@ -122,6 +124,8 @@ def check_section(section) -> None:
     for key in ("train_size", "test_size"):
         if getattr(section, key) is not None and getattr(section, key) <= 0:
             bad(key, f"must be positive, got {getattr(section, key)}")
+    if section.test_size == 1:
+        bad("test_size", "a test set needs a normal and an anomalous patch at least: 2 or more")
     if section.test_balanced and section.test_size is not None and section.test_size % 2:
         bad("test_size", f"a balanced test set holds as many normal as anomalous patches, so its "
             f"size must be even, got {section.test_size} (or set split.test_balanced: false)")
@@ -250,12 +254,12 @@ def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:
     return np.sort(np.concatenate([rng.permutation(normal)[:half], rng.permutation(anomalous)[:half]]))
 
 
-def _need_both(rows: np.ndarray, labels: np.ndarray, name: str, key: str) -> None:
+def _need_both(rows: np.ndarray, labels: np.ndarray, name: str, key: str, grouped: bool = True) -> None:
     n_anom = int(labels[rows].sum())
     if n_anom == 0 or n_anom == len(rows):
+        ungroup = ", or split.group_by: none" if grouped else ""
         raise SplitError(f"{key}: the {name} set got {len(rows) - n_anom} normal and {n_anom} "
-                         f"anomalous patches; it needs both (more sources, a larger fraction, "
-                         f"or split.group_by: none)")
+                         f"anomalous patches; it needs both (more sources or a larger fraction{ungroup})")
 
 
 def _train_set(pool, labels, subclasses, seen, section, rng):

@@ -29,11 +29,13 @@ Where we follow or depart from the authors' code (mala-lab/deviation-network-ima
 - sampling: the code's batches are 24 normal + 24 labelled anomalies, each side cycling
   through random permutations, 20 batches an epoch. The trainer's balanced sampler deals
   the unlabelled items once a pass and draws the labelled anomalies with replacement.
-- schedule: the code steps StepLR(10, 0.1) once per epoch of 20 batches. The trainer steps
-  schedules once per pass over the unlabelled items, so the lr falls by ``lr_factor``
-  every ``lr_step`` x ``steps_per_epoch`` steps rounded to whole passes (exact where a
-  pass is ``steps_per_epoch`` batches long); training stops after ``epochs`` x
-  ``steps_per_epoch`` optimizer steps as in the code.
+- schedule: the code steps StepLR(10, 0.1) once per epoch of 20 batches. Our epoch is a
+  pass over the unlabelled items, so the lr falls by ``lr_factor`` every ``lr_step`` x
+  ``steps_per_epoch`` steps rounded to whole passes (exact where a pass is
+  ``steps_per_epoch`` batches long); where a pass is longer than that (more than ~4,800
+  unlabelled items at 24 + 24), the schedule counts optimizer steps instead, so that it
+  still falls every ``lr_step`` x ``steps_per_epoch`` steps, not once a pass or never.
+  Training stops after ``epochs`` x ``steps_per_epoch`` optimizer steps as in the code.
 - the loss (``modeling/layers/deviation_loss.py``): followed; the reference's std is the
   unbiased one (torch's default), as here. Adam 2e-4, weight decay 1e-5, gradient norm
   clipped at 1.0, RandomRotation(180): followed; our rotation fills the corners by
@@ -244,15 +246,18 @@ class DevNet(Method):
         # unlabelled items (the trainer steps schedules once a pass)
         steps = p.steps if p.steps is not None else (p.epochs or trainer.cfg.epochs) * p.steps_per_epoch
         per_pass = math.ceil(int((~anomalous).sum()) / (batch_size - p.anomalies_per_batch))
-        step_size = max(1, round(p.lr_step * p.steps_per_epoch / per_pass))
+        every = p.lr_step * p.steps_per_epoch  # optimizer steps between lr reductions
+        per = "epoch" if per_pass <= every else "step"
+        step_size = max(1, round(every / per_pass)) if per == "epoch" else every
         if not trainer.resuming:
             trainer.log({"stage": "train", "backbone": f"{p.backbone} {self.net.layer}",
                          "weights": self.weights_source, "steps": steps,
-                         "lr_step_every": step_size * per_pass})
+                         "lr_step_every": step_size * per_pass if per == "epoch" else every})
         spec = trainer.spec("train", self.net.parameters(), optimizer="adam",
                             lr=p.lr if p.lr is not None else trainer.cfg.lr,
                             weight_decay=p.weight_decay if p.weight_decay is not None else trainer.cfg.weight_decay,
-                            steps=steps, schedule="step", step_size=step_size, lr_factor=p.lr_factor,
+                            steps=steps, schedule="step", step_size=step_size, schedule_per=per,
+                            lr_factor=p.lr_factor,
                             clip=p.clip, batch_size=batch_size, sampler="balanced",
                             anomalies_per_batch=p.anomalies_per_batch, augment=tuple(p.augment))
 

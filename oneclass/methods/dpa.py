@@ -33,12 +33,16 @@ and depart from it where noted:
 - layers: relu1_2 at 8 px, relu2_2 at 16, relu3_2 at 32, relu4_2 at 64 (the code's
   progressive configurations); above 64 px, where no released configuration goes, relu4_2.
   ``layer`` overrides the one at the item size (the paper chooses it by validation).
-- feature statistics: the code divides by a variance computed on ImageNet (its file is
-  not published); the paper says mean and standard deviation "on a large dataset". We
-  divide by the standard deviation, per channel, computed on the training normals at the
-  resolution each layer is used (before the phase that first uses it), and floor it at 1%
-  of the layer's mean std so that a channel silent on every normal item (common with
-  random weights) does not divide by zero.
+- feature statistics: the paper normalises features by a mean and standard deviation
+  "precalculated on a large dataset"; the code reads ImageNet's from a file in its
+  repository (vgg19_ILSVRC2012_object_detection_mean_var.pt), which this toolkit cannot
+  download or ship. We centre and divide per channel by the training normals' mean and
+  standard deviation at the resolution each layer is used (before the phase that first
+  uses it), flooring the std at 1% of the layer's mean std so that a channel silent on
+  every normal item (common with random weights) does not divide by zero. Centred on
+  the normals, the loss's denominator grows with an item's distance from normality,
+  which ImageNet's mean would not do: an anomaly's relative error is divided by more
+  than in the paper. Reading a statistics file is not offered yet.
 - the loss is the code's per-item mean absolute difference over the mean absolute
   feature (the paper's ratio of L1 norms: the element counts cancel); the denominator
   takes no gradient (the code's ``.detach()``).
@@ -391,7 +395,10 @@ class DPA(Method):
                 alpha = fade(int(self.stats.seen), p.transition) if fading else 1.0
                 x = self._mixed(batch["x"], side, alpha)
                 loss = self._loss(x, self.ae(x, alpha), alpha).mean()
-                self.stats.seen += len(x)
+                # the whole batch, as the stage's length counts it: under torchrun x is one
+                # process's share, and a pass's last batch is short, either of which would
+                # leave alpha short of 1 when the fade-in ends
+                self.stats.seen += batch_size
                 return loss
 
             def epoch_stats(fading=fading):
