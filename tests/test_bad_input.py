@@ -155,7 +155,7 @@ First hour
 13a   the t-SNE figure                             legend beside the axes, off the points; title
                                                    with the threshold and "N of M points"
       -> tests/test_bad_input.py::test_tsne_figure_keeps_the_legend_off_the_points
-      -> tests/test_pipeline.py::test_tsne_subsamples_to_max_points
+      -> tests/test_pipeline.py::test_tsne_subsamples_to_max_points_within_each_class
 13b   AUROC against gamma with a single gamma      a bar per method, the chance line, the number
                                                    of runs in the legend; lines for several gammas
       -> tests/test_bad_input.py::test_auc_against_one_gamma_is_a_bar_per_method
