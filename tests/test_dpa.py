@@ -247,3 +247,21 @@ def test_select_refuses_a_growth_grid_when_growing_is_off():
     with pytest.raises(OneclassError, match="dpa ignores transition when progressive is false"):
         grid_points(recipes.load("recipes/dpa-mnist.yaml", ["method.dpa.progressive=false", grid]))
     assert len(grid_points(recipes.load("recipes/dpa-mnist.yaml", [grid]))) == 2
+
+
+def test_feature_statistics_from_a_file_laid_out_as_the_authors(tmp_path):
+    """The paper's normalisation by statistics "precalculated on a large dataset": a file
+    mapping "r12", "r22", "r32" to (mean, var) of 1 x C x 1 x 1 replaces the normals'."""
+    stats = {f"r{k}2": (torch.full((1, c, 1, 1), 0.25 * k), torch.full((1, c, 1, 1), 2.0 * k))
+             for k, c in ((1, 64), (2, 128), (3, 256))}
+    torch.save(stats, tmp_path / "mean_var.pt")
+    method = _fit(_params(feature_stats=str(tmp_path / "mean_var.pt")), _normals(32))
+    for side, k in ((8, 1), (16, 2), (32, 3)):
+        assert (getattr(method.stats, f"mean_{side}") == 0.25 * k).all()
+        assert (getattr(method.stats, f"std_{side}") == 2.0 * k).all()
+    assert method.run_info()["feature_stats"] == str(tmp_path / "mean_var.pt")
+    del stats["r22"]
+    torch.save(stats, tmp_path / "short.pt")
+    with pytest.raises(OneclassError, match=r"method.dpa.feature_stats: .*short.pt: no \(128-channel mean, var\) "
+                                            r"for relu2_2 \(key 'r22'\), the layer used at 16 px"):
+        _fit(_params(feature_stats=str(tmp_path / "short.pt")), _normals(32))

@@ -42,7 +42,8 @@ and depart from it where noted:
   every normal item (common with random weights) does not divide by zero. Centred on
   the normals, the loss's denominator grows with an item's distance from normality,
   which ImageNet's mean would not do: an anomaly's relative error is divided by more
-  than in the paper. Reading a statistics file is not offered yet.
+  than in the paper. ``feature_stats: PATH`` reads the authors' file instead (with
+  ``weights: imagenet``, the features it describes).
 - the loss is the code's per-item mean absolute difference over the mean absolute
   feature (the paper's ratio of L1 norms: the element counts cancel); the denominator
   takes no gradient (the code's ``.detach()``).
@@ -234,6 +235,10 @@ class DPA(Method):
         stable: int = 2_560_000  # images at full mix at each resolution (the last may stop early)
         batch_size: int | None = 128
         lr: float | None = 1.0e-3  # Adam, fresh at every phase
+        # normals: the training normals' per-channel mean and std; or PATH of the authors'
+        # ImageNet statistics (their vgg19_ILSVRC2012_object_detection_mean_var.pt: layer
+        # "r22" -> (mean, var)), for the paper's normalisation with imagenet weights
+        feature_stats: str = "normals"
 
     @classmethod
     def ignored_at(cls, params) -> dict[str, str]:
@@ -265,7 +270,8 @@ class DPA(Method):
 
     def run_info(self) -> dict:
         return {"backbone": self.params.backbone, "weights": self.weights_source,
-                "layers": {str(s): layer for s, layer in self.layers.items()}}
+                "layers": {str(s): layer for s, layer in self.layers.items()},
+                "feature_stats": self.params.feature_stats}
 
     # -- checks -------------------------------------------------------------------------
 
@@ -355,6 +361,29 @@ class DPA(Method):
         getattr(self.stats, f"mean_{side}").copy_(mean.float())
         getattr(self.stats, f"std_{side}").copy_(std.float())
 
+    def read_feature_stats(self, path: str) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """{side: (mean, divisor)} of the layer used at each side, from a file laid out as
+        the authors' (layer "reluX_Y" as "rXY" -> (mean, var), each 1 x C x 1 x 1). Their
+        code divides by the second tensor as it is, named var; so do we."""
+        key = f"method.{self.name}.feature_stats"
+        try:
+            found = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise OneclassError(f"{key}: {path}: file not found (or write normals)") from None
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
+            raise OneclassError(f"{key}: {path}: not a torch file of feature statistics ({exc})") from None
+        out = {}
+        for side, layer in self.layers.items():
+            short = "r" + layer.removeprefix("relu").replace("_", "")
+            pair = found.get(short) if isinstance(found, dict) else None
+            channels = getattr(self.stats, f"mean_{side}").numel()
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                    and all(isinstance(t, torch.Tensor) and t.numel() == channels for t in pair)):
+                raise OneclassError(f"{key}: {path}: no ({channels}-channel mean, var) for {layer} "
+                                    f"(key {short!r}), the layer used at {side} px")
+            out[side] = (pair[0].flatten().float(), pair[1].flatten().float())
+        return out
+
     def phases(self) -> list[tuple[str, int, bool]]:
         """(stage name, resolution, fading in?) of every training phase, in order."""
         if not self.params.progressive:
@@ -378,6 +407,7 @@ class DPA(Method):
         if not trainer.resuming:
             trainer.log({"stage": "setup", "backbone": p.backbone, "weights": self.weights_source,
                          "layers": {str(s): layer for s, layer in self.layers.items()}})
+        fixed = None if p.feature_stats == "normals" else self.read_feature_stats(p.feature_stats)
         final = self.sides[-1]
         for name, side, fading in self.phases():
             images = p.transition if fading else p.stable
@@ -389,7 +419,11 @@ class DPA(Method):
             def on_start(side=side, fading=fading):
                 self.stats.seen.zero_()
                 if fading or side == self.sides[0]:  # the first phase at this resolution
-                    self.feature_statistics(normals, side)
+                    if fixed is None:
+                        self.feature_statistics(normals, side)
+                    else:
+                        getattr(self.stats, f"mean_{side}").copy_(fixed[side][0])
+                        getattr(self.stats, f"std_{side}").copy_(fixed[side][1])
 
             def objective(batch, side=side, fading=fading):
                 alpha = fade(int(self.stats.seen), p.transition) if fading else 1.0
