@@ -343,6 +343,10 @@ class Trainer:
                 start, best = resume["epoch"], resume["best"]
                 optimizer.load_state_dict(resume["optimizer"])
                 scheduler.load_state_dict(resume["scheduler"])
+                if getattr(scheduler, "step_size", spec.step_size) != spec.step_size:  # saved with it
+                    raise OneclassError(f"{self.run_dir / CHECKPOINT}: its learning-rate schedule falls every "
+                                        f"{scheduler.step_size}, this version's every {spec.step_size} (written "
+                                        f"by an older oneclass?); start again with --overwrite")
                 if resume["scaler"]:  # empty where it was written without AMP (on a CPU)
                     scaler.load_state_dict(resume["scaler"])
         if start == 0 and on_start is not None:

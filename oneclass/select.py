@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from oneclass import recipe as recipes
+from oneclass.artifacts import read_json, write_json
 from oneclass.data.items import PatchData
 from oneclass.errors import OneclassError
 
@@ -159,10 +160,11 @@ def _metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
 
 def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_sources: list[str],
                   in_shape: tuple[int, int, int], report: Callable[[dict], None],
-                  kept: Path | None = None) -> dict:
+                  kept: Path | None = None, stamp: dict | None = None) -> dict:
     """Train and score every grid point on every fold; the record ``select.json`` holds.
     With ``kept`` (a file in the unfinished run), each finished fit's value is kept
-    there, and the fits it already holds are not trained again."""
+    there, and the fits it already holds are not trained again; ``stamp`` (the store's
+    hash) must be the one they were kept with."""
     import torch
 
     from oneclass.engine import Trainer, TrainingDiverged
@@ -172,7 +174,8 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
     where = config.where("select")
     folds = make_folds(val.labels, val_sources, config.select.folds, config.seed, where)
     metric = config.select.metric
-    finished = _read_progress(kept, metric, [len(f) for f in folds])
+    made = {"metric": metric, "fold_sizes": [len(f) for f in folds], **(stamp or {})}
+    finished = _read_progress(kept, made)
     records = []
     for i, point in enumerate(points):
         cls, params = method_class(point.config)
@@ -208,7 +211,7 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
                     metric: values[-1]})
             if kept is not None:
                 finished[key] = values[-1] if np.isfinite(values[-1]) else None
-                _write_progress(kept, metric, [len(f) for f in folds], finished)
+                write_json(kept, {**made, "fits": finished})
         done = all(np.isfinite(values))  # a diverged fold (null in the record) rules the point out
         records.append({"values": point.values, "folds": [v if np.isfinite(v) else None for v in values],
                         "mean": float(np.mean(values)) if done else None,
@@ -228,25 +231,19 @@ def _fit_key(point: Point, fold: int) -> str:
     return json.dumps([point.values, fold], sort_keys=True)
 
 
-def _read_progress(path: Path | None, metric: str, fold_sizes: list[int]) -> dict[str, float | None]:
-    """The finished fits an interrupted selection kept: fit key → its held-out value."""
+def _read_progress(path: Path | None, made: dict) -> dict[str, float | None]:
+    """The finished fits an interrupted selection kept: fit key → its held-out value;
+    ``made`` (metric, fold sizes, store hash) must be what they were kept with."""
     if path is None or not path.is_file():
         return {}
-    from oneclass.artifacts import read_json
-
     found = read_json(path)
-    if not isinstance(found, dict) or not isinstance(found.get("fits"), dict):
+    fits = found.get("fits") if isinstance(found, dict) else None
+    if not isinstance(fits, dict) or not all(v is None or isinstance(v, (int, float)) for v in fits.values()):
         raise OneclassError(f"{path}: damaged; start the run again with --overwrite")
-    if found.get("metric") != metric or found.get("fold_sizes") != fold_sizes:
-        raise OneclassError(f"{path}: made with other folds or another metric than the recipe's; start the "
-                            f"run again with --overwrite")
-    return dict(found["fits"])
-
-
-def _write_progress(path: Path, metric: str, fold_sizes: list[int], fits: dict) -> None:
-    from oneclass.artifacts import write_json
-
-    write_json(path, {"metric": metric, "fold_sizes": fold_sizes, "fits": fits})
+    if {k: found.get(k) for k in made} != made:
+        raise OneclassError(f"{path}: kept with another patch store, other folds or another metric than "
+                            f"this run's; start the run again with --overwrite")
+    return dict(fits)
 
 
 RECORD_KEYS = ("metric", "folds", "fold_sizes", "fold_anomalies", "grid", "points", "chosen", "values")
@@ -254,8 +251,6 @@ RECORD_KEYS = ("metric", "folds", "fold_sizes", "fold_anomalies", "grid", "point
 
 def read_record(path: Path) -> dict:
     """A run's select.json, checked; a damaged or foreign file is one OneclassError line."""
-    from oneclass.artifacts import read_json
-
     record = read_json(path)
     if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
         raise OneclassError(f"{path}: not a oneclass selection record (expected the keys "

@@ -162,7 +162,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
         try:
             selection = _selection(config, partial, resume, store, split, val, in_shape, report)
         except BaseException:
-            if not resume and not (partial / SELECT_PROGRESS).is_file():
+            if not resume and not any((partial / name).is_file() for name in (SELECT_PROGRESS, SELECT_FILE)):
                 discard(partial)  # not one fit finished: nothing to resume
             raise
         config = apply_choice(config, selection, partial / SELECT_FILE)
@@ -238,12 +238,14 @@ def _selection(config, partial: Path, resume: bool, store: PatchStore, split, va
     """The select section's choice: run now, or read back from the run being resumed."""
     from oneclass.data.items import PatchData
 
+    progress = partial / SELECT_PROGRESS
     if resume and (partial / SELECT_FILE).is_file():
+        progress.unlink(missing_ok=True)  # cut between select.json and this file's removal
         return read_record(partial / SELECT_FILE)
     train = PatchData(store.images, split.train, roles=split.train_roles)
     sources = [store.index[int(row)]["source"] for row in split.val]
-    progress = partial / SELECT_PROGRESS
-    selection = run_selection(config, train, val, sources, in_shape, report, progress)
+    selection = run_selection(config, train, val, sources, in_shape, report, progress,
+                              {"store_hash": store_hash(store)})
     write_json(partial / SELECT_FILE, selection)
     progress.unlink(missing_ok=True)  # select.json holds every fit's value
     return selection

@@ -260,6 +260,11 @@ def test_feature_statistics_from_a_file_laid_out_as_the_authors(tmp_path):
         assert (getattr(method.stats, f"mean_{side}") == 0.25 * k).all()
         assert (getattr(method.stats, f"std_{side}") == 2.0 * k).all()
     assert method.run_info()["feature_stats"] == str(tmp_path / "mean_var.pt")
+    stats["r12"] = (stats["r12"][0], torch.zeros(1, 64, 1, 1))
+    torch.save(stats, tmp_path / "zero.pt")
+    with pytest.raises(OneclassError, match=r"zero.pt: 'r12' holds a non-finite mean or a var that is not positive"):
+        _fit(_params(feature_stats=str(tmp_path / "zero.pt")), _normals(32))
+    stats["r12"] = (stats["r12"][0], torch.ones(1, 64, 1, 1))
     del stats["r22"]
     torch.save(stats, tmp_path / "short.pt")
     with pytest.raises(OneclassError, match=r"method.dpa.feature_stats: .*short.pt: no \(128-channel mean, var\) "

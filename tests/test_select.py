@@ -248,3 +248,17 @@ def test_ctrl_c_during_the_selection_keeps_its_finished_fits_and_resume_fits_onl
     with pytest.raises(KeyboardInterrupt):
         train_run(config, tmp_path / "early", store=store, report=first_fit)
     assert not (tmp_path / "early.partial").exists()  # not one fit finished: nothing to resume
+
+
+def test_kept_fits_of_another_store_or_damaged_are_refused(tmp_path):
+    from oneclass.select import _read_progress
+
+    made = {"metric": "auroc", "fold_sizes": [5, 5], "store_hash": "a"}
+    path = tmp_path / "select-progress.json"
+    path.write_text(json.dumps({**made, "fits": {"k": 0.7, "j": None}}))
+    assert _read_progress(path, made) == {"k": 0.7, "j": None}
+    with pytest.raises(OneclassError, match="select-progress.json: kept with another patch store"):
+        _read_progress(path, {**made, "store_hash": "b"})  # re-extracted since the fits were kept
+    path.write_text(json.dumps({**made, "fits": {"k": "high"}}))
+    with pytest.raises(OneclassError, match="select-progress.json: damaged"):
+        _read_progress(path, made)

@@ -218,3 +218,29 @@ def test_deterministic_mode_switches_torchs_deterministic_algorithms_off_again()
         assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_resuming_a_checkpoint_whose_schedule_steps_otherwise_is_refused(tmp_path):
+    """A DevNet checkpoint of an older version stepped its lr every pass (step_size 1); a
+    newer one counting optimizer steps would then divide the lr by 10 every step."""
+    def stage(step_size, calls=None):
+        net = torch.nn.Linear(1, 1)
+        t = Trainer(TrainSection(epochs=2, batch_size=8, lr=1e-2, device="cpu"), seed=0, run_dir=tmp_path,
+                    resume=calls is None)
+        holding(t, net=net)
+
+        def loss(batch):
+            if calls is not None:
+                calls.append(1)
+                if len(calls) > 3:  # Ctrl-C in the second epoch (three batches an epoch)
+                    raise KeyboardInterrupt
+            return net(batch["x"].mean((1, 2, 3))[:, None]).sum()
+        t.stage(Stage("fit", list(net.parameters()), 1.0, epochs=2, schedule="step", step_size=step_size), data(),
+                loss)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(1, calls=[])
+    with pytest.raises(OneclassError, match=r"checkpoint.pt: its learning-rate schedule falls every 1, this "
+                                            r"version's every 40 \(written by an older oneclass\?\)"):
+        stage(40)
+    stage(1)  # the same schedule resumes

@@ -139,6 +139,9 @@ def _interrupted(target: Path, args: list[str]) -> None:
     elif (partial / SELECT_PROGRESS).is_file():
         print(f"oneclass: interrupted; the selection's finished fits are kept in {partial / SELECT_PROGRESS}; "
               f"resume with: {again}", file=sys.stderr)
+    elif partial.is_dir():  # a resumed selection cut before its first fit: still the run to resume
+        print(f"oneclass: interrupted; the unfinished run is kept in {partial}; resume with: {again}",
+              file=sys.stderr)
     else:
         print("oneclass: interrupted before the first checkpoint; nothing was kept", file=sys.stderr)
     raise SystemExit(130)

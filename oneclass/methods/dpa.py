@@ -381,6 +381,9 @@ class DPA(Method):
                     and all(isinstance(t, torch.Tensor) and t.numel() == channels for t in pair)):
                 raise OneclassError(f"{key}: {path}: no ({channels}-channel mean, var) for {layer} "
                                     f"(key {short!r}), the layer used at {side} px")
+            if not (torch.isfinite(pair[0]).all() and torch.isfinite(pair[1]).all() and (pair[1] > 0).all()):
+                raise OneclassError(f"{key}: {path}: {short!r} holds a non-finite mean or a var that is not "
+                                    f"positive; features cannot be divided by it")
             out[side] = (pair[0].flatten().float(), pair[1].flatten().float())
         return out
 
