@@ -113,11 +113,7 @@ class Ensemble(Method):
                     member.fit(train, val)
                 except TrainingDiverged as error:
                     last = f"member {k}: {error}"
-                    trainer.dropped_members.append(k)
-                    trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the "
-                                 f"ensemble: {error}"})
-                    warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) diverged and is left out: {error}",
-                                  stacklevel=2)
+                    self._drop(trainer, k, "diverged", f": {error}")
         if len(trainer.dropped_members) == len(self.members):
             raise TrainingDiverged(f"every member of the ensemble diverged; {last}")
         alive = self.standardisation.alive
@@ -128,18 +124,21 @@ class Ensemble(Method):
             scores = self.members[k].score(reference).astype(np.float64)
             if not np.isfinite(scores).all():  # e.g. float16 overflow: its loss stayed finite
                 last = f"member {k}: non-finite scores on the {len(scores)} reference normals"
-                trainer.dropped_members.append(k)
+                self._drop(trainer, k, "scores normals NaN or infinite")
                 alive[k] = False
-                trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the "
-                             f"ensemble: it scores normals NaN or infinite"})
-                warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) scores normals NaN or infinite "
-                              f"and is left out", stacklevel=2)
                 continue
             std = scores.std()
             self.standardisation.mean[k] = scores.mean()
             self.standardisation.std[k] = std if std > 0 else 1.0
         if not self._alive():
             raise TrainingDiverged(f"no member of the ensemble is left to score with; {last}")
+
+    def _drop(self, trainer, k: int, why: str, detail: str = "") -> None:
+        """Leave member ``k`` out: logged, warned, and named in metrics.json (run_info)."""
+        trainer.dropped_members.append(k)
+        trainer.log({"stage": f"m{k}", "dropped": f"member {k} (seed {self.seeds[k]}) left the ensemble: "
+                     f"{why}{detail}"})
+        warnings.warn(f"ensemble member {k} (seed {self.seeds[k]}) {why} and is left out{detail}", stacklevel=3)
 
     def _alive(self) -> list[int]:
         return [k for k, alive in enumerate(self.standardisation.alive.tolist()) if alive]

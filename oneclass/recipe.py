@@ -467,9 +467,9 @@ def hint_problems(cls: type, prefix: str = "") -> list[str]:
         return [f"{prefix or cls.__name__ + ' '}type hints unreadable ({type(exc).__name__}: {exc})"]
     problems = []
     for f in dataclasses.fields(cls):
-        hint = hints.get(f.name, Any)
         if not f.init:
             continue
+        hint = hints.get(f.name, Any)
         if dataclasses.is_dataclass(hint):
             problems += hint_problems(hint, f"{prefix}{f.name}.")
         elif not _readable(hint):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -123,12 +123,10 @@ class Registry:
 
 
 def _check_dataset_class(cls: Any, where: str) -> None:
-    import dataclasses
-
     from oneclass.recipe import hint_problems
 
     options = getattr(cls, "Options", None)
-    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+    if not (isinstance(options, type) and is_dataclass(options)):
         raise OneclassError(f"{where}: not a oneclass dataset: no `Options` dataclass (its recipe options)")
     unreadable = hint_problems(options)
     if unreadable:

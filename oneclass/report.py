@@ -12,12 +12,15 @@ where the images hold one class only."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from oneclass import recipe as recipes
+from oneclass import registry
 from oneclass.artifacts import ScoreTable, open_run, parse_scores
 from oneclass.errors import OneclassError
 from oneclass.select import SELECT_FILE, read_record
@@ -154,10 +157,9 @@ def _name_variants(results: list[Result]) -> None:
             continue
         settings = [_settings(r.recipe, effective=True) for r in runs]  # defaults filled in
         differ = sorted(k for k in set().union(*settings) if len({s.get(k, "unset") for s in settings}) > 1)
-        for r, s in zip(runs, settings):
-            if differ:
-                named = (f"{k.removeprefix('method.')}={s.get(k, 'unset')}" for k in differ)
-                r.method = f"{r.method} ({', '.join(named)})"
+        for r, s in zip(runs if differ else [], settings):
+            named = (f"{k.removeprefix('method.')}={s.get(k, 'unset')}" for k in differ)
+            r.method = f"{r.method} ({', '.join(named)})"
 
 
 def _settings(recipe: dict, effective: bool = False) -> dict[str, str]:
@@ -165,17 +167,10 @@ def _settings(recipe: dict, effective: bool = False) -> dict[str, str]:
     methods' blocks. ``effective``: every section's defaults filled in and the method's
     parameters as it was built with them (its block and plain keys merged), so that a
     key left at its default and one set to it compare equal."""
-    import json
-
-    from oneclass import recipe as recipes
-    from oneclass import registry
-
     name = (recipe.get("method") or {}).get("name")
     if effective:
         try:
-            from dataclasses import asdict
-
-            from oneclass.training import method_class
+            from oneclass.training import method_class  # imports torch: only where runs differ
 
             config = recipes.from_dict(recipe)
             recipe = config.to_dict()

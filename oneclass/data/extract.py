@@ -218,8 +218,10 @@ def extract(
     if params.whole_image and dataset.is_slide:
         raise OneclassError(f"--whole-image: dataset {dataset.name!r} holds whole-slide images, "
                             f"which are cut into patches")
-    for item in items:
+    for item in items:  # before the first is loaded for its channels below
         item.bits = params.bits
+        if isinstance(item, ImageItem):
+            item.mask_threshold = params.mask_threshold
     # default: the images' own channel count (the first image's; the rest are converted)
     channels = params.channels or (3 if dataset.is_slide else items[0].load().image.shape[2])
     # hashed in a thread beside the extraction (_Sources) where that runs in threads too
@@ -228,8 +230,6 @@ def extract(
     sources = []
     tasks: list = []
     for item in items:
-        if isinstance(item, ImageItem):
-            item.mask_threshold = params.mask_threshold
         if not sources_aside:
             sources.append(dataset.describe_source(item))
         if dataset.is_slide:
