@@ -20,7 +20,8 @@ def tsne(
     perplexity: float = typer.Option(30.0, "--perplexity", help="t-SNE perplexity."),
     seed: int = typer.Option(0, "--seed", help="Seed of the t-SNE embedding and of --max-points."),
     max_points: int = typer.Option(5000, "--max-points", min=10,
-                                   help="Map at most this many points, drawn at random (t-SNE is quadratic)."),
+                                   help="Map at most this many points, drawn at random within each class in "
+                                   "proportion, each class keeping one at least (t-SNE is quadratic)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Draw a t-SNE map of a run's latent vectors.
