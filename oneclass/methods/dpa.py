@@ -30,8 +30,9 @@ and depart from it where noted:
   an unpadded 4 x 4 convolution; a dense layer here, the same map. Output linear, images
   in [-1, 1] inside the autoencoder (the code's Normalize(0.5, 0.5)). One ``width`` at
   every resolution (the code's CIFAR-10 and NIH configurations use 32 and 16).
-- layers: relu1_2 at 8 px, relu2_2 at 16, relu3_2 at 32, relu4_2 at 64 (the code's
-  progressive configurations); above 64 px, where no released configuration goes, relu4_2.
+- layers: relu1_2 at 8 px, relu2_2 at 16, relu3_2 at 32 (the code's NIH progressive
+  configuration, the one that starts at 8 px as ours may), relu4_2 at 64 and above (its
+  Camelyon16 one; NIH keeps relu3_2 at 64, and Camelyon16 uses relu3_2 already at 16 px).
   ``layer`` overrides the one at the item size (the paper chooses it by validation).
 - feature statistics: the paper normalises features by a mean and standard deviation
   "precalculated on a large dataset"; the code reads ImageNet's from a file in its

@@ -9,9 +9,11 @@ run.
 Layers: ``layer1`` ... ``layer4`` for the ResNets (default ``layer4``: DevNet puts its
 1x1 scoring convolution on ResNet-18 without the fully connected layer); the ReLU
 outputs ``relu1_1``, ``relu1_2``, ``relu2_1``, ... ``relu5_3`` (VGG16) or ``relu5_4``
-(VGG19) for the VGGs. The VGG default is ``relu3_2``: the perceptual autoencoder paper
-chooses the layer by hyperparameter search and its released configurations use
-``relu3_2`` for 16 and 32 pixel inputs (``relu4_2`` at 64).
+(VGG19) for the VGGs. The VGG default is ``relu3_2``, the layer the perceptual autoencoder
+authors' released configurations use most (ninatu/anomaly_detection, configs/dpa: CIFAR-10
+at 32 px; Camelyon16 at 16 and 32 px, relu4_2 at 64; NIH relu1_2 at 8, relu2_2 at 16,
+relu3_2 at 32 and 64). The paper itself chooses the layer by hyperparameter search; the
+DPA method picks its own per resolution (``oneclass.methods.dpa``).
 
 Weights: ``"imagenet"`` (torchvision's IMAGENET1K_V1, downloaded once into torch's hub
 cache), ``"none"`` (random initialisation, with a warning) or the path of a local state
