@@ -122,13 +122,7 @@ def share(n: int) -> slice:
 
 def gathered(part: np.ndarray) -> np.ndarray:
     """Every rank's ``part`` (of :func:`share`'s slices), concatenated in rank order."""
-    import torch.distributed as dist
-
-    if _GROUP is None:
-        return part
-    parts: list = [None] * _GROUP.size
-    dist.all_gather_object(parts, part)
-    filled = [p for p in parts if len(p)]
+    filled = [p for p in every_rank(part) if len(p)]
     return np.concatenate(filled) if filled else part
 
 
@@ -150,6 +144,28 @@ def broadcast_(tensor: torch.Tensor) -> None:
         import torch.distributed as dist
 
         dist.broadcast(tensor, 0)
+
+
+def from_rank0(value):
+    """Rank 0's ``value`` on every rank (any picklable object; ``value`` at N = 1)."""
+    if _GROUP is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
+def every_rank(value) -> list:
+    """Each rank's ``value``, in rank order (``[value]`` at N = 1)."""
+    if _GROUP is None:
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * _GROUP.size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier() -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from oneclass import distributed
 from oneclass import recipe as recipes
 from oneclass import registry
 from oneclass.data.store import PatchStore
@@ -85,6 +87,7 @@ def obtain_store(config: recipes.Recipe, report: Report, wait: bool = False) -> 
     params = extraction_params(config)
     params.check()
     path = cache_dir() / f"{dataset.name}-{store_key(dataset, params)}"
+    _check_cache_shared(path)
     cached = (path / "meta.json").is_file()
     while wait and not (path / "meta.json").is_file():
         time.sleep(0.5)
@@ -95,6 +98,29 @@ def obtain_store(config: recipes.Recipe, report: Report, wait: bool = False) -> 
                 extract(dataset, params, path, overwrite=True, recipe=config.to_dict())
     report({"event": "store", "path": str(path), "cached": cached})
     return PatchStore.open(path)
+
+
+def _check_cache_shared(path: Path) -> None:
+    """Under torchrun, rank 0 cuts the store and the other ranks wait for it in their own
+    cache folder, which on another node may be another disk: they would wait forever.
+    Before any cutting, rank 0 leaves a file of a name drawn for this job beside the
+    stores, and every rank says whether it sees it."""
+    if distributed.current() is None:
+        return
+    marker = path.parent / f".torchrun-{distributed.from_rank0(secrets.token_hex(8))}"
+    if distributed.is_writer():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    try:
+        seen = distributed.every_rank(marker.is_file())
+    finally:
+        if distributed.is_writer():
+            marker.unlink(missing_ok=True)
+    blind = [rank for rank, ok in enumerate(seen) if not ok]
+    if blind:
+        raise OneclassError(f"ONECLASS_CACHE ({path.parent.parent}): rank(s) {', '.join(map(str, blind))} do not "
+                            f"see what rank 0 writes there; across nodes, put the cache on a file system "
+                            f"every node shares (rank 0 cuts the patch store into it once), or pass --store")
 
 
 def lock_file(path: Path) -> Path:

@@ -138,6 +138,29 @@ def test_what_torchrun_cannot_do_is_refused_by_each_rank(tiny, tmp_path):
     assert not any(tmp_path.glob("run*"))
 
 
+def test_ranks_that_cannot_see_rank_0s_cache_are_refused_before_any_cutting(vq_recipe, tmp_path):
+    """Nodes with a cache folder each (ONECLASS_CACHE on a local disk): rank 1 would wait
+    for a store that rank 0 cuts where rank 1 cannot see it. Here each rank is given its
+    own folder, as two nodes would have."""
+    launcher = tmp_path / "node.py"
+    launcher.write_text("import os, runpy\n"
+                        f"os.environ['ONECLASS_CACHE'] = os.path.join({str(tmp_path)!r}, 'node' + os.environ['RANK'])\n"
+                        "runpy.run_module('oneclass', run_name='__main__', alter_sys=True)\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           launcher, "train", vq_recipe, "--out", tmp_path / "run"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert sorted(line.split(":")[0] for line in lines) == ["oneclass", "oneclass[rank 1]"], done.stderr
+    assert all("rank(s) 1 do not see what rank 0 writes there" in line for line in lines), lines
+    assert list((tmp_path / "node0/stores").iterdir()) == []  # nothing cut, the marker removed
+    assert not (tmp_path / "node1").exists() and not any(tmp_path.glob("run*"))
+    done = torchrun("train", vq_recipe, "--out", tmp_path / "run", "-q",
+                    env={"ONECLASS_CACHE": str(tmp_path / "shared")})  # one folder: rank 0 cuts, rank 1 reads
+    assert done.returncode == 0, done.stderr
+    assert [p.name.startswith("synthetic-") for p in (tmp_path / "shared/stores").iterdir()] == [True]
+
+
 def test_world_size_without_torchrun_is_one_line(tiny, tmp_path):
     done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "run",
                     env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": ""})
