@@ -104,21 +104,28 @@ def _check_cache_shared(path: Path) -> None:
     """Under torchrun, rank 0 cuts the store and the other ranks wait for it in their own
     cache folder, which on another node may be another disk: they would wait forever.
     Before any cutting, rank 0 leaves a file of a name drawn for this job beside the
-    stores, and every rank says whether it sees it."""
+    stores, and every rank says whether it sees that file or the store already cut."""
     if distributed.current() is None:
         return
     marker = path.parent / f".torchrun-{distributed.from_rank0(secrets.token_hex(8))}"
+    problem = ""
     if distributed.is_writer():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as exc:  # a read-only cache that holds the store is fine
+            problem = f"rank 0 cannot write there ({exc.strerror or exc})"
     try:
-        seen = distributed.every_rank(marker.is_file())
+        seen = distributed.every_rank(marker.is_file() or (path / "meta.json").is_file())
     finally:
         if distributed.is_writer():
             marker.unlink(missing_ok=True)
-    blind = [rank for rank, ok in enumerate(seen) if not ok]
+    blind = [str(rank) for rank, ok in enumerate(seen) if not ok]
+    if blind and not seen[0]:
+        raise OneclassError(f"ONECLASS_CACHE ({path.parent.parent}): {problem or 'rank 0 cannot write there'}; "
+                            f"the patch store is cut into it")
     if blind:
-        raise OneclassError(f"ONECLASS_CACHE ({path.parent.parent}): rank(s) {', '.join(map(str, blind))} do not "
+        raise OneclassError(f"ONECLASS_CACHE ({path.parent.parent}): rank(s) {', '.join(blind)} do not "
                             f"see what rank 0 writes there; across nodes, put the cache on a file system "
                             f"every node shares (rank 0 cuts the patch store into it once), or pass --store")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from oneclass import recipe as recipes
+from oneclass.errors import OneclassError
 from oneclass.data.extract import extract
 from oneclass.stores import cache_dir, extraction_params, lock_file, make_dataset, obtain_store, store_key
 
@@ -38,3 +39,34 @@ def test_a_job_waits_for_the_job_cutting_its_store_and_reads_that_store(tmp_path
     assert (path / "images.npy").stat().st_ino == cut  # read, not cut again over the first job's
     assert opened[0].path == path and len(opened[0]) > 0
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no stray lock or temp folder
+
+
+def test_a_read_only_cache_under_torchrun_is_read_when_it_holds_the_store(tmp_path, monkeypatch):
+    """Rank 0 checks the other ranks see its cache by leaving a file there; a cache it
+    cannot write (a shared read-only one) is fine when the store is already in it, and one
+    line naming the cache when it is not. Rank 0's side of a two-rank group, the other
+    rank answering as rank 0 does (tests/test_distributed.py runs two real ranks)."""
+    from oneclass import distributed
+
+    def rank_0_of_two_in_a_read_only_cache():
+        monkeypatch.setattr(distributed, "_GROUP", distributed.Group(0, 2, 0))
+        monkeypatch.setattr(distributed, "from_rank0", lambda value: value)
+        monkeypatch.setattr(distributed, "every_rank", lambda value: [value, value])
+        monkeypatch.setattr(Path, "touch", read_only)
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setenv("ONECLASS_CACHE", str(tmp_path / "cache"))
+    config = recipes.load(ROOT / "recipes/demo.yaml", ["dataset.normal=2", "dataset.anomalous=2"])
+    rank_0_of_two_in_a_read_only_cache()
+    with pytest.raises(OneclassError, match=r"^ONECLASS_CACHE \(.*cache\): rank 0 cannot write there "
+                                            r"\(Permission denied\); the patch store is cut into it$"):
+        obtain_store(config, lambda event: None)
+    monkeypatch.undo()
+    monkeypatch.setenv("ONECLASS_CACHE", str(tmp_path / "cache"))
+    obtain_store(config, lambda event: None)  # one process cuts it
+    rank_0_of_two_in_a_read_only_cache()
+    events = []
+    assert len(obtain_store(config, events.append)) > 0
+    assert events[-1]["cached"] is True
