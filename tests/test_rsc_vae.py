@@ -14,7 +14,7 @@ from conftest import SHARED_DATA, auroc_of_a_short_real_run
 from oneclass.data.items import LABELED_ANOMALY, UNLABELED, PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods import rsc_vae
-from oneclass.methods.rsc_vae import (RSCVAED, RSCVAEO, RecodeVAE, js_gauss_hermite, js_monte_carlo,
+from oneclass.methods.rsc_vae import (RSCVAED, RSCVAEE, RSCVAEO, RecodeVAE, js_gauss_hermite, js_monte_carlo,
                                       kl_to_standard, parse_dsa, shift)
 from oneclass.testing import build, easy_anomalies, fast_params
 
@@ -110,11 +110,12 @@ def test_dsa_makes_the_asked_share_of_training_items_pseudo_anomalies_and_never_
     assert len(shifted) == calls  # validation and test items are scored as they are
 
 
-def test_the_score_normalises_by_training_normals_only():
+@pytest.mark.parametrize("cls", [RSCVAEO, RSCVAEE])  # -o drops the labelled anomalies; -e trains on them
+def test_the_score_normalises_by_training_normals_only(cls):
     images = easy_anomalies(48, 24, 32)
     roles = np.r_[np.full(48, UNLABELED, np.int8), np.full(8, LABELED_ANOMALY, np.int8)]
     train = PatchData(images, np.r_[0:48, 48:56], roles=roles)
-    method = build(RSCVAEO, fast_params(RSCVAEO))
+    method = build(cls, fast_params(cls))
     method.fit(train)
     before = (method.expect.mut.clone(), method.expect.recon.clone())
     x = torch.from_numpy(images[:48]).float() / 255
@@ -141,6 +142,68 @@ def test_monte_carlo_scores_repeat_and_leave_the_global_generator_alone():
     # 2.14's CPU kernels move them by up to 3.7e-5)
     np.testing.assert_allclose(method.score(PatchData(images, np.arange(39, -1, -1))), method.score(data)[::-1],
                                rtol=1e-4)
+
+
+def test_monte_carlo_expectations_are_the_mean_of_what_scoring_gives_the_normals():
+    """Scoring seeds its private generator afresh for each batch; fitting E[l_mut] with one
+    generator running on across batches gave a normaliser other draws made (and at small
+    l_mut a mean near or below zero, which Eq. 15 divides by)."""
+    images = easy_anomalies(40, 0, 32)
+    method = build(RecodeVAE, fast_params(RecodeVAE, overrides={"js": "monte-carlo", "epochs": 1}))
+    method.infer_batch = 7
+    normals = PatchData(images, np.arange(40), roles=np.zeros(40, np.int8))
+    method.fit(normals)
+    with torch.no_grad():
+        mut = method.map(lambda x: method._terms(x, False)["mut"], normals)
+    assert (mut >= 0).all()
+    torch.testing.assert_close(method.expect.mut, torch.as_tensor(mut, dtype=method.expect.mut.dtype).mean(),
+                               rtol=1e-5, atol=0)
+
+
+def _known_terms(n: int) -> dict:
+    """Per-item terms with values that tell every sum apart."""
+    base = torch.arange(1.0, n + 1)
+    return {"recon": 1000 * base, "enc1": 100 * base, "enc2": 10 * base, "mut": base}
+
+
+@pytest.mark.parametrize("cls,deviated_rows", [(RecodeVAE, []), (RSCVAEO, [1, 3]), (RSCVAED, [0, 1, 2, 3]),
+                                               (RSCVAEE, [1, 3])])
+def test_the_objective_weighs_each_item_as_eqs_11_to_14_say(cls, deviated_rows, monkeypatch):
+    """Normal items: l_recon + l_enc1 (+ lambda l_consist where the mode trains it);
+    labelled anomalies (rows 1 and 3) and pseudo-anomalies (every item at dsa_p 1):
+    beta (l_enc1 + lambda l_consist), no reconstruction term. Recode-VAE never recodes
+    while it trains."""
+    lam, beta = 0.1, 5.0
+    method = build(cls, fast_params(cls, overrides={"lam": lam, "beta": beta,
+                                                    "dsa_p": 1.0 if cls is RSCVAED else 0.0}))
+    calls = []
+
+    def terms(x, sample, recode=True):
+        calls.append(recode)
+        return _known_terms(len(x))
+
+    monkeypatch.setattr(method, "_terms", terms)
+    roles = torch.tensor([UNLABELED, LABELED_ANOMALY, UNLABELED, LABELED_ANOMALY])
+    loss = method._objective({"x": torch.rand(4, 1, 32, 32), "roles": roles})
+    t = _known_terms(4)
+    consist = t["enc2"] + t["mut"]
+    normal = t["recon"] + t["enc1"] + (lam * consist if cls.consistency else 0)
+    per_item = [beta * (t["enc1"][i] + lam * consist[i]) if i in deviated_rows else normal[i] for i in range(4)]
+    assert float(loss) == pytest.approx(float(torch.stack(per_item).mean()), rel=1e-6)
+    assert calls == [cls is not RecodeVAE]
+
+
+@pytest.mark.parametrize("epochs,warned", [(500, True), (200, True), (250, False), (60, False), (30, False)])
+def test_a_run_that_would_keep_an_epoch_at_the_cosine_peak_is_warned(epochs, warned):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rsc_vae._warn_if_kept_at_a_peak(epochs, 50, "last")
+        rsc_vae._warn_if_kept_at_a_peak(epochs, 50, "best")
+    assert [str(w.message).split(";")[0] for w in caught] == (
+        [f"rsc-vae: the last of {epochs} epochs trains at 100% of the peak learning rate (cosine, t_max 50), "
+         f"and the last epoch is kept"] if warned else [])
 
 
 @pytest.mark.parametrize("overrides,shape,expect", [

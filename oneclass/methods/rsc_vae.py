@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -122,8 +123,10 @@ def js_monte_carlo(mu1, logvar1, mu2, logvar2, samples: int = 16,
         log_b = _log_normal(z, mu_b, logvar_b).sum(-1)
         return (log_a - (torch.logaddexp(log_a, log_b) - _LOG2)).mean(0)
 
-    return 0.5 * (half(draws(mu1, logvar1), mu1, logvar1, mu2, logvar2)
-                  + half(draws(mu2, logvar2), mu2, logvar2, mu1, logvar1))
+    # a finite sample can put the estimate below 0 where the JS is near 0; clamped, as the
+    # JS is never negative (a negative mean over the normals would make Eq. 15 divide by it)
+    return (0.5 * (half(draws(mu1, logvar1), mu1, logvar1, mu2, logvar2)
+                   + half(draws(mu2, logvar2), mu2, logvar2, mu1, logvar1))).clamp_min(0)
 
 
 def parse_dsa(specs: list[str], key: str) -> list[tuple[str, float | None]]:
@@ -282,6 +285,18 @@ class _Params:
     augment: list[str] = field(default_factory=list)  # e.g. [hflip, vflip, rotate:5] (the paper's MVTec)
 
 
+def _warn_if_kept_at_a_peak(epochs: int, t_max: int, keep: str) -> None:
+    """PyTorch's cosine annealing, the paper's, rises again after each t_max epochs; the
+    paper's 500 epochs at t_max 50 end at the full learning rate, and it reports the epoch
+    of best test AUROC. Kept last, such a run ends on its noisiest epochs."""
+    share = 0.5 * (1 + math.cos(math.pi * (epochs - 1) / t_max))  # of the peak, in the last epoch
+    if keep == "last" and epochs > t_max and share > 0.5:  # it has come back up
+        warnings.warn(f"rsc-vae: the last of {epochs} epochs trains at {share:.0%} of the peak learning rate "
+                      f"(cosine, t_max {t_max}), and the last epoch is kept; end in a trough (epochs an odd "
+                      f"multiple of t_max, e.g. {(2 * (epochs // (2 * t_max)) + 1) * t_max}) or keep the best "
+                      f"on validation (train.keep: best)", stacklevel=3)
+
+
 class RecodeVAE(Method):
     """Recode-VAE: a VAE (L1 + KL) scored by its recoding's JS and its reconstruction error."""
 
@@ -353,22 +368,24 @@ class RecodeVAE(Method):
             return js_monte_carlo(mu, logvar, mu2, logvar2, p.js_samples, generator)
         return js_gauss_hermite(mu, logvar, mu2, logvar2, p.js_nodes)
 
-    def _terms(self, x: torch.Tensor, sample: bool, generator=None) -> dict[str, torch.Tensor]:
-        """Every per-item term of x: recon, enc1, enc2, mut (z sampled in training, mu else)."""
+    def _terms(self, x: torch.Tensor, sample: bool, recode: bool = True) -> dict[str, torch.Tensor]:
+        """Every per-item term of x: recon, enc1, and with ``recode`` (the encoder run again
+        on the reconstruction) enc2 and mut; z sampled in training, mu else."""
         mu, logvar = self.encoder(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if sample else mu
         x_hat = self.decoder(z)
-        mu2, logvar2 = self.encoder(x_hat)
-        mu, logvar, mu2, logvar2 = mu.float(), logvar.float(), mu2.float(), logvar2.float()  # AMP: no fp16 overflow
-        return {"recon": (x - x_hat).abs().flatten(1).sum(1), "enc1": kl_to_standard(mu, logvar),
-                "enc2": kl_to_standard(mu2, logvar2),
-                "mut": self._mut(mu, logvar, mu2, logvar2, generator),
-                "x_hat": x_hat}
+        mu, logvar = mu.float(), logvar.float()  # AMP: no fp16 overflow
+        terms = {"recon": (x - x_hat).abs().flatten(1).sum(1), "enc1": kl_to_standard(mu, logvar), "x_hat": x_hat}
+        if recode:
+            mu2, logvar2 = (t.float() for t in self.encoder(x_hat))
+            # scoring draws Monte-Carlo samples from a private generator seeded afresh for each
+            # batch: scores repeat, and the global generator is left alone
+            generator = None if sample or self.params.js != "monte-carlo" else torch.Generator().manual_seed(0)
+            terms.update(enc2=kl_to_standard(mu2, logvar2), mut=self._mut(mu, logvar, mu2, logvar2, generator))
+        return terms
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
-        # a fixed private generator: Monte-Carlo scores repeat and leave the global state alone
-        generator = torch.Generator().manual_seed(0) if self.params.js == "monte-carlo" else None
-        t = self._terms(x, sample=False, generator=generator)
+        t = self._terms(x, sample=False)
         a = self.params.alpha
         return a * t["mut"] / self.expect.mut + (1 - a) * t["recon"] / self.expect.recon
 
@@ -392,6 +409,11 @@ class RecodeVAE(Method):
             if pseudo.any():
                 x = torch.where(pseudo.view(-1, 1, 1, 1), shift(x, self.dsa_ops), x)
             self.pseudo_count += int(pseudo.sum())
+        if not (self.consistency or self.shifted or self.supervision == "supervised"):
+            # Recode-VAE trains l_vae alone (Sec. 4.2); a recoding pass would only move the
+            # encoder's batch-norm statistics
+            t = self._terms(x, sample=True, recode=False)
+            return (t["recon"] + t["enc1"]).mean()
         t = self._terms(x, sample=True)
         consist = t["enc2"] + t["mut"]
         normal = t["recon"] + t["enc1"] + (p.lam * consist if self.consistency else 0)
@@ -407,10 +429,9 @@ class RecodeVAE(Method):
     @torch.no_grad()
     def fit_expectations(self, normals: PatchData) -> None:
         """E[l_mut] and E[l_recon] of Eq. 15 over ``normals`` (the training normals)."""
-        generator = torch.Generator().manual_seed(0) if self.params.js == "monte-carlo" else None
         for module in self.modules.values():
             module.eval()
-        mut, recon = self.map(lambda x: torch.stack([(t := self._terms(x, False, generator))["mut"], t["recon"]], 1),
+        mut, recon = self.map(lambda x: torch.stack([(t := self._terms(x, False))["mut"], t["recon"]], 1),
                               normals).mean(0)
         self.expect.mut.fill_(max(float(mut), 1e-12))
         self.expect.recon.fill_(max(float(recon), 1e-12))
@@ -426,6 +447,7 @@ class RecodeVAE(Method):
             self._fail("needs normal items to train on besides the labelled anomalies")
         trainer = self.prepare(val)
         epochs = p.epochs or trainer.cfg.epochs
+        _warn_if_kept_at_a_peak(epochs, p.t_max, trainer.cfg.keep)
         spec = trainer.spec("train", [*self.encoder.parameters(), *self.decoder.parameters()], optimizer="adam",
                             lr=p.lr if p.lr is not None else trainer.cfg.lr, epochs=epochs, weight_decay=0.0,
                             schedule="cosine", t_max=p.t_max, batch_size=p.batch_size or trainer.cfg.batch_size,
