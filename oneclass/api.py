@@ -81,8 +81,7 @@ def cut_images(paths: list[str | Path], store: PatchStore) -> PatchData:
     whole images), ready to score."""
     from oneclass.scoring import cut_images as cut
 
-    images, _, _ = cut([Path(p) for p in paths], store.meta["params"], tuple(store.images.shape[1:]),
-                       convert=True)
+    images, _, _ = cut([Path(p) for p in paths], store.meta["params"], tuple(store.images.shape[1:]))
     return PatchData(images, np.arange(len(images)))
 
 

@@ -3,6 +3,7 @@ alone), new inputs cut as the run's store was, score rows for the tables."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,22 +79,24 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
         if not paths:
             raise OneclassError("-: no image paths on standard input")
     elif path.is_dir():
-        from oneclass.data.datasets.base import sorted_images
+        from oneclass.data.datasets.base import walk_images
         from oneclass.data.datasets.folder import MASK_STEM
 
-        # as the folder dataset reads a tree: no hidden folders, no <stem>_mask.png files
-        folders = [path, *sorted(p for p in path.rglob("*") if p.is_dir() and
-                                 not any(part.startswith(".") for part in p.relative_to(path).parts))]
-        paths = [image for folder in folders for image in sorted_images(folder) if not MASK_STEM.search(image.stem)]
+        # as the folder dataset reads a tree: no hidden folders, no <stem>_mask.png files,
+        # and in a folder dataset's root not its masks/ tree
+        masks = path / "masks" if (path / "normal").is_dir() or (path / "anomalous").is_dir() else None
+        paths = [image for image in walk_images(path)
+                 if not MASK_STEM.search(image.stem) and not (masks and masks in image.parents)]
         if not paths:
             raise OneclassError(f"{path}: no images found")
     elif path.is_file():
         paths = [path]
     else:
         raise OneclassError(f"{path}: no such file, folder or patch store")
-    # images are converted to the run's channel count only where its recipe asked for it
-    convert = (run.recipe.get("patches") or {}).get("channels") is not None
-    return cut_images(paths, run.data["extraction"], shape, convert)
+    # converted to the run's channel count, as extraction converted its images; said where
+    # the recipe did not ask for a count (the run took its first image's)
+    asked = (run.recipe.get("patches") or {}).get("channels") is not None
+    return cut_images(paths, run.data["extraction"], shape, warn=not asked)
 
 
 def _shape(shape) -> str:
@@ -110,7 +113,7 @@ class _DecodedImage(Item):
         return Loaded(self.image, None, [])
 
 
-def cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
+def cut_images(paths: list[Path], params: dict, shape: tuple, warn: bool = False):
     from oneclass.data.extract import ExtractParams, ImageTask, run_image
     from oneclass.data.items import NORMAL
     from oneclass.data.readers import read_image
@@ -120,17 +123,20 @@ def cut_images(paths: list[Path], params: dict, shape: tuple, convert: bool):
     extract = ExtractParams(**{**fields, "level": 0, "max_per_image": None})
     extract.check()
     channels = shape[0]
-    images, index = [], []
+    images, index, converted = [], [], []
     for path in paths:
         if not path.is_file():
             raise OneclassError(f"{path}: no such image file")
         image = read_image(path, params.get("bits"))
-        if not convert and image.shape[2] != channels:
-            raise OneclassError(f"{path}: {image.shape[2]} channel(s), the run was trained on {channels}")
+        if image.shape[2] != channels:
+            converted.append(path)
         chunk = run_image(ImageTask(_DecodedImage(str(path), NORMAL, image), extract, channels))
         images.append(chunk.images)
         for x, y in zip(chunk.x.tolist(), chunk.y.tolist()):
             index.append({"id": str(len(index)), "source": str(path), "x": str(x), "y": str(y)})
+    if converted and warn:
+        warnings.warn(f"{converted[0]}: converted to the {channels} channel(s) the run was trained on, as "
+                      f"extraction converts ({len(converted)} of {len(paths)} image(s) converted)", stacklevel=2)
     pixels = np.concatenate(images) if images else np.zeros((0, *shape), np.uint8)
     if tuple(pixels.shape[1:]) != shape:
         raise OneclassError(f"{paths[0]}: patches come out {_shape(pixels.shape[1:])}, the run "

@@ -200,11 +200,11 @@ B9    train: a method typo, gamma 0.7, an unseen   2, one line naming the key
       subclass, binclass without labels
       -> tests/test_pipeline.py::test_bad_training_requests
 B10   a run folder missing model.pt or of an old   2, "incomplete run folder" / "run format 0"
-      format; patches or images of another shape;  / "3 channel(s)" / "empty score file"
-      an empty score file
+      format; patches of another shape; an empty   / "patches are 3 x 32 x 32" / "empty score file";
+      score file; images of another channel count  images converted as extraction converts, said
       -> tests/test_pipeline.py::test_bad_run_folders
       -> tests/test_pipeline.py::test_scoring_patches_of_another_shape_fails
-      -> tests/test_pipeline.py::test_scoring_an_image_with_other_channels_fails
+      -> tests/test_pipeline.py::test_an_image_with_other_channels_is_scored_converted_as_extraction_converts
       -> tests/test_pipeline.py::test_empty_score_file_fails
 """
 

@@ -282,12 +282,23 @@ def test_scoring_a_folder_skips_masks_and_hidden_folders_as_the_folder_dataset_d
 
     import numpy as np
 
-    for name in ("new.png", "new_mask.png", "new_mask_1.png", ".cache/thumb.png"):
+    import os
+
+    for name in ("new.png", "new_mask.png", "new_mask_1.png", ".cache/thumb.png", "../linked-from-scoring/far.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / name)
+    os.symlink(tmp_path.parent / "linked-from-scoring", tmp_path / "linked")  # a linked folder is read
     done = oneclass("score", run, tmp_path, "--format", "jsonl")
     assert done.returncode == 0, done.stderr
-    assert {json.loads(line)["source"] for line in done.stdout.splitlines()} == {str(tmp_path / "new.png")}
+    assert {json.loads(line)["source"] for line in done.stdout.splitlines()} == {
+        str(tmp_path / "new.png"), str(tmp_path / "linked/far.png")}
+    # a folder dataset's root: its images, not its masks/ tree
+    for name in ("root/normal/n.png", "root/anomalous/crack/c.png", "root/masks/crack/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / name)
+    done = oneclass("score", run, tmp_path / "root", "--format", "jsonl")
+    assert {json.loads(line)["source"] for line in done.stdout.splitlines()} == {
+        str(tmp_path / "root/normal/n.png"), str(tmp_path / "root/anomalous/crack/c.png")}
 
 
 def test_tsne_writes_figure_and_silhouette(run, tmp_path):
@@ -380,15 +391,27 @@ def test_empty_score_file_fails(tmp_path):
     assert "empty.csv: empty score file" in one_error_line(oneclass("evaluate", tmp_path / "empty.csv"))
 
 
-def test_scoring_an_image_with_other_channels_fails(run, tmp_path):
+def test_an_image_with_other_channels_is_scored_converted_as_extraction_converts(run, tmp_path):
+    """Extraction converts every image to the store's channel count (the first image's
+    where the recipe names none), so a folder of grey images with one colour image trains;
+    scoring converts that image again, and says so, rather than refusing it."""
     from PIL import Image
 
     import numpy as np
 
-    rgb = tmp_path / "rgb.png"
-    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(rgb)
-    line = one_error_line(oneclass("score", run, rgb))
-    assert "rgb.png: 3 channel(s), the run was trained on 1" in line
+    grey = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
+    (tmp_path / "mixed").mkdir()
+    Image.fromarray(grey).save(tmp_path / "mixed/grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "mixed/rgb.png")
+    done = oneclass("score", run, tmp_path / "mixed")
+    assert done.returncode == 0, done.stderr
+    assert "rgb.png: converted to the 1 channel(s) the run was trained on, as extraction converts " \
+           "(1 of 2 image(s) converted)" in done.stderr
+    rows = [line.rsplit(",", 1) for line in done.stdout.splitlines()[1:]]
+    by_image = {}
+    for key, score in rows:
+        by_image.setdefault("rgb" if "rgb.png" in key else "grey", []).append(float(score))
+    assert by_image["rgb"] == by_image["grey"]  # the same pixels once converted
 
 
 def test_training_log_lines_show_every_field_a_method_logs():

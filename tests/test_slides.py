@@ -1,14 +1,18 @@
 """Whole-slide images: OpenSlide reading, tissue filtering, polygon rasterisation."""
 
 import json
+import os
+import warnings
 
 import numpy as np
 import pytest
 
-from conftest import oneclass, shared
+from conftest import one_error_line, oneclass, shared
+from oneclass.data.datasets.slides import Camelyon16Dataset, WSIDataset
 from oneclass.data.datasets.synthetic import write_synthetic_slide
 from oneclass.data.slides import Polygon, otsu_threshold, rasterise, read_annotations
 from oneclass.data.store import PatchStore
+from oneclass.errors import OneclassError
 
 
 def _inside(polygon: np.ndarray, x: float, y: float) -> bool:
@@ -143,3 +147,106 @@ def test_real_generic_tiff_reads(tmp_path):
     assert result.returncode == 0, result.stderr
     store = PatchStore.open(tmp_path / "s")
     assert len(store) == (300 // 50) * (250 // 50) and store.images.shape[1:] == (3, 50, 50)
+
+
+def _tree(root, *names, text=""):
+    """Files under root (slides need not open: listing reads names and annotations only)."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def _listed(dataset, root):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unexpected warning fails the test
+        return dataset(root, dataset.Options()).items()
+
+
+def test_a_dicom_series_is_one_slide(tmp_path):
+    _tree(tmp_path, "case_a/level_0.dcm", "case_a/level_1.dcm", "case_b/only.dcm", "other.svs")
+    items = _listed(WSIDataset, tmp_path)
+    assert [i.source for i in items] == ["case_a/level_0.dcm", "case_b/only.dcm", "other.svs"]
+    assert items[0].files() == [tmp_path / "case_a/level_0.dcm", tmp_path / "case_a/level_1.dcm"]
+
+
+def test_real_dicom_parts_give_one_source(tmp_path):
+    parts = shared("openslide")
+    if not (parts / "boxes_1.dcm").exists():
+        pytest.skip("shared data has no two-file DICOM slide (boxes_0.dcm, boxes_1.dcm)")
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in ("boxes_0.dcm", "boxes_1.dcm"):  # one series: OpenSlide opens either to the same slide
+        (root / name).write_bytes((parts / name).read_bytes())
+    result = oneclass("extract-patches", "-d", "wsi", "--root", root, "--size", 8,
+                      "--set", "dataset.tissue_frac=0", "--out", tmp_path / "s", "-q")
+    assert result.returncode == 0, result.stderr
+    store = PatchStore.open(tmp_path / "s")
+    assert {r["source"] for r in store.index} == {"boxes_0.dcm"} and len(store) == (16 // 8) ** 2
+
+
+def test_mask_images_are_not_slides(tmp_path):
+    _tree(tmp_path, "tumor/tumor_001.tif", "masks/tumor_001_mask.tif", "masks/Tumor_002_Mask.tif")
+    assert [i.source for i in _listed(Camelyon16Dataset, tmp_path)] == ["tumor/tumor_001.tif"]
+
+
+def test_two_annotation_files_for_one_slide_are_refused(tmp_path):
+    _tree(tmp_path, "tumor_001.tif", "notes/tumor_001.xml", "notes/Tumor_001.json")
+    with pytest.raises(OneclassError, match="tumor_001.tif: 2 annotation files") as refused:
+        _listed(Camelyon16Dataset, tmp_path)
+    assert "notes/tumor_001.xml" in str(refused.value) and "notes/Tumor_001.json" in str(refused.value)
+
+
+def test_an_annotation_matching_no_slide_is_named_in_a_warning(tmp_path):
+    _tree(tmp_path, "tumor_001.tif", "tumor_002.tif")
+    _tree(tmp_path, "Tumour_002.json", text='{"positive": []}')
+    with pytest.warns(UserWarning, match="1 annotation file.* match no slide.*: Tumour_002.json$"):
+        items = Camelyon16Dataset(tmp_path, Camelyon16Dataset.Options()).items()
+    assert [i.annotation_path for i in items] == [None, None]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[]", "found []"),
+    ('{"type": "FeatureCollection", "features": []}', "found keys 'type', 'features'"),  # QuPath GeoJSON
+    ('{"positive": null}', '"positive" and "negative" must be lists'),
+    ('{"positive": [[[0, 0], [1, 0], [1, 1]]]}', 'each polygon must be an object with "vertices"'),
+])
+def test_json_that_is_not_the_camelyon_form_is_refused(tmp_path, text, expected):
+    path = tmp_path / "tumor_001.json"
+    path.write_text(text)
+    with pytest.raises(OneclassError, match="tumor_001.json: ") as refused:
+        read_annotations(path, "tumor", [], False)
+    assert expected in str(refused.value)
+
+
+def test_empty_annotations_of_a_normal_slide_are_read(tmp_path):
+    (tmp_path / "normal_001.json").write_text('{"positive": [], "negative": []}')
+    (tmp_path / "normal_002.xml").write_text("<ASAP_Annotations><Annotations/></ASAP_Annotations>")
+    assert read_annotations(tmp_path / "normal_001.json", "tumor", [], False) == []
+    assert read_annotations(tmp_path / "normal_002.xml", "tumor", [], False) == []
+
+
+def test_xml_that_is_not_asap_is_refused(tmp_path):
+    path = tmp_path / "tumor_001.xml"
+    path.write_text('<Annotations><Annotation Id="1"><Regions/></Annotation></Annotations>')  # ImageScope
+    with pytest.raises(OneclassError, match="tumor_001.xml: not ASAP XML .*found <Annotations>"):
+        read_annotations(path, "tumor", [], False)
+
+
+def test_a_malformed_annotation_is_one_error_line(tmp_path):
+    root = _tree(tmp_path / "root", "tumor_001.tif")
+    (root / "tumor_001.json").write_text("[]")
+    result = oneclass("extract-patches", "-d", "camelyon16", "--root", root, "--out", tmp_path / "s")
+    one_error_line(result, 2, "tumor_001.json", '"positive"')
+
+
+def test_slides_and_annotations_in_linked_folders_are_found(tmp_path):
+    """Python's rglob enters no linked folder: slides kept on another disk and linked in
+    were "no images found"."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write_synthetic_slide(elsewhere / "tumor_001.tif", 600, 500, tile=128)  # and tumor_001.json
+    (tmp_path / "root").mkdir()
+    os.symlink(elsewhere, tmp_path / "root/tumor")
+    items = Camelyon16Dataset(tmp_path / "root", Camelyon16Dataset.Options()).items()
+    assert [(i.source, i.annotation_path.name) for i in items] == [("tumor/tumor_001.tif", "tumor_001.json")]

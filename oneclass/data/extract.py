@@ -256,7 +256,8 @@ def extract(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dataset": {"name": dataset.name, "root": str(dataset.root) if dataset.root else None,
                         "options": asdict(dataset.options),
-                        "subclasses": sorted({s["subclass"] for s in sources} - {P.NORMAL})},
+                        # the anomalous patches' (an image's own subclass is one of its defects)
+                        "subclasses": sorted({sub for label, sub in writer.counts if label == 1} - {P.NORMAL})},
             "params": {**asdict(params), "channels": channels},
             "rules": {"grid": "corners at 0, stride, 2*stride, ... while the patch fits",
                       "label": "anomalous iff anomaly_frac >= mask_frac",

@@ -111,31 +111,65 @@ def tissue_mask(path: str) -> tuple[np.ndarray, float]:
 
 def read_annotations(path: Path, subclass: str, exclusion_groups: list[str],
                      group_subclasses: bool) -> list[Polygon]:
-    """Polygons from ASAP XML or the CAMELYON16 JSON form ({"positive": [...], "negative": [...]})."""
+    """Polygons from ASAP XML or the CAMELYON16 JSON form ({"positive": [...], "negative": [...]}).
+
+    An ASAP document or a JSON object with empty lists holds no polygon (a normal slide,
+    as NCRF's Normal_*.json); any other XML or JSON is refused rather than read as empty.
+    """
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
-            polygons = [Polygon(np.asarray(p["vertices"], dtype=np.float64), subclass)
-                        for p in data.get("positive", [])]
-            polygons += [Polygon(np.asarray(p["vertices"], dtype=np.float64), "")
-                         for p in data.get("negative", [])]
+            polygons = _json_polygons(path, subclass)
         else:
-            root = ET.parse(path).getroot()
-            polygons = []
-            for annotation in root.iter("Annotation"):
-                group = annotation.get("PartOfGroup") or ""
-                points = sorted(annotation.iter("Coordinate"), key=lambda c: float(c.get("Order", 0)))
-                vertices = np.array([[float(c.get("X")), float(c.get("Y"))] for c in points])
-                if group in exclusion_groups:
-                    category = ""
-                else:
-                    category = group if group_subclasses and group else subclass
-                polygons.append(Polygon(vertices, category))
-    except (OSError, ValueError, KeyError, TypeError, ET.ParseError) as exc:
+            polygons = _asap_polygons(path, subclass, exclusion_groups, group_subclasses)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ET.ParseError) as exc:
         raise OneclassError(f"{path}: cannot read annotations: {exc}") from None
     for polygon in polygons:
         if polygon.vertices.ndim != 2 or polygon.vertices.shape[1] != 2 or len(polygon.vertices) < 3:
             raise OneclassError(f"{path}: a polygon needs at least 3 (x, y) vertices")
+    return polygons
+
+
+def _json_polygons(path: Path, subclass: str) -> list[Polygon]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not {"positive", "negative"} & data.keys():
+        raise OneclassError(f'{path}: not CAMELYON16/NCRF JSON annotations: expected an object with '
+                            f'"positive" and/or "negative" polygon lists, found {_json_outline(data)}')
+    positive, negative = data.get("positive", []), data.get("negative", [])
+    if not isinstance(positive, list) or not isinstance(negative, list):
+        raise ValueError('"positive" and "negative" must be lists of polygons')
+    return [_json_polygon(p, subclass) for p in positive] + [_json_polygon(p, "") for p in negative]
+
+
+def _json_outline(data) -> str:
+    """What a JSON document is, in a few words (a GeoJSON export shows its keys)."""
+    if isinstance(data, dict):
+        return "keys " + ", ".join(map(repr, list(data)[:5])) if data else "an empty object"
+    text = json.dumps(data)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_polygon(entry, category: str) -> Polygon:
+    if not isinstance(entry, dict) or "vertices" not in entry:
+        raise ValueError('each polygon must be an object with "vertices"')
+    return Polygon(np.asarray(entry["vertices"], dtype=np.float64), category)
+
+
+def _asap_polygons(path: Path, subclass: str, exclusion_groups: list[str],
+                   group_subclasses: bool) -> list[Polygon]:
+    root = ET.parse(path).getroot()
+    if root.tag != "ASAP_Annotations":
+        raise OneclassError(f"{path}: not ASAP XML annotations: expected an <ASAP_Annotations> document, "
+                            f"found <{root.tag}>")
+    polygons = []
+    for annotation in root.iter("Annotation"):
+        group = annotation.get("PartOfGroup") or ""
+        points = sorted(annotation.iter("Coordinate"), key=lambda c: float(c.get("Order", 0)))
+        vertices = np.array([[float(c.get("X")), float(c.get("Y"))] for c in points])
+        if group in exclusion_groups:
+            category = ""
+        else:
+            category = group if group_subclasses and group else subclass
+        polygons.append(Polygon(vertices, category))
     return polygons
 
 

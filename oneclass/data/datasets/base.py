@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -137,6 +138,30 @@ def sorted_images(folder: Path) -> list[Path]:
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
+
+
+def walk_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` at any depth, as :func:`walk_files` finds them."""
+    from oneclass.data.readers import IMAGE_SUFFIXES
+
+    return walk_files(folder, IMAGE_SUFFIXES)
+
+
+def walk_files(folder: Path, suffixes) -> list[Path]:
+    """Every file under ``folder`` at any depth whose suffix (any case) is in ``suffixes``,
+    sorted: linked folders followed (once: a link back up does not loop), hidden files and
+    folders (".ipynb_checkpoints", ".DS_Store") left out. (Python's rglob enters no link.)"""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # reached again through a link
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes
+                  and (Path(top) / f).is_file()]
+    return sorted(found)
 
 
 def _listed_once(items):

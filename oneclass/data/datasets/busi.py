@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from oneclass.data.datasets.base import Dataset, ImageItem, sorted_images
 from oneclass.data.items import NORMAL
+from oneclass.errors import OneclassError
 
 _MASK = re.compile(r"^(?P<stem>.+)_mask(_\d+)?$")
 
@@ -40,6 +42,14 @@ All masks of one image are merged (logical OR)."""
                     images.append(path)
             subclass = NORMAL if cls == "normal" else cls
             for path in images:
+                mask_paths = sorted(masks.pop(path.stem, []))
+                if not mask_paths and cls != "normal":  # its tumour would be cut into normal patches
+                    raise OneclassError(f"{path}: no mask ({path.stem}_mask.png); a {cls} image needs one "
+                                        f"(move the image out of the data set to leave it out)")
                 items.append(ImageItem(str(path.relative_to(self.root)), subclass, image_path=path,
-                                       mask_paths=sorted(masks.get(path.stem, []))))
+                                       mask_paths=mask_paths))
+            if masks:
+                orphan = sorted(masks.values())[0][0]
+                warnings.warn(f"{orphan}: a mask of no image (no {_MASK.match(orphan.stem)['stem']}{orphan.suffix}); "
+                              f"{sum(map(len, masks.values()))} such mask(s) in {cls}/ left out", stacklevel=2)
         return items

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import difflib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,11 @@ class BoxItem(Item):
         return [self.image_path]
 
 
+def _with_close_match(name: str, names: set) -> str:
+    close = difflib.get_close_matches(name.lower(), sorted(names), n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
+
 class MalariaDataset(Dataset):
     """BBBC041 malaria blood smears; infected-cell boxes become anomalous regions."""
 
@@ -67,12 +74,25 @@ categories (red blood cell, leukocyte, difficult) are normal."""
         if not files:
             raise OneclassError(f"{self.root}: none of the annotation files "
                                 f"{', '.join(self.options.annotations)} found (dataset.annotations)")
-        items = []
+        items, listed_in, found = [], {}, set()
         for path in files:
-            items.extend(self._parse(path))
+            for item in self._parse(path, found):
+                if item.source in listed_in:  # its patches would be cut twice, under one name
+                    raise OneclassError(f"{path}: image {item.source} is listed again (first in "
+                                        f"{listed_in[item.source]})")
+                listed_in[item.source] = path.name
+                items.append(item)
+        absent = [c for c in self.options.anomalous if c not in found]
+        if absent:  # a typo would make every cell of that kind normal
+            said = (f"dataset.anomalous: {', '.join(_with_close_match(c, found) for c in absent)} named in no "
+                    f"object of {', '.join(f.name for f in files)} (they name {', '.join(sorted(found))})")
+            if len(absent) == len(self.options.anomalous):
+                raise OneclassError(f"{said}; no cell would be anomalous")
+            warnings.warn(said, stacklevel=2)
         return items
 
-    def _parse(self, path: Path) -> list[BoxItem]:
+    def _parse(self, path: Path, found: set) -> list[BoxItem]:
+        """``path``'s items; the categories its objects name are added to ``found``."""
         try:
             entries = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -87,6 +107,7 @@ categories (red blood cell, leukocyte, difficult) are normal."""
                 shape = (int(image["shape"]["r"]), int(image["shape"]["c"])) if "shape" in image else None
                 boxes = []
                 for obj in entry.get("objects", []):
+                    found.add(obj["category"])
                     if obj["category"] not in self.options.anomalous:
                         continue
                     lo, hi = obj["bounding_box"]["minimum"], obj["bounding_box"]["maximum"]
