@@ -106,3 +106,20 @@ def test_16_bit_colour_is_read_at_its_depth_not_through_pillows_8_bit_rgb(tmp_pa
     _png_48_bit(tmp_path / "dim.png", rgb)
     with pytest.raises(ImageReadError, match=r"dim.png: 16-bit pixels that reach only 3840"):
         read_image(tmp_path / "dim.png")
+
+
+def test_a_cameras_orientation_tag_turns_the_pixels_as_they_are_shown(tmp_path):
+    """A phone's JPEG stores its pixels sideways with an EXIF orientation; masks are drawn
+    on the image as shown, so the pixels are turned the same way (size included)."""
+    from oneclass.data.readers import image_size
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = 255  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "phone.jpg")
+    assert shown.shape == (40, 20, 3) and image_size(tmp_path / "phone.jpg") == (40, 20)
+    assert shown[:18].min() > 240 and shown[22:].max() < 15  # the left half is now on top
+    Image.fromarray(stored).save(tmp_path / "plain.jpg")
+    assert read_image(tmp_path / "plain.jpg").shape == (20, 40, 3) and image_size(tmp_path / "plain.jpg") == (20, 40)

@@ -87,7 +87,8 @@ def image_size(path: Path) -> tuple[int, int]:
         from PIL import Image
 
         with Image.open(path) as im:
-            return im.size[1], im.size[0]
+            turned = _orientation(im) in (5, 6, 7, 8)  # a quarter turn
+            return (im.size[0], im.size[1]) if turned else (im.size[1], im.size[0])
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
@@ -151,6 +152,10 @@ def _decode(path: Path, mask: bool, bits: int | None = None) -> np.ndarray:
             return tifffile.imread(path, key=0)
 
         with Image.open(path) as im:
+            if _orientation(im) != 1:  # a camera's: pixels as shown, as masks are drawn on them
+                from PIL import ImageOps
+
+                return _pillow_pixels(ImageOps.exif_transpose(im), mask)
             if _sixteen_bit_colour(im) and not mask:
                 # no decoder here gives such a PNG's low bytes: its high bytes, put back in
                 # place, are what bits 16 keeps; fewer bits would need the low ones
@@ -166,6 +171,12 @@ def _decode(path: Path, mask: bool, bits: int | None = None) -> np.ndarray:
         raise ImageReadError(f"{path}: file not found") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         raise ImageReadError(f"{path}: cannot read image: {_reason(exc)}") from None
+
+
+def _orientation(im) -> int:
+    """A JPEG's EXIF orientation (1: as stored). Cameras write it; other formats are read
+    as stored (a PNG's EXIF may follow its pixels, and reading it would decode them)."""
+    return im.getexif().get(0x0112, 1) if im.format in ("JPEG", "MPO") else 1
 
 
 _TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")  # colour models whose raw samples are not RGB
