@@ -123,3 +123,18 @@ def test_a_cameras_orientation_tag_turns_the_pixels_as_they_are_shown(tmp_path):
     assert shown[:18].min() > 240 and shown[22:].max() < 15  # the left half is now on top
     Image.fromarray(stored).save(tmp_path / "plain.jpg")
     assert read_image(tmp_path / "plain.jpg").shape == (20, 40, 3) and image_size(tmp_path / "plain.jpg") == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_a_mask_drawn_only_in_alpha_is_read_from_alpha(tmp_path, mode):
+    """A transparent layer saved as the mask: one colour everywhere, the shape in alpha
+    (read as an empty mask before, its image then normal without a word)."""
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[2:5, 3:6] = 255
+    colour = np.zeros((8, 8, len(mode) - 1), np.uint8)
+    Image.fromarray(np.dstack([colour, alpha]).squeeze(), mode).save(tmp_path / "m.png")
+    assert read_mask(tmp_path / "m.png").tolist() == (alpha > 0).tolist()
+    opaque = np.dstack([np.where(alpha > 0, 255, 0).astype(np.uint8)[..., None].repeat(len(mode) - 1, 2),
+                        np.full((8, 8), 255, np.uint8)])
+    Image.fromarray(opaque.squeeze(), mode).save(tmp_path / "o.png")  # BUSI's: colour draws, alpha opaque
+    assert read_mask(tmp_path / "o.png").tolist() == (alpha > 0).tolist()

@@ -46,11 +46,14 @@ def read_image(path: Path, bits: int | None = None) -> np.ndarray:
 def read_mask(path: Path, shape: tuple[int, int] | None = None, threshold: int | None = None) -> np.ndarray:
     """Read a binary mask as (H, W) bool. Values must be {0, 1} or {0, 255}; a mask with
     other values (anti-aliased edges, compression noise) is refused unless ``threshold``
-    is given, and then pixels at or above it are anomalous."""
+    is given, and then pixels at or above it are anomalous. A mask drawn only in the alpha
+    channel of an image of one colour (a transparent layer) is read from its alpha."""
     array = _read_any(path, mask=True)
     if array.ndim == 3:
-        if array.shape[2] in (2, 4):  # drop alpha
-            array = array[..., :-1]
+        if array.shape[2] in (2, 4):  # alpha: dropped, unless it alone draws the mask
+            colour, alpha = array[..., :-1], array[..., -1]
+            alone = (colour == colour.flat[0]).all() and not (alpha == alpha.flat[0]).all()
+            array = alpha[..., None] if alone else colour
         if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[2])):
             raise ImageReadError(f"{path}: mask has differing colour channels; expected a binary mask")
         array = array[..., 0]
