@@ -57,6 +57,12 @@ def test_masks_are_found_beside_an_image_or_in_the_masks_tree(tmp_path):
                              "anomalous/dent/b.png": ("dent", ["b.png"])}
 
 
+def test_an_anomalous_folder_named_as_the_normal_class_is_refused(tmp_path):
+    _png(tmp_path / "data/anomalous/good/a.png")
+    with pytest.raises(OneclassError, match=r"anomalous/good: 'good' names the normal class"):
+        _folder(tmp_path / "data", missing_masks="whole")
+
+
 @pytest.mark.parametrize("where", ["anomalous/a.png", "anomalous/crack/deeper/a.png"])
 def test_an_anomalous_image_outside_a_subclass_folder_is_refused(tmp_path, where):
     root = tmp_path / "data"
