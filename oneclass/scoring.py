@@ -93,6 +93,11 @@ def scoring_input(run: RunFolder, source: str, stdin_lines: list[str] | None = N
         paths = [path]
     else:
         raise OneclassError(f"{path}: no such file, folder or patch store")
+    level = run.data["extraction"].get("level") or 0
+    if level:  # image files have no levels: their pixels are taken as they are
+        warnings.warn(f"the run was trained on slides read at level {level}; image files are cut at their own "
+                      f"resolution: give them at that level's magnification, or score a store extracted from "
+                      f"the slides", stacklevel=2)
     # converted to the run's channel count, as extraction converted its images; said where
     # the recipe did not ask for a count (the run took its first image's)
     asked = (run.recipe.get("patches") or {}).get("channels") is not None

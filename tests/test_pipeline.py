@@ -4,6 +4,7 @@ run folders, determinism, resume, the pipeline, and every bad input of the proto
 from __future__ import annotations
 
 import json
+import warnings
 import subprocess
 import sys
 
@@ -639,3 +640,25 @@ def test_evaluate_keeps_runs_of_other_settings_apart_and_pairs_variants_by_seed(
                                                                              root="data/leather")]
     done = oneclass("evaluate", *slash, "--format", "json", "-q")
     assert [(g["dataset"], g["n"]) for g in json.loads(done.stdout)["groups"]] == [("synthetic", 2)]
+
+
+def test_image_files_scored_for_a_run_trained_on_a_slide_level_are_warned_of_their_scale(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import numpy as np
+
+    from oneclass.scoring import scoring_input
+
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "tile.png")
+    extraction = {"size": 32, "stride": 32, "mask_frac": 0.5, "channels": 1, "whole_image": False}
+    for level, warned in ((2, True), (0, False)):
+        run = SimpleNamespace(data={"image_shape": [1, 32, 32], "extraction": {**extraction, "level": level}},
+                              recipe={"patches": {"channels": 1}})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            images, _, _ = scoring_input(run, str(tmp_path / "tile.png"))
+        assert images.shape == (1, 1, 32, 32)
+        assert [str(w.message).split(";")[0] for w in caught] == (
+            ["the run was trained on slides read at level 2"] if warned else [])
