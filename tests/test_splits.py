@@ -84,6 +84,8 @@ def test_default_train_size_gives_the_gamma_asked():
     ({"test_size": 3}, "size must be even, got 3"),
     ({"test_size": 1}, "split.test_size: a test set needs a normal and an anomalous patch at least"),
     ({"test_size": 1, "test_balanced": False}, "split.test_size: a test set needs a normal and an anomalous"),
+    ({"gamma": 0.05, "train_size": 10}, "split.train_size: gamma 0.05 of 10 training items rounds to no labelled "
+                                        "anomaly; it takes at least 10 items"),
 ])
 def test_bad_requests_fail_naming_the_key(kw, message):
     with pytest.raises(SplitError, match=re.escape(message)):
@@ -137,6 +139,17 @@ def test_open_set_labels_only_seen_subclasses_and_pollution_is_disjoint():
 def test_half_picks_half_the_subclasses():
     sp, *_ = split(gamma=0.1, seen_subclasses="half")
     assert len(sp.seen_subclasses) == 1 and sp.seen_subclasses[0] in "abc"
+
+
+def test_a_gamma_whose_labels_all_went_to_validation_and_test_is_refused_not_trained_at_gamma_0():
+    """Open set, the only seen subclass wholly in the test pool: the default size search
+    found nothing to label and settled on one training item, reported under gamma 0.1."""
+    labels, subclasses, sources = synthetic_pool()
+    of_c = {s for s, sub in zip(sources, subclasses) if sub == "c"}
+    sources = [f"test/{s}" if s in of_c else s for s in sources]
+    with pytest.raises(SplitError, match=r"needs 1 labelled anomalies of subclasses c.*pool has 0 labelable"):
+        make_split(labels, subclasses, sources, SplitSection(gamma=0.1, seen_subclasses=["c"], test_sources="test/",
+                                                             group_by="none"), seed=0)
 
 
 def test_infeasible_request_fails_with_the_numbers():

@@ -282,7 +282,8 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
 
     def feasible(total: int) -> bool:
         m, n, polluting, clean = need(total)
-        return (n > 0 and clean >= 0 and m <= len(labelable) and m + polluting <= len(anomalous)
+        labelled = shots is not None or gamma == 0 or m >= 1  # a gamma that rounds to no label is not that gamma
+        return (labelled and n > 0 and clean >= 0 and m <= len(labelable) and m + polluting <= len(anomalous)
                 and clean + n_lab_normal <= len(normal))
 
     if section.train_size is not None:
@@ -303,8 +304,13 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
         total = int(math.floor(min(bounds))) + 1
         while total > 0 and not feasible(total):
             total -= 1
+    if total > 0 and shots is None and gamma > 0 and round(gamma * total) < 1:
+        raise SplitError(f"split.train_size: gamma {gamma} of {total} training items rounds to no labelled "
+                         f"anomaly; it takes at least {math.ceil(0.5 / gamma)} items (or name a number with "
+                         f"split.labeled_anomalies)")
     if total <= 0 or not feasible(total):
         m, n, polluting, clean = need(max(total, 1))
+        m = m if shots is not None or gamma == 0 else max(m, 1)
         seen_text = f" of subclasses {', '.join(seen)}" if section.seen_subclasses is not None else ""
         raise SplitError(
             f"split: a training set of {total} at "
