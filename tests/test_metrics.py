@@ -48,8 +48,22 @@ def test_wilcoxon_matches_scipy():
     a = [0.81, 0.84, 0.79, 0.9, 0.88, 0.86]
     b = [0.78, 0.80, 0.80, 0.85, 0.83, 0.80]
     out = metrics.wilcoxon(a, b)
-    assert out["p"] == pytest.approx(wilcoxon(a, b).pvalue)
-    assert out["n"] == 6
+    assert out["p"] == pytest.approx(wilcoxon([3, 4, -1, 5, 5, 6]).pvalue)  # 0.05 and 0.05 tie
+    assert out["n"] == out["n_nonzero"] == 6
+
+
+def test_wilcoxon_ties_equal_differences_and_drops_zero_ones_whatever_the_float_noise():
+    """Every difference is +-0.1 but in floats 0.09999999999999998, 0.10000000000000003, ...:
+    ranked apart, they gave p = 0.203; tied, as they are, 0.125."""
+    from scipy.stats import wilcoxon
+
+    a = [0.7, 0.3, 0.55, 0.9, 0.45, 0.62, 0.81]
+    b = [0.6, 0.2, 0.45, 0.8, 0.55, 0.52, 0.71]
+    assert len({x - y for x, y in zip(a, b)}) > 2  # the noise
+    out = metrics.wilcoxon(a, b)
+    assert out["p"] == pytest.approx(wilcoxon([1, 1, 1, 1, -1, 1, 1]).pvalue) == pytest.approx(0.125, abs=1e-3)
+    same = metrics.wilcoxon([0.7, 0.3, 0.5], [0.7, 0.2, 0.4])
+    assert same["n"] == 3 and same["n_nonzero"] == 2
 
 
 def test_pixel_auroc_over_all_pixels():
