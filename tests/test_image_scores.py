@@ -114,18 +114,36 @@ def _rows(path):
 
 
 @pytest.mark.slow
-def test_patch_run_writes_one_row_per_test_image(run):
+def _image_patch_scores(run, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of every patch of image ``source`` in the run's store, scored by
+    the run's model."""
+    from oneclass.data.items import PatchData
+    from oneclass.data.store import PatchStore
+    from oneclass.scoring import load_method
+
+    folder = open_run(run)
+    store = PatchStore.open(folder.data["store"])
+    rows = np.array([i for i, r in enumerate(store.index) if r["source"] == source])
+    return store.labels[rows], load_method(folder, "cpu").score(PatchData(store.images, rows))
+
+
+def test_patch_run_writes_one_row_per_test_image_from_all_its_patches(run):
+    """The balanced test set holds a few of a normal image's patches and all of a defect's;
+    an image is scored from all of its patches (the test pool's), as validation's are."""
     for split in ("test", "val"):
         patches, images = _rows(run / f"scores/{split}.csv"), _rows(run / f"scores/{split}_images.csv")
         assert list(images[0]) == list(IMAGE_COLUMNS)
         sources = sorted({r["source"] for r in patches})
         assert [r["source"] for r in images] == sources
         for image in images:
-            mine = [r for r in patches if r["source"] == image["source"]]
-            assert int(image["patches"]) == len(mine)
-            assert int(image["label"]) == max(int(r["label"]) for r in mine)
-            expected = metrics.image_score([float(r["score"]) for r in mine], "topk_mean", 0.1)
-            assert float(image["score"]) == pytest.approx(expected)
+            labels, scores = _image_patch_scores(run, image["source"])
+            assert int(image["patches"]) == len(scores) >= sum(r["source"] == image["source"] for r in patches)
+            assert int(image["label"]) == labels.max()
+            expected = metrics.image_score(scores, "topk_mean", 0.1)
+            assert float(image["score"]) == pytest.approx(expected, rel=1e-5)
+    test = _rows(run / "scores/test.csv")
+    assert any(int(image["patches"]) > sum(r["source"] == image["source"] for r in test)
+               for image in _rows(run / "scores/test_images.csv"))  # more than the balanced set's
     result = json.loads((run / "metrics.json").read_text())["test"]["image"]
     images = _rows(run / "scores/test_images.csv")
     labels = [int(r["label"]) for r in images]
@@ -172,11 +190,27 @@ def test_aggregation_follows_the_recipe(tiny, tmp_path):
                     "--set", "evaluate.image_score=max", "--set", "train.epochs=1",
                     "--set", "method.deep-sad.pretrain_epochs=0")
     assert done.returncode == 0, done.stderr
-    patches, images = _rows(tmp_path / "max/scores/test.csv"), _rows(tmp_path / "max/scores/test_images.csv")
-    for image in images:
-        assert float(image["score"]) == max(float(r["score"]) for r in patches if r["source"] == image["source"])
+    for image in _rows(tmp_path / "max/scores/test_images.csv"):
+        assert float(image["score"]) == pytest.approx(_image_patch_scores(tmp_path / "max", image["source"])[1].max(),
+                                                      rel=1e-5)
     test = json.loads((tmp_path / "max/metrics.json").read_text())["test"]
     assert test["image"]["aggregation"] == {"image_score": "max"}
+
+
+@pytest.mark.slow
+def test_patches_dealt_apart_give_no_image_metrics(tiny, tmp_path):
+    """split.group_by: none deals an image's patches among training, validation and test:
+    no set holds a whole image, so there is no image score to give."""
+    done = oneclass("train", tiny["recipe"], "--store", tiny["store"], "--out", tmp_path / "none", "-q",
+                    "--set", "split.group_by=none", "--set", "train.epochs=1",
+                    "--set", "method.deep-sad.pretrain_epochs=0")
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "none/metrics.json").read_text())
+    for name, what in (("test", "test"), ("val", "validation")):
+        assert found[name]["image"] is None
+        assert found[name]["image_absent"].endswith(f"{what} image(s) have patches in other sets too "
+                                                    f"(split.group_by: none): an image score needs all its patches")
+        assert not (tmp_path / f"none/scores/{name}_images.csv").exists()
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,7 @@ class Split:
     test: np.ndarray
     seen_subclasses: list[str]
     counts: dict
+    test_pool: np.ndarray | None = None  # every patch of the test pool (the test set is drawn from it)
 
     def members(self) -> dict:
         return {"train": self.train.tolist(), "train_roles": self.train_roles.tolist(),
@@ -91,7 +92,7 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
                         "val": _label_counts(val_pool, labels),
                         "test": _label_counts(test_pool, labels)},
               "unused": int(len(labels) - len(train) - len(val) - len(test))}
-    return Split(train, roles, val, test, seen, counts)
+    return Split(train, roles, val, test, seen, counts, np.sort(test_pool))
 
 
 def check_section(section) -> None:
