@@ -23,7 +23,13 @@ smoothing with ``scipy.ndimage.gaussian_filter(sigma=4)``:
   input, so each channel's gradient is the reference's divided by that channel's std;
 - the reference also rescales each map to [0, 1] by its minimum and 99th percentile; we
   only clip, so maps keep their magnitudes and stay comparable across images (a pooled
-  pixel AUROC over many images needs that; a per-image AUROC is unchanged by it).
+  pixel AUROC over many images needs that; a per-image AUROC is unchanged by it);
+- a grey input is the one channel the backbone copies to three, so its gradient is the
+  signed sum of the three copies' gradients (the derivative with respect to the grey
+  pixel, as Sec. 4.4 defines the map); the reference feeds RGB copies and sums the three
+  absolute values. On random weights the two differ (correlation 0.63);
+- the paper says a "16x16 sliding Gaussian kernel with sigma=4"; the reference, and we,
+  call scipy's gaussian_filter, whose kernel reaches 4 sigma (33 x 33): the tails only.
 """
 
 from __future__ import annotations

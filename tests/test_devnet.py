@@ -187,6 +187,9 @@ def test_every_batch_holds_the_asked_number_of_labelled_anomalies(monkeypatch):
 
     def counting(scores, anomalous, reference, margin=5.0):
         calls.append((len(scores), int(anomalous.sum()), len(reference), margin))
+        # the Gaussian prior's draws (Sec. 3.2): N(0, 1), within 4 standard errors
+        bound = 4 / len(reference) ** 0.5
+        assert abs(float(reference.mean())) < bound and abs(float(reference.std()) - 1) < bound
         return deviation_loss(scores, anomalous, reference, margin)
 
     monkeypatch.setattr(devnet_module, "deviation_loss", counting)
@@ -272,21 +275,22 @@ def test_gradient_maps_light_up_the_region_the_score_depends_on():
 
 
 def test_gradient_map_is_the_channel_summed_absolute_gradient_clipped_then_smoothed():
-    weight = torch.randn(1, 2, 16, 16)
+    weight = torch.randn(3, 2, 16, 16) * torch.tensor([1.0, 5.0, 0.2]).view(3, 1, 1, 1)
 
-    def linear(x):  # d score / d x = weight, for every item
+    def linear(x):  # d score_i / d x_i = weight_i: each item its own gradient
         return (x * weight).sum((1, 2, 3))
 
     x = torch.rand(3, 2, 16, 16)
     raw = gradient_map(linear, x, sigma=0, percentile=None)
-    expected = weight.abs().sum(1).expand(3, -1, -1).numpy()
+    expected = weight.abs().sum(1).numpy()
     assert np.allclose(raw, expected)
-    clipped = gradient_map(linear, x, sigma=0)
-    assert np.allclose(clipped, np.minimum(expected, np.percentile(expected[0], 99)))
+    clipped = gradient_map(linear, x, sigma=0)  # each item at its own 99th percentile
+    assert np.allclose(clipped, [np.minimum(e, np.percentile(e, 99)) for e in expected])
     smoothed = gradient_map(linear, x)
     from scipy.ndimage import gaussian_filter
 
-    assert np.allclose(smoothed[0], gaussian_filter(clipped[0], 4.0), atol=1e-6)
+    for item in range(3):  # within each image, never across the batch
+        assert np.allclose(smoothed[item], gaussian_filter(clipped[item], 4.0), atol=1e-6 * clipped[item].max())
     with pytest.raises(ValueError, match="expected \\(3,\\)"):
         gradient_map(lambda x: x.sum((2, 3)), x)
 
