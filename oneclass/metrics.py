@@ -15,6 +15,9 @@ from oneclass.errors import OneclassError
 def _check(labels: np.ndarray, scores: np.ndarray, name: str) -> None:
     if len(labels) == 0:
         raise OneclassError(f"{name}: no labelled rows to evaluate")
+    other = np.setdiff1d(labels, (0, 1))
+    if len(other):
+        raise OneclassError(f"{name}: labels must be 0 (normal) or 1 (anomalous), found {other[0].item()!r}")
     n_pos = int(labels.sum())
     if n_pos in (0, len(labels)):
         raise OneclassError(f"{name}: AUROC needs normal and anomalous rows; got "
@@ -180,12 +183,20 @@ def image_metrics(labels, scores, rule: dict, what: str = "images") -> tuple[dic
             "aggregation": dict(rule)}, None
 
 
+def _finite_maps(maps) -> np.ndarray:
+    values = np.asarray(maps, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise OneclassError(f"anomaly maps: {int((~np.isfinite(values)).sum())} pixel(s) NaN or infinite "
+                            f"(the method's explain diverged, or overflowed under train.amp)")
+    return values
+
+
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     """AUROC over every pixel of the patches; None when the masks hold one class only."""
     truth = np.asarray(masks).reshape(-1).astype(bool)
     if truth.all() or not truth.any():
         return None
-    return auroc(truth, np.asarray(maps, dtype=np.float32).reshape(-1))
+    return auroc(truth, _finite_maps(maps).reshape(-1))
 
 
 def pixel_auroc_per_image(masks: np.ndarray, maps: np.ndarray) -> tuple[float | None, int]:
@@ -193,7 +204,7 @@ def pixel_auroc_per_image(masks: np.ndarray, maps: np.ndarray) -> tuple[float | 
     (DevNet's localisation figure, Pang et al. Sec. 6.9: anomalous test images), and how
     many items that is; (None, 0) when there is none."""
     truth = np.asarray(masks).reshape(len(masks), -1).astype(bool)
-    values = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    values = _finite_maps(maps).reshape(len(maps), -1)
     scores = [auroc(t, v) for t, v in zip(truth, values) if t.any() and not t.all()]
     return (float(np.mean(scores)), len(scores)) if scores else (None, 0)
 

@@ -275,8 +275,9 @@ def group(results: list[Result]) -> list[Group]:
 
 
 def compare_methods(results: list[Result]) -> list[dict]:
-    """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, pairing
-    runs with the same dataset, gamma (or labelled anomalies) and seed."""
+    """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, one per
+    dataset and gamma (or number of labelled anomalies), pairing runs of the same seed:
+    a method better at one gamma and worse at another is not averaged into one test."""
     by_method: dict[str, dict[tuple, float]] = {}
     first: dict[tuple, str] = {}
     for r in results:
@@ -290,10 +291,14 @@ def compare_methods(results: list[Result]) -> list[dict]:
         first[(r.method, *key)] = r.name
         by_method.setdefault(r.method, {})[key] = r.metrics["auroc"]
     out = []
-    for a, b in itertools.combinations(sorted(by_method), 2):
-        keys = sorted(set(by_method[a]) & set(by_method[b]), key=str)
-        if len(keys) < 2:
-            continue
-        test = wilcoxon([by_method[a][k] for k in keys], [by_method[b][k] for k in keys])
-        out.append({"method_a": a, "method_b": b, **test})
+    cells = sorted({key[:3] for runs in by_method.values() for key in runs}, key=str)
+    for dataset, gamma, shots in cells:
+        for a, b in itertools.combinations(sorted(by_method), 2):
+            keys = sorted((k for k in set(by_method[a]) & set(by_method[b]) if k[:3] == (dataset, gamma, shots)),
+                          key=str)
+            if len(keys) < 2:
+                continue
+            test = wilcoxon([by_method[a][k] for k in keys], [by_method[b][k] for k in keys])
+            out.append({"dataset": dataset, "gamma": gamma, "labeled_anomalies": shots,
+                        "method_a": a, "method_b": b, **test})
     return out

@@ -123,3 +123,32 @@ def test_pixel_auroc_pooled_and_per_item_by_hand():
     wins = sum((a > b) + 0.5 * (a == b) for a in anomalous for b in normal)
     assert metrics.pixel_auroc(masks, maps) == pytest.approx(wins / 36)
     assert metrics.pixel_auroc_per_image(np.zeros((2, 1, 4)), maps[:2]) == (None, 0)
+
+
+def test_labels_other_than_0_and_1_and_non_finite_maps_are_refused():
+    with pytest.raises(OneclassError, match=r"^test: labels must be 0 \(normal\) or 1 \(anomalous\), found 2$"):
+        metrics.evaluate_scores(np.array([0, 1, 2]), np.array([0.1, 0.5, 0.9]), "test")
+    masks = np.zeros((2, 4, 4), bool)
+    masks[:, 0] = True
+    maps = np.ones((2, 4, 4), np.float32)
+    maps[1, 2, 2] = np.nan
+    for pixel_level in (metrics.pixel_auroc, metrics.pixel_auroc_per_image):
+        with pytest.raises(OneclassError, match=r"^anomaly maps: 1 pixel\(s\) NaN or infinite"):
+            pixel_level(masks, maps)
+
+
+def test_methods_are_compared_per_dataset_and_gamma_not_pooled():
+    """A is better at gamma 0.1 on every seed and worse at 0.2: one test per gamma says
+    so; a pooled test would average the two into nothing."""
+    from oneclass.report import Result, compare_methods
+
+    def run(method, gamma, seed, auroc):
+        return Result(f"{method}-{gamma}-{seed}", {"auroc": auroc}, "nanofibre", method, gamma, seed)
+
+    results = [run("a", g, s, base + (0.1 if g == 0.1 else -0.1)) for g in (0.1, 0.2)
+               for s, base in enumerate((0.6, 0.7, 0.65, 0.72, 0.58, 0.69))]
+    results += [run("b", g, s, base) for g in (0.1, 0.2) for s, base in enumerate((0.6, 0.7, 0.65, 0.72, 0.58, 0.69))]
+    tests = compare_methods(results)
+    assert [(t["gamma"], t["method_a"], t["method_b"], t["n"], round(t["mean_difference"], 6)) for t in tests] == [
+        (0.1, "a", "b", 6, 0.1), (0.2, "a", "b", 6, -0.1)]
+    assert all(t["p"] == pytest.approx(0.03125) for t in tests)  # six of six one way, exact

@@ -32,7 +32,7 @@ def evaluate(
     with confusion counts (anomalous = positive) and accuracy. Runs are grouped by
     dataset, method and gamma (few-shot runs by their labelled anomalies; a run named
     twice counts once), with mean +- sample std over repeats, and methods are compared
-    by a paired Wilcoxon signed-rank test on runs sharing dataset, gamma and seed. Runs
+    by a paired Wilcoxon signed-rank test per dataset and gamma, pairing runs of one seed. Runs
     of one method whose recipes differ in more than seed and speed settings are kept
     apart, each method named with the keys that differ ("deep-sad (eta=2.0)"); two runs
     of one method, settings and seed are refused.
@@ -125,11 +125,14 @@ def print_tables(results, groups, tests) -> None:
             err.print(_selection_table(r.name, r.selection))
     if tests:
         paired = Table(title="paired Wilcoxon signed-rank tests (test AUROC)", title_justify="left")
-        for column in ("method A", "method B", "pairs", "mean A−B", "p"):
+        for column in ("dataset", "gamma", "method A", "method B", "pairs", "mean A−B", "p"):
             paired.add_column(column)
         for t in tests:
             p = "" if t["p"] is None else f"{t['p']:.4g}"
-            paired.add_row(t["method_a"], t["method_b"], str(t["n"]), f"{t['mean_difference']:+.4f}", p)
+            labels = (f"{t['labeled_anomalies']} shots" if t["labeled_anomalies"] is not None else
+                      "" if t["gamma"] is None else f"{t['gamma']:g}")
+            paired.add_row(t["dataset"], labels, t["method_a"], t["method_b"], str(t["n"]),
+                           f"{t['mean_difference']:+.4f}", p)
         err.print(paired)
 
 
