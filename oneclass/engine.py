@@ -191,6 +191,11 @@ class Trainer:
                 settings[key] = tuple(f"m{self._member}.{module}" for module in settings.get(key, ()))
         return Stage(name, list(params), **{**base, **settings})
 
+    @property
+    def training_member(self) -> int | None:
+        """The ensemble member whose stages are being trained, or None."""
+        return self._member
+
     @contextmanager
     def member(self, index: int):
         """Inside: the stages being specified are ensemble member ``index``'s, named

@@ -20,6 +20,7 @@ Only when every member diverges does training stop.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -132,6 +133,15 @@ class Ensemble(Method):
             self.standardisation.std[k] = std if std > 0 else 1.0
         if not self._alive():
             raise TrainingDiverged(f"no member of the ensemble is left to score with; {last}")
+
+    def snapshot(self) -> dict:
+        """The modules of the member in training only (keep: best snapshots each better
+        epoch; the other members' modules are not changing)."""
+        k = self._trainer.training_member if self._trainer is not None else None
+        if k is None:
+            return super().snapshot()
+        return {"modules": {f"m{k}.{name}": copy.deepcopy(module.state_dict())
+                            for name, module in self.members[k].modules.items()}}
 
     def _drop(self, trainer, k: int, why: str, detail: str = "") -> None:
         """Leave member ``k`` out: logged, warned, and named in metrics.json (run_info)."""

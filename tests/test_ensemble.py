@@ -211,3 +211,31 @@ def test_building_a_member_seeds_the_cpu_generator_alone(tiny, monkeypatch):
     torch.random.default_generator.manual_seed(5)
     same = cls(params, (1, 32, 32))
     assert all(torch.equal(a, b) for a, b in zip(member.net.state_dict().values(), same.net.state_dict().values()))
+
+
+def test_keeping_the_best_epoch_snapshots_only_the_member_in_training(tiny, monkeypatch):
+    """keep: best copies the modules at each better epoch; the other members' do not
+    change meanwhile, so copying them (R times the memory and checkpoint) bought nothing.
+    The member restored from its own snapshot scores as from a copy of every module."""
+    from oneclass.methods.base import Method
+
+    config = recipes.load(tiny["recipe"], ["train.ensemble=2", "train.epochs=2", "train.keep=best",
+                                           "method.deep-sad.pretrain_epochs=0"])
+    store = PatchStore.open(tiny["store"])
+    sets = api.split(store, config)
+    taken = []
+    snapshot = Ensemble.snapshot
+
+    def recording(self):
+        state = snapshot(self)
+        taken.append(sorted({key.split(".")[0] for key in state["modules"]}))
+        return state
+
+    monkeypatch.setattr(Ensemble, "snapshot", recording)
+    method = api.method_from_recipe(config, store)
+    method.fit(sets.train, sets.val)
+    assert taken and all(len(members) == 1 for members in taken) and {m[0] for m in taken} == {"m0", "m1"}
+    monkeypatch.setattr(Ensemble, "snapshot", Method.snapshot)  # every module, as before
+    every = api.method_from_recipe(config, store)
+    every.fit(sets.train, sets.val)
+    np.testing.assert_allclose(method.score(sets.test), every.score(sets.test), rtol=1e-6)
