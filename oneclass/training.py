@@ -137,6 +137,10 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
     distributed.barrier()  # every rank has checked the folder before rank 0 changes it
+    if resume and _finished(partial):
+        if writer:
+            _move_into_place(partial, out)
+        return out
     if store is None:  # rank 0 extracts the store (or finds it cached), the others wait for it
         store = obtain_store(config, report, wait=not writer)
     else:
@@ -187,7 +191,7 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
             ours = True
         _train_into(config, partial, store, split, labels, cls, params, in_shape, val, trainer, method, resume)
         finished = True
-        replace_folder(partial, out, "run")
+        _move_into_place(partial, out)
     except BaseException as exc:
         kept = finished or any((partial / name).is_file() for name in (CHECKPOINT, SELECT_FILE, SELECT_PROGRESS))
         if ours and not kept:
@@ -282,8 +286,18 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
                          **({"method": info} if info else {})}}
     if method.explain is not None:
         _draw_maps(method, store, split.test, partial, metrics["test"], config.evaluate.pixel_auroc)
-    write_json(partial / "metrics.json", metrics)
-    (partial / CHECKPOINT).unlink(missing_ok=True)
+    write_json(partial / "metrics.json", metrics)  # last: a partial folder holding it is finished
+
+
+def _finished(partial: Path) -> bool:
+    return (partial / "metrics.json").is_file()
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """A finished run to ``out``; its checkpoint goes only then, so that a Ctrl-C while the
+    folder moves leaves a partial run that ``--resume`` can still finish (by moving it)."""
+    replace_folder(partial, out, "run")
+    (out / CHECKPOINT).unlink(missing_ok=True)
 
 
 def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: bool) -> None:
@@ -307,6 +321,8 @@ def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: boo
             raise OneclassError(f"{partial}: the recipe differs from the one this run started "
                                 f"with (section {', '.join(changed)}); resume with the same recipe")
         check_writable(partial)
+        if _finished(partial):  # interrupted while it was moved into place: train_run moves it
+            return
         from oneclass.artifacts import load_torch
         from oneclass.engine import CHECKPOINT_KEYS
 

@@ -127,6 +127,9 @@ Bad values
 10c+  Ctrl-C during extract-patches                130 and one "oneclass: interrupted" line; no
                                                    store or temporary folder left
       -> tests/test_bad_input.py::test_ctrl_c_during_extraction_is_one_line
+10d   Ctrl-C while a finished run moves into     the partial run keeps its checkpoint; --resume
+      place                                        moves it, training nothing again
+      -> tests/test_bad_input.py::test_ctrl_c_while_a_finished_run_moves_into_place_leaves_it_to_resume
 First hour
 11a   --out a/b where a does not exist             the parents are created (train, extract-patches)
       -> tests/test_data_safety.py::test_train_overwrite_replaces_its_own_run
@@ -742,6 +745,33 @@ def test_ctrl_c_right_after_the_run_folder_is_made_keeps_nothing(tiny, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         training.train_run(config, tmp_path / "run", store=PatchStore.open(tiny["store"]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_a_finished_run_moves_into_place_leaves_it_to_resume(tiny, tmp_path, monkeypatch):
+    """10d: the run had finished and its checkpoint was gone when the folder moved: the
+    partial folder held the whole run, and --resume refused it for want of a checkpoint.
+    The checkpoint now goes after the move, and --resume moves a finished partial run."""
+    from oneclass import recipe as recipes
+    from oneclass import training
+    from oneclass.data.store import PatchStore
+
+    moves = []
+
+    def interrupted(built, out, kind):
+        moves.append(built)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "replace_folder", interrupted)
+    config, store = recipes.load(tiny["recipe"]), PatchStore.open(tiny["store"])
+    with pytest.raises(KeyboardInterrupt):
+        training.train_run(config, tmp_path / "run", store=store)
+    partial = tmp_path / "run.partial"
+    assert moves == [partial] and (partial / "metrics.json").is_file() and (partial / "checkpoint.pt").is_file()
+    scores = (partial / "scores/test.csv").read_text()
+    monkeypatch.undo()
+    assert training.train_run(config, tmp_path / "run", store=store, resume=True) == tmp_path / "run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and not (tmp_path / "run/checkpoint.pt").exists()
+    assert (tmp_path / "run/scores/test.csv").read_text() == scores  # moved, not trained again
 
 
 @pytest.mark.slow
