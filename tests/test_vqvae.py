@@ -36,6 +36,34 @@ def test_nearest_code_matches_brute_force():
     assert torch.equal(book.lookup(index)[1, :, 2, 3], book.embeddings[index[1, 2, 3]])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_nearest_code_is_found_in_float32_under_autocast(dtype):
+    """Encodings near codes of a large norm: in half precision |e|^2 - 2 e.c + |c|^2
+    cancels to noise (autocast would run the product so, whatever the inputs' dtype)."""
+    torch.manual_seed(0)
+    book = Codebook(codes=64, dim=16)
+    book.embeddings.data = 30 + torch.randn(64, 16)  # far from 0, close to one another
+    truth = torch.randint(0, 64, (4, 6, 6))
+    e = (book.embeddings.data[truth] + 0.05 * torch.randn(4, 6, 6, 16)).permute(0, 3, 1, 2)
+    with torch.autocast("cpu", dtype=dtype):
+        assert torch.equal(book.nearest(e), truth)
+
+
+def test_vq_latent_term_is_the_codebook_term_plus_beta_times_the_commitment():
+    """Both terms are ||E - Q||^2 in value (they differ in where the gradient goes), so
+    the latent term is (1 + beta) of it; and the unsupervised objective is the mean of
+    reconstruction plus latent term (Eq. 2)."""
+    method = make(VQVAE, small(VQVAE, beta=0.25, restart_below=0.0), (1, 32, 32), engine())
+    x, roles = torch.rand(4, 1, 32, 32), torch.zeros(4, dtype=torch.int8)
+    with torch.no_grad():
+        reconstruction, latent = method.terms(x, roles)
+        e = method.encoder(x)
+        q = method.codebook.lookup(method.codebook.nearest(e))
+        distance = ((e - q) ** 2).flatten(1).mean(1)
+        torch.testing.assert_close(latent, 1.25 * distance)
+        torch.testing.assert_close(method.objective({"x": x, "roles": roles}), (reconstruction + latent).mean())
+
+
 def test_each_stop_gradient_sends_gradient_where_eq_2_says():
     method = make(SSVQVAE, small(SSVQVAE), (1, 32, 32), engine())
     x = torch.rand(4, 1, 32, 32)
@@ -75,11 +103,14 @@ def test_data_initialised_codes_are_training_encodings():
     images, _ = easy_set(20, 0)
     data = PatchData(images, np.arange(20), roles=np.zeros(20, np.int8))
     method = make(SSVQVAE, small(SSVQVAE, codes=30), (1, 32, 32), engine())
+    torch.manual_seed(7)
     method.on_start(data)
     encodings = torch.from_numpy(method.map(method.encoder, data)).permute(0, 2, 3, 1).reshape(-1, 8)
     codes = method.codebook.embeddings.detach()
     assert all(((encodings - code) ** 2).sum(1).min() < 1e-10 for code in codes)
     assert len({tuple(code.tolist()) for code in codes}) == 30  # 20 x 64 positions: drawn without repeats
+    torch.manual_seed(7)  # the draw over every position of every item, in that order
+    torch.testing.assert_close(codes, encodings[torch.randperm(len(encodings))[:30]], rtol=0, atol=1e-6)
     uniform = make(SSVQVAE, small(SSVQVAE, codebook_init="uniform"), (1, 32, 32), engine())
     before = uniform.codebook.embeddings.detach().clone()
     uniform.on_start(data)

@@ -15,6 +15,15 @@ which silently turned the method into plain DCAE):
 with e_ref the mean error of the batch's unlabelled and labelled normal items (held
 constant in the gradient). ``explain`` gives the per-pixel squared error (summed over
 channels), so pixel-level AUROC applies.
+
+The ss-VQ-VAE paper's ablation A2 (Sec. IV-D) calls its own loss without the dictionary
+and commitment terms "equivalent to ss-DCAE": the reconstruction error, the anomalies'
+negated, with eta weighing the normal items' and the anomalies' means. Ours differs in
+two ways it does not need to be measured against: the plain batch mean (anomalies weigh
+by their share of the batch, about gamma, not 1 - eta of a mean of their own) and a
+difference hinge (pixel errors keep one scale, so the log ratio ss-VQ-VAE needs for its
+latent distances is not needed here). It is the c-ss-ms-gVAE paper's DCAE baseline with
+labels, as the benchmarks ran it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,16 @@ so an anomaly stops pulling once it is ``margin`` times worse than the normal it
 log matters: a hinge on the plain difference, margin * m - d, pushed with a force that
 grows with the encoder's scale just as the normal items' pull does, and since anomalies
 sit farther out the push won -- every distance grew without limit (1e9 within 40 steps
-on a toy set). The log-ratio's push weakens as 1/d, so the normal term wins at scale.
+on a toy set). The log-ratio's push weakens as 1/d, so the normal term wins at scale;
+at small scales it is the stronger: its gradient is (1 - eta)/r dr against the normal
+term's eta dr, so at reconstruction errors near 0.01 an anomaly weighs about a hundred
+times what Eq. 4's eta says, and the paper's robustness over eta in 1e-2 ... 1e2 need not
+carry over.
+
+Not in the paper (which trains its codes by gradient alone, no EMA): the codebook starts
+from encodings of training items (``codebook_init: data``) and codes unused for a while
+are restarted (``restart_below``), in the unsupervised VQ-VAE baseline too; both are
+measured in ``SSVQVAE.on_start`` and ``_plan_restarts``.
 
 Score (Eq. 5): s(U) = ||E(U) - Q(U)||_2 over the whole grid. ``explain`` upsamples the
 per-position distance map to the patch; ``embed`` is the grid-averaged encoding.
@@ -178,11 +187,17 @@ class SSVQVAE(_GridAutoencoder):
         the dictionary then says little (test AUROC 0.36 at gamma 0.2 vs 0.56-0.73)."""
         if self.params.codebook_init != "data":
             return
-        encodings = torch.from_numpy(self.map(self.encoder, train))
-        vectors = encodings.permute(0, 2, 3, 1).reshape(-1, encodings.shape[1])
-        pick = torch.randint(len(vectors), (self.params.codes,)) if len(vectors) < self.params.codes \
-            else torch.randperm(len(vectors))[:self.params.codes]
-        self.codebook.embeddings.data.copy_(vectors[pick].to(self.codebook.embeddings.device))
+        # only the items holding a drawn position are encoded (the whole set's grids could
+        # fill memory: 4 MiB an item at 512 px); the draw is over every position, as before.
+        # Labelled anomalies are among them, as in the runs the benchmarks made
+        _, dim, h, w = self.map(self.encoder, train.subset(np.arange(1))).shape
+        cells = len(train) * h * w
+        pick = torch.randint(cells, (self.params.codes,)) if cells < self.params.codes \
+            else torch.randperm(cells)[:self.params.codes]
+        items, at = np.unique((pick // (h * w)).numpy(), return_inverse=True)
+        grids = torch.from_numpy(self.map(self.encoder, train.subset(items))).permute(0, 2, 3, 1).reshape(-1, dim)
+        vectors = grids[torch.from_numpy(at.reshape(-1)) * (h * w) + pick % (h * w)]
+        self.codebook.embeddings.data.copy_(vectors.to(self.codebook.embeddings.device))
 
     def terms(self, x, roles):
         self._apply_restarts()

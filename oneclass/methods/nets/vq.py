@@ -70,7 +70,11 @@ class Codebook(nn.Module):
         """Index of the nearest embedding for each D-vector of the grid e: (n, D, h, w) -> (n, h, w)."""
         flat = e.permute(0, 2, 3, 1).reshape(-1, e.shape[1]).float()
         codes = self.embeddings.float()
-        distances = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ codes.T + (codes ** 2).sum(1)
+        # in float32 even under AMP: autocast would run the product in float16, where
+        # |e|^2 - 2 e.c + |c|^2 cancels to noise for an encoding near its code (a third of
+        # the positions took a code over 10% farther than the nearest) or overflows
+        with torch.autocast(e.device.type, enabled=False):
+            distances = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ codes.T + (codes ** 2).sum(1)
         return distances.argmin(1).view(e.shape[0], e.shape[2], e.shape[3])
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
