@@ -150,6 +150,21 @@ class Stage:
         return lr.MultiStepLR(optimizer, milestones, self.lr_factor)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def _restore_cuda_rng(rng: dict, device: torch.device) -> None:
+    """The training device's CUDA generator as the checkpoint saved it (older checkpoints
+    hold every visible GPU's, by index)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return
+    if rng.get("cuda_device") is not None:
+        torch.cuda.set_rng_state(rng["cuda_device"], device)
+    elif (device.index or 0) < len(rng.get("cuda") or []):
+        torch.cuda.set_rng_state(rng["cuda"][device.index or 0], device)
+
+
 CHECKPOINT_KEYS = ("stage", "epoch", "stages_done", "modules", "optimizer", "scheduler", "scaler", "rng",
                    "throughput")
 
@@ -177,7 +192,27 @@ class Trainer:
         self._member: int | None = None
         self.dropped_members: list[int] = []  # ensemble members that diverged (oneclass.ensemble)
         self._resume = self._load_checkpoint() if resume else None
+        # seconds training took before the run was interrupted, and when this part began
+        self.seconds_before = float(self._resume.get("seconds", 0.0)) if self._resume else 0.0
+        self.began = time.perf_counter()
+        if self._resume is not None:
+            self._cut_log(self._resume.get("log_bytes"))
         seed_everything(seed, train.deterministic)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of training, the interrupted parts' included."""
+        return self.seconds_before + time.perf_counter() - self.began
+
+    def _cut_log(self, size: int | None) -> None:
+        """log.jsonl as it was at the checkpoint: lines written after it (an epoch cut short
+        before its checkpoint, a stage's last lines) are written again as the run goes on."""
+        path = None if self.run_dir is None else self.run_dir / "log.jsonl"
+        if size is None or path is None or not distributed.is_writer() or not path.is_file():
+            return
+        if path.stat().st_size > size:
+            with open(path, "r+b") as fh:
+                fh.truncate(size)
 
     def spec(self, name: str, params, **settings) -> Stage:
         """A stage with the train section's lr, epochs, weight decay and milestones,
@@ -245,8 +280,12 @@ class Trainer:
                  "scaler": scaler.state_dict(), "best": best, "throughput": list(self.throughput),
                  "selected": dict(self.selected),
                  "dropped_members": list(self.dropped_members),
-                 "rng": {"torch": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+                 "seconds": self.seconds, "log_bytes": _size(self.run_dir / "log.jsonl"),
+                 # the training device's generator alone: all visible GPUs' would not restore
+                 # where fewer are visible, and a CPU run would start CUDA to read them
+                 "rng": {"torch": torch.get_rng_state(), "cuda": [],
+                         "cuda_device": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                         else None}}
         save_torch(self.run_dir / CHECKPOINT, state)
 
     def log(self, record: dict) -> None:
@@ -337,8 +376,7 @@ class Trainer:
                 return
             self._resume = None  # caught up: what follows runs as the interrupted run did
             torch.set_rng_state(resume["rng"]["torch"])
-            if resume["rng"]["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+            _restore_cuda_rng(resume["rng"], self.device)
             self.throughput = list(resume["throughput"])
             self.selected = dict(resume.get("selected", {}))
             if done:  # the last stage finished before the interruption
@@ -409,11 +447,14 @@ class Trainer:
                     if track_best and (best is None or _better(record["val_auroc"], best["auroc"])):
                         best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
                     stop = bool(patience) and epoch + 1 - best["epoch"] >= patience
-                self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
+                # the lines first: the checkpoint records the log's length, and a resumed
+                # run cuts the log back to it (no line lost or written twice)
                 self.log(record)
                 if stop:
                     self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
                               "val_auroc": best["auroc"]})
+                self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
+                if stop:
                     break
         if best is not None:
             self.method.restore(best)

@@ -3,7 +3,6 @@ run folder (see :mod:`oneclass.artifacts` for its files)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -268,9 +267,8 @@ def _train_into(config, partial: Path, store: PatchStore, split, labels, cls, pa
             "dataset": store.meta.get("dataset", {}), "seen_subclasses": split.seen_subclasses,
             "counts": split.counts, "members": split.members()})
     write_json(partial / "env.json", environment(trainer.device))
-    began = time.perf_counter()
     method.fit(PatchData(store.images, split.train, roles=split.train_roles), val)
-    train_seconds = time.perf_counter() - began
+    train_seconds = trainer.seconds  # an interrupted run's earlier parts included
     save_model(partial / "model.pt", cls.name, params, in_shape, method)
     metrics = _score_sets(method, store, split, labels, partial, config.evaluate)
     info = method.run_info()

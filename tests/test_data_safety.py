@@ -7,6 +7,7 @@ allowed (they need root, as CI and the development machines have)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from oneclass.errors import OneclassError
 from conftest import one_error_line, oneclass, sigint_as_at_a_terminal
@@ -269,3 +271,43 @@ def test_ctrl_c_names_the_checkpoint_and_the_command_that_resumes(tiny, tmp_path
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out) and (out / "metrics.json").is_file()
+
+
+def _steady(log: str) -> list[dict]:
+    """log.jsonl's lines without what the clock sets."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "patches_per_s")}
+            for line in log.splitlines()]
+
+
+@pytest.mark.parametrize("cut", ["an epoch line before its checkpoint", "the kept epoch's line",
+                                 "the early stop"])
+def test_a_resumed_run_logs_every_line_once_and_counts_all_its_seconds(tiny, tmp_path, cut):
+    """The checkpoint was written before an epoch's line, and a stage's last lines before
+    its last checkpoint: a Ctrl-C between them lost the line, or wrote it twice on
+    resuming. The log now leads and a resumed run cuts it back to the checkpoint's."""
+    from oneclass import recipe as recipes
+    from oneclass.data.store import PatchStore
+    from oneclass.training import train_run
+
+    config = recipes.load(tiny["recipe"], ["train.epochs=6", "train.keep=best", "train.early_stopping=2",
+                                           "method.deep-sad.pretrain_epochs=2"])
+    store = PatchStore.open(tiny["store"])
+    whole = train_run(config, tmp_path / "whole", store=store)
+    expected = _steady((whole / "log.jsonl").read_text())
+    at = {"an epoch line before its checkpoint": lambda r: r.get("stage") == "train" and r.get("epoch") == 2,
+          "the kept epoch's line": lambda r: "kept_epoch" in r and r.get("stage") == "train",
+          "the early stop": lambda r: "early_stop" in r}[cut]
+    if not any(at(r) for r in expected):
+        pytest.skip(f"this run has no {cut} to cut at")  # the early stop depends on the tiny set
+
+    def interrupt(record):
+        if at(record):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", store=store, report=interrupt)
+    spent = torch.load(tmp_path / "cut.partial/checkpoint.pt", weights_only=False)["seconds"]
+    resumed = train_run(config, tmp_path / "cut", store=store, resume=True)
+    assert _steady((resumed / "log.jsonl").read_text()) == expected
+    assert (resumed / "scores/test.csv").read_text() == (whole / "scores/test.csv").read_text()
+    assert json.loads((resumed / "metrics.json").read_text())["train"]["seconds"] >= round(spent, 2) > 0
