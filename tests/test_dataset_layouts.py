@@ -154,3 +154,11 @@ def test_a_stores_subclasses_are_those_of_its_anomalous_patches(tmp_path):
     meta = json.loads((tmp_path / "s/meta.json").read_text())
     assert meta["dataset"]["subclasses"] == ["gametocyte", "ring"]
     assert [s["subclass"] for s in meta["sources"]] == ["ring"]
+
+
+def test_a_link_to_no_file_is_said_not_skipped_silently(tmp_path):
+    root = tmp_path / "data"
+    _png(root / "normal/a.png")
+    os.symlink(tmp_path / "moved-away.png", root / "normal/b.png")
+    with pytest.warns(UserWarning, match=r"normal/b\.png: a link to no file, left out \(1 such link\(s\) under"):
+        assert list(_folder(root)) == ["normal/a.png"]

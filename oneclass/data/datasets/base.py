@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -151,7 +152,7 @@ def walk_files(folder: Path, suffixes) -> list[Path]:
     """Every file under ``folder`` at any depth whose suffix (any case) is in ``suffixes``,
     sorted: linked folders followed (once: a link back up does not loop), hidden files and
     folders (".ipynb_checkpoints", ".DS_Store") left out. (Python's rglob enters no link.)"""
-    found, seen = [], set()
+    found, seen, broken = [], set(), []
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:  # reached again through a link
@@ -159,8 +160,17 @@ def walk_files(folder: Path, suffixes) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(top) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes
-                  and (Path(top) / f).is_file()]
+        for name in files:
+            path = Path(top) / name
+            if name.startswith(".") or path.suffix.lower() not in suffixes:
+                continue
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink():
+                broken.append(path)
+    if broken:
+        warnings.warn(f"{broken[0]}: a link to no file, left out ({len(broken)} such link(s) under {folder})",
+                      stacklevel=3)
     return sorted(found)
 
 
