@@ -189,3 +189,21 @@ def _holes_supported(folder) -> bool:
         fh.seek(1 << 20)
         fh.write(b"x")
     return probe.stat().st_blocks * 512 < 1 << 20
+
+
+def test_whole_image_stores_refuse_a_patch_threshold_and_record_their_own_rules(tmp_path):
+    """--mask-frac did nothing with --whole-image (an image is anomalous where its mask
+    marks any pixel), while meta.json recorded the patch rule as applied."""
+    import json
+
+    from oneclass.data.datasets.synthetic import SyntheticDataset
+    from oneclass.data.extract import ExtractParams, extract
+    from oneclass.errors import OneclassError
+
+    with pytest.raises(OneclassError, match=r"^--mask-frac: not used with --whole-image"):
+        ExtractParams(whole_image=True, resize=16, mask_frac=0.9).check()
+    dataset = SyntheticDataset(None, SyntheticDataset.Options(normal=1, anomalous=1, height=32, width=32))
+    path, _ = extract(dataset, ExtractParams(whole_image=True, resize=16), tmp_path / "whole")
+    rules = json.loads((path / "meta.json").read_text())["rules"]
+    assert rules["label"] == "anomalous iff its mask marks any pixel, or its subclass is a defect's"
+    assert "aspect ratio not kept" in rules["item"] and "grid" not in rules

@@ -70,3 +70,24 @@ def test_a_read_only_cache_under_torchrun_is_read_when_it_holds_the_store(tmp_pa
     events = []
     assert len(obtain_store(config, events.append)) > 0
     assert events[-1]["cached"] is True
+
+
+def test_a_store_that_cannot_take_its_place_is_kept_where_the_error_says(tmp_path):
+    """Another process made OUT a folder of its own while the store was cut: the store is
+    not moved over it, and the message names the hidden folder it stays in, which was
+    deleted right after (hours of slides lost)."""
+    from oneclass.data.datasets.synthetic import SyntheticDataset
+    from oneclass.data.extract import ExtractParams
+
+    out = tmp_path / "store"
+
+    def taken(chunk):
+        if not out.exists():
+            out.mkdir()
+            (out / "notes.txt").write_text("mine")
+
+    dataset = SyntheticDataset(None, SyntheticDataset.Options(normal=2, anomalous=1, height=64, width=64))
+    with pytest.raises(OneclassError, match=r"no longer a oneclass store folder; the new one is kept at (\S+)") as caught:
+        extract(dataset, ExtractParams(size=32, stride=32), out, on_task=taken)
+    kept = Path(str(caught.value).rsplit(" ", 1)[1])
+    assert (kept / "meta.json").is_file() and (out / "notes.txt").read_text() == "mine"

@@ -31,8 +31,8 @@ def extract_patches(
     size: Optional[int] = typer.Option(None, "--size", help="Patch side in pixels (at --level). [default: 64]"),
     stride: Optional[int] = typer.Option(None, "--stride", help="Grid step in pixels. [default: size]"),
     mask_frac: Optional[float] = typer.Option(
-        None, "--mask-frac", help="A patch is anomalous iff this fraction of its mask is set. [default: 0.05]"),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Resize patches to N x N (area averaging)."),
+        None, "--mask-frac", help="A patch is anomalous iff this fraction of its mask is set (patches only). [default: 0.05]"),
+    resize: Optional[int] = typer.Option(None, "--resize", help="Resize patches to N x N (area averaging; linear when enlarging)."),
     mask_threshold: Optional[int] = typer.Option(
         None, "--mask-threshold", help="For masks with values other than {0, 1} or {0, 255}: "
         "pixels at or above this value are anomalous. [default: refuse such masks]"),
@@ -42,13 +42,13 @@ def extract_patches(
         "files whose pixels all stay below 4096]"),
     whole_image: Optional[bool] = typer.Option(
         None, "--whole-image/--patches", show_default=False,
-        help="One item per image, resized to --resize x --resize, anomalous when its mask marks "
-        "any pixel or it lies in an anomalous folder. [default: --patches]"),
+        help="One item per image, resized to --resize x --resize (aspect ratio not kept), anomalous "
+        "when its mask marks any pixel or it lies in an anomalous folder. [default: --patches]"),
     level: Optional[int] = typer.Option(None, "--level", help="Pyramid level of whole-slide images. [default: 0]"),
     max_per_image: Optional[int] = typer.Option(
-        None, "--max-per-image", help="Keep at most K patches per image, drawn at random with --seed."),
+        None, "--max-per-image", help="Keep at most K patches per image, drawn uniformly at random with --seed (not by label)."),
     channels: Optional[int] = typer.Option(
-        None, "--channels", help="1 (grayscale) or 3 (RGB). [default: the images' own]"),
+        None, "--channels", help="1 (grayscale) or 3 (RGB); every image is converted to it. [default: the first image's]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --max-per-image sampling. [default: 0]"),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes. [default: 1]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),

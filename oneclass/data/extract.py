@@ -22,11 +22,14 @@ from oneclass.heap import steady_heap
 REGION = 2048  # longest side of a slide region read at once (level pixels)
 
 
+MASK_FRAC = 0.05  # the default share of a patch's pixels that makes it anomalous
+
+
 @dataclass
 class ExtractParams:
     size: int | None = None  # default 64; unset with whole_image
     stride: int | None = None
-    mask_frac: float = 0.05
+    mask_frac: float = 0.05  # MASK_FRAC; patches only
     resize: int | None = None
     level: int = 0
     max_per_image: int | None = None
@@ -44,6 +47,9 @@ class ExtractParams:
                 if value is not None:
                     raise OneclassError(f"{flag}: not used with --whole-image (each image is one "
                                         f"item, resized to --resize); leave it out")
+            if self.mask_frac != MASK_FRAC:  # an image is anomalous where its mask marks any pixel
+                raise OneclassError("--mask-frac: not used with --whole-image (an image is anomalous "
+                                    "where its mask marks any pixel, or its subclass is a defect's); leave it out")
             if self.resize is None or self.resize <= 0:
                 raise OneclassError(f"--resize: --whole-image needs the side of the square every "
                                     f"image is resized to (e.g. 128), got {self.resize}")
@@ -74,6 +80,16 @@ class ExtractParams:
             raise OneclassError(f"--mask-threshold: must be >= 1, got {self.mask_threshold}")
         if self.bits is not None and not 8 <= self.bits <= 16:
             raise OneclassError(f"--bits: must be in 8..16, got {self.bits}")
+
+
+_PATCH_RULES = {"grid": "corners at 0, stride, 2*stride, ... while the patch fits",
+                "label": "anomalous iff anomaly_frac >= mask_frac",
+                "resize": "area averaging (shrink) / linear (enlarge)",
+                "mask": "patch mask resized the same way, then >= 0.5"}
+_WHOLE_IMAGE_RULES = {"item": "each image whole, resized to resize x resize (aspect ratio not kept)",
+                      "label": "anomalous iff its mask marks any pixel, or its subclass is a defect's",
+                      "resize": "area averaging (shrink) / linear (enlarge), each axis on its own",
+                      "mask": "image mask resized the same way, then >= 0.5"}
 
 
 @dataclass
@@ -259,10 +275,7 @@ def extract(
                         # the anomalous patches' (an image's own subclass is one of its defects)
                         "subclasses": sorted({sub for label, sub in writer.counts if label == 1} - {P.NORMAL})},
             "params": {**asdict(params), "channels": channels},
-            "rules": {"grid": "corners at 0, stride, 2*stride, ... while the patch fits",
-                      "label": "anomalous iff anomaly_frac >= mask_frac",
-                      "resize": "area averaging (shrink) / linear (enlarge)",
-                      "mask": "patch mask resized the same way, then >= 0.5"},
+            "rules": _WHOLE_IMAGE_RULES if params.whole_image else _PATCH_RULES,
             "recipe": recipe,
             "sources": sources,
         }

@@ -123,6 +123,7 @@ class StoreWriter:
         self.count = 0
         self.counts: dict[tuple[int, str], int] = {}
         self._index = None
+        self._kept = False  # the finished store stays in tmp (commit could not move it)
         try:
             with self._writing():
                 out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,11 @@ class StoreWriter:
                            for (lab, sub), n in sorted(self.counts.items())]}
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         mark(self.tmp, "store")
-        replace_folder(self.tmp, self.out, "store")
+        try:
+            replace_folder(self.tmp, self.out, "store")
+        except OneclassError:  # OUT became something else meanwhile: the error says where the store is kept
+            self._kept = True
+            raise
         return self.out, meta
 
     def abort(self) -> None:
@@ -193,7 +198,8 @@ class StoreWriter:
             if file is not None and not file.closed:
                 with suppress(OSError):  # closing flushes, and a full disk refuses that too
                     file.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self._kept:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @dataclass
