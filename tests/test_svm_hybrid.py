@@ -165,6 +165,32 @@ def test_a_training_set_too_large_for_the_dense_dual_names_the_key(monkeypatch):
     cls = registry.methods.get("ocsvm-hybrid")
     sets = testing._sets(0, 32)
     method = testing.build(cls, testing.fast_params(cls, quick=True), quick=True)
+    stages = []
+    monkeypatch.setattr(method.trainer, "stage", lambda spec, *args, **kw: stages.append(spec.name))
     with pytest.raises(OneclassError, match=r"method.ocsvm-hybrid: .* dense in the training items: 24 would "
                                             r"need .* at most 20 \(set split.train_size\)"):
         method.fit(sets.quick_unlabeled)
+    assert stages == []  # refused before the autoencoder trained, not after
+
+
+def test_the_ssad_hybrid_pushes_its_labelled_anomalies_out_of_the_description(monkeypatch):
+    """The labelled anomalies' signed weights (a_i c_i, c = -1) reach the fitted machine:
+    points labelled anomalous inside the normal cloud score higher than without labels."""
+    import torch
+
+    from oneclass import testing
+    from oneclass.data.items import LABELED_ANOMALY, PatchData
+
+    cls = registry.methods.get("ssad-hybrid")
+    inside = np.array([[0.9, 0.0], [0.0, 0.9], [-0.9, 0.0], [0.0, -0.9]])
+    features = np.r_[_cloud(200, dim=2, seed=2), inside]
+    roles = np.r_[np.zeros(200, np.int8), np.full(4, LABELED_ANOMALY, np.int8)]
+    scores = []
+    for n in (200, 204):  # without, then with the four labels
+        method = testing.build(cls, testing.fast_params(cls, quick=True, overrides={"kernel_gammas": [1.0]}),
+                               quick=True)
+        monkeypatch.setattr(method, "map", lambda fn, data: features[data.rows])
+        method._fit_machine(PatchData(np.zeros((204, 1, 32, 32), np.uint8), np.arange(n), roles=roles[:n]),
+                            method.trainer)
+        scores.append(method.svm(torch.as_tensor(inside, dtype=torch.float32)).detach().numpy())
+    assert (scores[1] > scores[0]).all(), scores

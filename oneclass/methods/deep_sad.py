@@ -15,6 +15,15 @@ Training (NOTES.md, "Baselines"):
 
 Deep SVDD is the unsupervised one-class objective: labelled anomalies are left out of
 its training set and labelled normals count as unlabelled items.
+
+As the reference code does, and noted because each is a choice: Deep SAD's pretraining
+and centre take every training item, labelled anomalies included (a fifth of them at
+gamma 0.2); the centre's pass runs in eval mode, so with ``pretrain_epochs: 0`` (the
+BUSI, MVTec leather and nanofibre-paper recipes) batch norm still holds its initial
+statistics there and c sits away from the train-mode features (the first epochs then
+mostly move the features onto it; the reference always pretrains). Defaults shorter than
+Ruff et al.'s 150 + 150 epochs: ``pretrain_epochs`` 20 and ``train.epochs``; the recipes
+say what they train, and ``recipes/nanofibre.yaml`` names the paper's schedule for a GPU.
 """
 
 from __future__ import annotations

@@ -45,8 +45,9 @@ from oneclass.ssad import ssad_dual
 
 #: the RBF widths tried, in units of scikit-learn's gamma='scale' (see above)
 KERNEL_GAMMAS = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)
-#: the dual is dense: n items take 2 n^2 doubles and an n^3 factorisation (1,500: 36 MB,
-#: a second; 12,000: 2.3 GB, minutes)
+#: the dual is dense: n items take about 5 n^2 doubles at the peak with labelled items (the
+#: distances, the kernel, the ADMM's matrices and their Cholesky factor; 3 n^2 without,
+#: libsvm's path) and an n^3 factorisation (1,500: 90 MB, a second; 12,000: 5.8 GB, minutes)
 MAX_ITEMS = 12_000
 #: a support vector carries weight above this share of the largest
 SUPPORT_CUTOFF = 1e-6
@@ -81,8 +82,15 @@ class _KernelDescription(nn.Module):
         """-f(x) for rows of features: positive outside the description."""
         # without the matrix-product shortcut, which cdist takes for some sizes only: an
         # item's distances must not depend on the batch it is scored in
-        sq = torch.cdist(features.float(), self.support, compute_mode="donot_use_mm_for_euclid_dist").square()
-        return self.rho.float() - torch.exp(-self.gamma.float() * sq) @ self.weight
+        with torch.autocast(features.device.type, enabled=False):  # float16 would zero small kernel values
+            sq = torch.cdist(features.float(), self.support, compute_mode="donot_use_mm_for_euclid_dist").square()
+            return self.rho.float() - torch.exp(-self.gamma.float() * sq) @ self.weight
+
+
+def _check_size(method: Method, n: int) -> None:
+    if n > MAX_ITEMS:
+        method._fail(f"the kernel machine's dual is dense in the training items: {n} would need about "
+                     f"{40 * n ** 2 / 2 ** 30:.0f} GiB; at most {MAX_ITEMS} (set split.train_size)")
 
 
 class OCSVMHybrid(Method):
@@ -130,6 +138,7 @@ class OCSVMHybrid(Method):
         p, trainer = self.params, self.prepare(val)
         if train.roles is None:
             train = PatchData(train.images, train.rows, roles=np.zeros(len(train), np.int8))
+        _check_size(self, len(self.machine_items(train)))  # before the autoencoder trains
         normal = train.subset(train.roles != LABELED_ANOMALY)
         channels, size, _ = self.in_shape
         ae = self.add("ae", AutoEncoder(channels, size, p.rep_dim, bias=False))
@@ -145,9 +154,7 @@ class OCSVMHybrid(Method):
 
     def _fit_machine(self, items: PatchData, trainer) -> None:
         p = self.params
-        if len(items) > MAX_ITEMS:
-            self._fail(f"the kernel machine's dual is dense in the training items: {len(items)} would need "
-                       f"{16 * len(items) ** 2 / 2 ** 30:.0f} GiB; at most {MAX_ITEMS} (set split.train_size)")
+        _check_size(self, len(items))
         features = self.map(self.encoder, items).astype(np.float64)
         roles = np.asarray(items.roles)
         labels = np.where(roles == LABELED_ANOMALY, -1, np.where(roles == LABELED_NORMAL, 1, 0))
@@ -202,7 +209,10 @@ class SSADHybrid(OCSVMHybrid):
     @dataclass
     class Params(OCSVMHybrid.Params):
         eta_labeled: float = 1.0  # a labelled item's bound against an unlabelled one's
-        kappa: float = 1.0  # the margin's weight, in units of one labelled item's bound
+        # the margin's weight, in units of one labelled item's bound: the kappa/C ratio of
+        # Goernitz et al. (C = 1 / (nu n_u) here), not its size against rho's coefficient,
+        # which Ruff's kappa = C = 1 sets about n_u nu times larger
+        kappa: float = 1.0
 
     def __init__(self, params, in_shape):
         super().__init__(params, in_shape)
