@@ -156,6 +156,47 @@ def test_staged_schedule_freezes_exactly_the_branches_it_should():
         assert mode.variational == (stage != "mean")
 
 
+def test_the_classifier_loss_trains_the_encoder_too():
+    """Eq. 4's L3 is a function of the encoder's parameters (the classifier reads the
+    sampled latent): its gradient reaches the encoder's mean branches."""
+    images, labels = easy_set(8, 8)
+    method = make(GVAE, small(GVAE), (1, 32, 32), engine())
+    per_item = method.per_item
+
+    def latent_only(x, mode):  # L1 and L2 without terms: what trains the encoder is L3
+        zs = per_item(x, mode)[2]
+        return x.new_zeros(len(x)), x.new_zeros(len(x)), zs
+
+    method.per_item = latent_only
+    roles = torch.from_numpy(np.where(labels == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8))
+    batch = {"x": torch.from_numpy(images).float() / 255, "roles": roles}
+    method.objective(batch, method.mode("classifier"), semi=True).backward()
+    reached = [name for name, p in method.named_parameters()
+               if name.startswith("encoder.") and "mean" in name and p.grad is not None and p.grad.abs().sum() > 0]
+    assert reached
+
+
+def test_the_warm_start_stages_never_see_a_labelled_anomaly(monkeypatch):
+    """Stages mean, scale and shape are the unsupervised ms-gVAE (Sec. 3.7), trained on
+    the inliers; only semi and classifier take the labelled anomalies."""
+    images, labels = easy_set(48, 16)
+    roles = np.where(labels == 1, LABELED_ANOMALY, UNLABELED).astype(np.int8)
+    method = make(GVAE, small(GVAE), (1, 32, 32), engine(epochs=1))  # unset stage epochs: train.epochs
+    seen = {}
+    objective = method.objective
+
+    def recording(batch, mode, semi):
+        stage = next(s for s in method.stages() if method.mode(s) == mode and (s in ("semi", "classifier")) == semi)
+        seen.setdefault(stage, set()).update(batch["roles"].tolist())
+        return objective(batch, mode, semi)
+
+    monkeypatch.setattr(method, "objective", recording)
+    method.fit(PatchData(images, np.arange(len(images)), roles=roles))
+    assert set(seen) == {"mean", "scale", "shape", "semi", "classifier"}
+    assert all(LABELED_ANOMALY not in seen[stage] for stage in ("mean", "scale", "shape"))
+    assert LABELED_ANOMALY in seen["semi"] and LABELED_ANOMALY in seen["classifier"]
+
+
 def test_a_joining_branch_starts_at_the_value_it_was_held_at():
     method = make(GVAE, small(GVAE), (1, 32, 32), engine())
     mu, alpha, beta = method.encoder(torch.rand(3, 1, 32, 32))[0]
