@@ -298,26 +298,31 @@ def _move_into_place(partial: Path, out: Path) -> None:
     (out / CHECKPOINT).unlink(missing_ok=True)
 
 
+def check_same_recipe(folder: Path, config: recipes.Recipe, what: str, otherwise: str) -> None:
+    """Refuse ``folder`` (a run, finished or not) unless it was made with ``config``'s recipe."""
+    started = read_recipe_copy(folder / "recipe.yaml")
+    if started is None:
+        raise OneclassError(f"{folder / 'recipe.yaml'}: missing or damaged, so {what} cannot be checked "
+                            f"against the recipe; {otherwise}")
+    # recipe.yaml holds the select section's choice once the run trains on it, and the
+    # recipe as given while it selects (and for a moment after select.json is written)
+    chosen = folder / SELECT_FILE
+    allowed = [config.to_dict()]
+    if chosen.is_file() and config.select.grid:
+        allowed.insert(0, apply_choice(config, read_record(chosen), chosen).to_dict())
+    now = allowed[0]
+    if started not in allowed:
+        changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
+        raise OneclassError(f"{folder}: the recipe differs from the one {what} was made with "
+                            f"(section {', '.join(changed)}); use the same recipe, or {otherwise}")
+
+
 def _check_folder(config, out: Path, partial: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not partial.is_dir():
             done = " (it finished: nothing to resume)" if out.is_dir() else ""
             raise OneclassError(f"{partial}: no unfinished run to resume{done}")
-        started = read_recipe_copy(partial / "recipe.yaml")
-        if started is None:
-            raise OneclassError(f"{partial / 'recipe.yaml'}: missing or damaged, so the unfinished run "
-                                f"cannot be checked against the recipe; start again with --overwrite")
-        # recipe.yaml holds the select section's choice once the run trains on it, and the
-        # recipe as given while it selects (and for a moment after select.json is written)
-        chosen = partial / SELECT_FILE
-        allowed = [config.to_dict()]
-        if chosen.is_file() and config.select.grid:
-            allowed.insert(0, apply_choice(config, read_record(chosen), chosen).to_dict())
-        now = allowed[0]
-        if started not in allowed:
-            changed = sorted(k for k in set(started) | set(now) if started.get(k) != now.get(k))
-            raise OneclassError(f"{partial}: the recipe differs from the one this run started "
-                                f"with (section {', '.join(changed)}); resume with the same recipe")
+        check_same_recipe(partial, config, "the unfinished run", "start again with --overwrite")
         check_writable(partial)
         if _finished(partial):  # interrupted while it was moved into place: train_run moves it
             return

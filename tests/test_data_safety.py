@@ -311,3 +311,23 @@ def test_a_resumed_run_logs_every_line_once_and_counts_all_its_seconds(tiny, tmp
     assert _steady((resumed / "log.jsonl").read_text()) == expected
     assert (resumed / "scores/test.csv").read_text() == (whole / "scores/test.csv").read_text()
     assert json.loads((resumed / "metrics.json").read_text())["train"]["seconds"] >= round(spent, 2) > 0
+
+
+def test_resuming_with_another_recipe_is_refused_naming_the_section(tiny, tmp_path):
+    from oneclass import recipe as recipes
+    from oneclass.data.store import PatchStore
+    from oneclass.training import train_run
+
+    config, store = recipes.load(tiny["recipe"]), PatchStore.open(tiny["store"])
+
+    def interrupt(event):
+        if event.get("event") == "batch" and event["stage"] == "train":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "run", store=store, report=interrupt)
+    other = recipes.load(tiny["recipe"], ["train.lr=0.05"])
+    with pytest.raises(OneclassError, match=r"run\.partial: the recipe differs from the one the unfinished run was "
+                                            r"made with \(section train\); use the same recipe, or start again "
+                                            r"with --overwrite$"):
+        train_run(other, tmp_path / "run", store=store, resume=True)

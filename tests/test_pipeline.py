@@ -151,6 +151,10 @@ def test_resume_with_repeats_lists_finished_seeds_resumes_the_cut_one_and_trains
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(tmp_path / "rep" / f"seed-{s}") for s in range(3)]
     assert all((tmp_path / "rep" / f"seed-{s}" / "metrics.json").is_file() for s in range(3))
+    # finished seeds of another recipe are not listed as this one's
+    one_error_line(oneclass(*args, "--repeats", "3", "--resume", "--set", "train.lr=0.05"), 2,
+                   f"{tmp_path / 'rep' / 'seed-0'}: the recipe differs from the one this finished run was made "
+                   f"with (section train); use the same recipe, or choose another --out")
 
 
 def test_resume_at_the_start_of_a_stage_keeps_the_work_done_between_stages(tiny, tmp_path):

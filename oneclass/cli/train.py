@@ -73,7 +73,7 @@ def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, rep
     from oneclass import distributed
     from oneclass.artifacts import PARTIAL
     from oneclass.data.store import PatchStore
-    from oneclass.training import train_run
+    from oneclass.training import check_same_recipe, train_run
 
     first = config.seed if seed is None else seed
     recipes.check_seeds(first, repeats, "--seed" if seed is not None else f"{recipe}: seed")
@@ -90,6 +90,7 @@ def _train_repeats(config, recipe: Path, out: Path | None, seed: int | None, rep
         if resume and repeats > 1:  # each seed as it stands: finished, unfinished or not begun
             resume_this = target.with_name(target.name + PARTIAL).exists()
             if not resume_this and target.is_dir():
+                check_same_recipe(target, config, "this finished run", "choose another --out")
                 if distributed.is_writer():
                     print(target, flush=True)  # finished before: listed, not trained again
                 continue
@@ -153,10 +154,11 @@ def _run_path(config, recipe: Path, out: Path | None, repeats: int) -> Path:
     if out is None:
         shots = config.split.labeled_anomalies
         labels = f"shots{shots}" if shots is not None else f"gamma{config.split.gamma:g}"
+        members = f"-ensemble{config.train.ensemble}" if config.train.ensemble > 1 else ""
         out = Path("runs") / f"{recipe.stem}-{config.method.name}-{labels}"
         if repeats == 1:
-            members = f"-ensemble{config.train.ensemble}" if config.train.ensemble > 1 else ""
             return out.with_name(f"{out.name}-seed{config.seed}{members}")
+        out = out.with_name(out.name + members)  # an ensemble's repeats apart from one model's
     if repeats == 1:
         return named_folder(out)
     if out.exists() and not out.is_dir():
