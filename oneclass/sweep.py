@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -125,6 +126,7 @@ def plan(recipe: Path, sets: list[str], grid: dict[str, list[str]], repeats: int
     base = recipes.load(recipe, sets)
     first = base.seed if seed is None else seed
     recipes.check_seeds(first, repeats, "--seed" if seed is not None else f"{recipe}: seed")
+    _check_grid_against_sets(grid, sets, base.method.name)
     runs = []
     for combination in itertools.product(*grid.values()) if grid else [()]:
         point = dict(zip(grid, combination))
@@ -132,6 +134,37 @@ def plan(recipe: Path, sets: list[str], grid: dict[str, list[str]], repeats: int
         name = ",".join(f"{k}={quote(v.strip(), safe='=,.:+-_[]{}')}" for k, v in point.items()) or "base"
         runs += [Run(point, first + r, out / name / f"seed-{first + r}") for r in range(repeats)]
     return runs, recipe_hash(base)
+
+
+def _setting(key: str, method: str) -> str:
+    """A key as the setting it names: method.NAME.K and method.K are one for method NAME."""
+    return f"method.{key[len(f'method.{method}.'):]}" if key.startswith(f"method.{method}.") else key
+
+
+def set_twice(keys, sets: list[str], method: str) -> tuple[str, str] | None:
+    """(a key of ``keys``, the --set item that names its setting too), or None: a grid's
+    values would override the --set one without a word."""
+    given = {_setting(item.split("=", 1)[0].strip(), method): item for item in sets}
+    return next(((key, given[_setting(key, method)]) for key in keys if _setting(key, method) in given), None)
+
+
+def _check_grid_against_sets(grid: dict[str, list[str]], sets: list[str], method: str) -> None:
+    """A grid key also given by --set would override it silently (the grid's values win);
+    two values of one key that parse alike (1e-3, 0.001) would train one model twice."""
+    clash = set_twice(grid, sets, method)
+    if clash:
+        raise OneclassError(f"--grid {clash[0]}: also set by --set {clash[1]!r}; drop one")
+    for key, values in grid.items():
+        parsed = [json.dumps(recipes.parse_value(v), sort_keys=True, default=str) for v in values]
+        twice = [v for v, text in zip(values, parsed) if parsed.count(text) > 1]
+        if twice:
+            raise OneclassError(f"--grid {key}: {', '.join(v.strip() for v in twice)} are one value "
+                                f"(one run folder per value)")
+    settings = [_setting(key, method) for key in grid]
+    same = sorted({k for k in settings if settings.count(k) > 1})
+    if same:
+        keys = [key for key in grid if _setting(key, method) in same]
+        raise OneclassError(f"--grid {keys[0]}: names the setting {keys[1]} names too; give one")
 
 
 def check_folder(out: Path, digest: str) -> None:
@@ -293,8 +326,23 @@ def slurm_parameters(items: dict[str, str]) -> dict[str, Any]:
         name = SLURM_KEYS.get(key)
         if name is None:
             raise OneclassError(f"--slurm {key}: unknown; expected one of: {', '.join(SLURM_KEYS)}")
-        parameters[name] = int(value) if value.isdigit() else value
+        parameters[name] = _minutes(value) if name == "timeout_min" else int(value) if value.isdigit() else value
     return parameters
+
+
+def _minutes(value: str) -> int:
+    """Slurm's time forms: minutes, [D-]HH:MM[:SS], MM:SS, D-HH."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value)
+    if match is None:
+        raise OneclassError(f"--slurm time={value}: expected minutes or [days-]hours:minutes[:seconds]")
+    days, first, second, third = (int(g) if g else None for g in match.groups())
+    if days is None and second is None:
+        return first  # minutes
+    if days is not None and second is None:
+        return days * 1440 + first * 60  # D-HH
+    if days is None and third is None:
+        return first + (1 if second else 0)  # MM:SS, rounded up to a whole minute
+    return (days or 0) * 1440 + first * 60 + second + (1 if third else 0)
 
 
 def parse_slurm(items: list[str]) -> dict[str, str]:

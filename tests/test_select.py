@@ -193,6 +193,16 @@ def test_a_train_key_the_method_overrides_is_refused(tiny, tmp_path):
         train_run(recipes.load(recipe), tmp_path / "run", store=PatchStore.open(tiny["store"]))
 
 
+def test_a_grid_key_also_given_by_set_is_refused(tiny, tmp_path):
+    """The grid's values would win over --set's without a word."""
+    recipe = _recipe(tiny, tmp_path, "method: {name: deep-sad, rep_dim: 16, deep-sad: {pretrain_epochs: 1}}",
+                     "{method.eta: [0.5, 2.0]}")
+    done = oneclass("train", recipe, "--store", tiny["store"], "--out", tmp_path / "run",
+                    "--set", "method.deep-sad.eta=3.0")
+    one_error_line(done, 2, "select.grid method.eta: also set by --set 'method.deep-sad.eta=3.0'; drop one")
+    assert not any(tmp_path.glob("run*"))
+
+
 def test_a_damaged_selection_record_is_one_error_line(tiny, tmp_path, sign_toy):
     recipe = _recipe(tiny, tmp_path, "method: {name: sign-toy}", "{method.sign: [-1.0, 1.0]}")
     train_run(recipes.load(recipe), tmp_path / "run", store=PatchStore.open(tiny["store"]))

@@ -84,6 +84,14 @@ def test_a_run_of_an_older_format_is_not_complete(tiny, tmp_path):
     (["--executor", "pbs"], "--executor: expected local or slurm, got 'pbs'"),
     (["--slurm", "partitoin=gpu"], "--slurm partitoin: unknown; expected one of: partition, time"),
     (["--slurm", "partition"], "--slurm 'partition': expected key=value"),
+    (["--slurm", "time=1h"], "--slurm time=1h: expected minutes or [days-]hours:minutes[:seconds]"),
+    (["--set", "train.lr=0.5", "--grid", "train.lr=0.001,0.01"],
+     "--grid train.lr: also set by --set 'train.lr=0.5'; drop one"),
+    (["--set", "method.deep-sad.rep_dim=8", "--grid", "method.rep_dim=4,16"],
+     "--grid method.rep_dim: also set by --set 'method.deep-sad.rep_dim=8'; drop one"),
+    (["--grid", "train.lr=0.001,1e-3"], "--grid train.lr: 0.001, 1e-3 are one value"),
+    (["--grid", "method.rep_dim=4,16", "--grid", "method.deep-sad.rep_dim=8,32"],
+     "--grid method.rep_dim: names the setting method.deep-sad.rep_dim names too; give one"),
 ])
 def test_bad_sweeps_are_one_line_and_write_nothing(tmp_path, args, expect):
     out = tmp_path / "sweep"
@@ -172,3 +180,10 @@ def test_ctrl_c_stops_the_runs_keeping_checkpoints_and_the_same_command_goes_on(
     assert len(again.stdout.split()) == 2
     epochs = [json.loads(line) for line in (out / "split.gamma=0" / "seed-0" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in epochs if r.get("stage") == "pretrain" and "loss" in r] == [1, 2, 3]  # resumed, not redone
+
+
+def test_slurm_time_is_read_in_each_of_slurms_forms():
+    from oneclass.sweep import slurm_parameters
+
+    forms = {"90": 90, "1:30:00": 90, "45:30": 46, "2-00": 2880, "1-02:03": 1563, "1-00:00:01": 1441}
+    assert {form: slurm_parameters({"time": form})["timeout_min"] for form in forms} == forms

@@ -60,6 +60,12 @@ def train(
         values["train.ensemble"], repeats = repeats, 1
     config = recipes.load(recipe, set_ or [], values, {"train.device": "--device",
                                                         "train.ensemble": "--repeats/--ensemble"})
+    from oneclass.sweep import set_twice
+
+    clash = set_twice(config.select.grid, set_ or [], config.method.name)
+    if clash:  # the grid's values would win without a word
+        raise OneclassError(f"{config.where('select.grid')}: select.grid {clash[0]}: also set by --set "
+                            f"{clash[1]!r}; drop one")
     from oneclass import distributed  # torch, which the module's import must not pull in
 
     with distributed.joined(config.train.device):
