@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -306,11 +306,15 @@ def run_slurm(todo: list[Run], recipe: Path, sets: list[str], out: Path, slurm: 
                 for run in todo]
     report(f"submitted {len(jobs)} runs as Slurm job array {jobs[0].job_id.split('_')[0]}")  # todo is never empty
     failed = []
-    for run, job in zip(todo, jobs):
-        while not job.done():
-            time.sleep(5)
-        failed += _collect(run, job, report)
-        _link_log(run, job)
+    try:
+        for run, job in zip(todo, jobs):
+            while not job.done():
+                time.sleep(5)
+            failed += _collect(run, job, report)
+            _link_log(run, job)
+    except KeyboardInterrupt:  # the array would go on running, and the same command submit it again
+        _stop(jobs, patience_s=10)
+        raise
     return failed
 
 
@@ -412,18 +416,47 @@ def sweep(recipe: Path, grid_items: list[str], sets: list[str], repeats: int, ou
     check_folder(out, digest)
     if executor == "slurm":
         check_slurm()
+    elif jobs is not None and 0 < gpu_count() < jobs:  # the jobs left without a GPU would train on the CPU
+        raise OneclassError(f"--jobs {jobs}: this machine has {gpu_count()} GPU(s), one a job; give at most "
+                            f"{gpu_count()} (CUDA_VISIBLE_DEVICES= hides them to train every job on the CPU)")
     outcome = Outcome()
     todo = []
     for run in runs:
         (outcome.skipped if is_complete(run) else todo).append(run)
     if outcome.skipped:
         report(f"{len(outcome.skipped)} of {len(runs)} runs already complete: skipped")
-    write_record(out, recipe, digest, grid, repeats)
-    if todo:
-        if executor == "local":
-            failed = run_local(todo, recipe, sets, jobs or max(1, gpu_count()), report)
-        else:
-            failed = run_slurm(todo, recipe, sets, out, slurm, report)
-        outcome.failed = failed
-        outcome.done = [run for run in todo if run not in [f for f, _ in failed]]
+    out.mkdir(parents=True, exist_ok=True)
+    with _only_sweep(out):
+        write_record(out, recipe, digest, grid, repeats)
+        if todo:
+            if executor == "local":
+                failed = run_local(todo, recipe, sets, jobs or max(1, gpu_count()), report)
+            else:
+                failed = run_slurm(todo, recipe, sets, out, slurm, report)
+            outcome.failed = failed
+            outcome.done = [run for run in todo if run not in [f for f, _ in failed]]
     return outcome, [run.folder for run in runs if is_complete(run)]
+
+
+LOCK_FILE = ".sweep.lock"
+
+
+@contextmanager
+def _only_sweep(out: Path):
+    """Hold OUT's sweep lock (an advisory flock, released when the process ends, however
+    it ends): a second sweep started on OUT would take the unfinished runs of the first
+    for its own to replace, and delete the folders the first is writing into."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here (Windows): unguarded
+        yield
+        return
+    with open(out / LOCK_FILE, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OneclassError(f"{out}: another sweep is running in it; wait for it to end, or choose "
+                                f"another --out") from None
+        except OSError:  # e.g. a file system without locks: unguarded
+            pass
+        yield

@@ -187,3 +187,32 @@ def test_slurm_time_is_read_in_each_of_slurms_forms():
 
     forms = {"90": 90, "1:30:00": 90, "45:30": 46, "2-00": 2880, "1-02:03": 1563, "1-00:00:01": 1441}
     assert {form: slurm_parameters({"time": form})["timeout_min"] for form in forms} == forms
+
+
+def test_a_second_sweep_on_a_running_sweeps_folder_is_refused(tmp_path):
+    """It would take the first's unfinished runs for its own to replace, deleting the
+    folders the first is writing into."""
+    import fcntl
+
+    from oneclass.errors import OneclassError
+    from oneclass.sweep import LOCK_FILE, plan, sweep, write_record
+
+    recipe, out = _root() / "recipes/demo.yaml", tmp_path / "sweep"
+    _, digest = plan(recipe, [], {}, 1, out)
+    write_record(out, recipe, digest, {}, 1)
+    with open(out / LOCK_FILE, "a") as held:  # the first sweep, running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(OneclassError, match=r"sweep: another sweep is running in it; wait for it to end"):
+            sweep(recipe, [], [], 1, out)
+    assert not (out / "base").exists()  # nothing started
+
+
+def test_more_local_jobs_than_gpus_are_refused(tmp_path, monkeypatch):
+    """A job left without a GPU trained on the CPU, with every core, without a word."""
+    from oneclass import sweep as sweeps
+    from oneclass.errors import OneclassError
+
+    monkeypatch.setattr(sweeps, "gpu_count", lambda: 2)
+    with pytest.raises(OneclassError, match=r"^--jobs 3: this machine has 2 GPU\(s\), one a job; give at most 2"):
+        sweeps.sweep(_root() / "recipes/demo.yaml", [], [], 1, tmp_path / "sweep", jobs=3)
+    assert not (tmp_path / "sweep").exists()
