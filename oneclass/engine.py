@@ -191,6 +191,9 @@ class Trainer:
         self.selected: dict[str, dict] = {}  # stage -> the epoch kept on validation AUROC
         self._member: int | None = None
         self.dropped_members: list[int] = []  # ensemble members that diverged (oneclass.ensemble)
+        # whether the validation set decided anything in training (an epoch kept, a stop, a
+        # method's choice): where not, fits that differ only in it train one model
+        self.val_decides = False
         self._resume = self._load_checkpoint() if resume else None
         # seconds training took before the run was interrupted, and when this part began
         self.seconds_before = float(self._resume.get("seconds", 0.0)) if self._resume else 0.0
@@ -396,6 +399,8 @@ class Trainer:
             on_start()
         patience = self.cfg.early_stopping
         track_best = bool(patience) or (spec.keep or self.cfg.keep) == "best"
+        if track_best and scorer is not None and self.val is not None:
+            self.val_decides = True
         if patience and best is not None and start - best["epoch"] >= patience:
             start = epochs  # the interrupted run had stopped early at its checkpoint's epoch
         stage_index = len(self.stages_done)
@@ -443,7 +448,7 @@ class Trainer:
                     record.update(epoch_stats())
                 stop = False
                 if scorer is not None and self.val is not None:
-                    record["val_auroc"] = self.val_auroc(scorer)
+                    record["val_auroc"] = self._val_auroc(scorer)  # logged; decides only as above
                     if track_best and (best is None or _better(record["val_auroc"], best["auroc"])):
                         best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
                     stop = bool(patience) and epoch + 1 - best["epoch"] >= patience
@@ -483,6 +488,11 @@ class Trainer:
                         layer.eval()
 
     def val_auroc(self, scorer) -> float:
+        """The validation AUROC, for a method choosing by it (``val_decides``)."""
+        self.val_decides = True
+        return self._val_auroc(scorer)
+
+    def _val_auroc(self, scorer) -> float:
         from sklearn.metrics import roc_auc_score
 
         scores = self.method.map(scorer, self.val)

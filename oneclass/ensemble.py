@@ -48,15 +48,15 @@ class _Standardisation(nn.Module):
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
 
-def _reference(train: PatchData, val: PatchData | None) -> PatchData:
+def _reference(train: PatchData, val: PatchData | None) -> tuple[PatchData, bool]:
     """The normals a member's scores are standardised on: the validation set's, or where
     it holds fewer than two (no mean and spread to take), the training items not labelled
-    anomalous."""
+    anomalous; and whether they are the validation set's."""
     if val is not None and val.labels is not None and (val.labels == 0).sum() >= 2:
-        return val.subset(val.labels == 0)
+        return val.subset(val.labels == 0), True
     if train.roles is None:
-        return train
-    return train.subset(train.roles != LABELED_ANOMALY)
+        return train, False
+    return train.subset(train.roles != LABELED_ANOMALY), False
 
 
 class Ensemble(Method):
@@ -120,7 +120,8 @@ class Ensemble(Method):
         alive = self.standardisation.alive
         alive.fill_(True)
         alive[trainer.dropped_members] = False
-        reference = _reference(train, val)
+        reference, from_val = _reference(train, val)
+        trainer.val_decides |= from_val  # the members are standardised on the validation normals
         for k in self._alive():
             scores = self.members[k].score(reference).astype(np.float64)
             if not np.isfinite(scores).all():  # e.g. float16 overflow: its loss stayed finite

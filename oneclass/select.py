@@ -18,7 +18,10 @@ shows them.
 
 The paper leaves open how the folds are formed (the authors' code splits the training
 normals into folds and spreads the anomalous validation slides over them); we fold the
-validation set only, so the training set is the same for every fit.
+validation set only, so the training set is the same for every fit. A fit in which the
+validation set decides nothing (no ``keep: best``, no early stopping, no choice of the
+method's own on it) is then the same model for every fold: it is trained once and
+scores each held-out fold (DPA's recipe without early stopping: 4 fits, not 12).
 """
 
 from __future__ import annotations
@@ -179,12 +182,14 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
     records = []
     for i, point in enumerate(points):
         cls, params = method_class(point.config)
-        values = []
+        values: dict[int, float] = {}
         for k, held in enumerate(folds):
             key = _fit_key(point, k)
+            if k in values:  # scored by an earlier fold's model (below)
+                continue
             if key in finished:
                 value = finished[key]
-                values.append(float("nan") if value is None else value)
+                values[k] = float("nan") if value is None else value
                 continue
             rest = np.setdiff1d(np.arange(len(val)), held)
             fit_val = val.subset(rest)
@@ -197,21 +202,32 @@ def run_selection(config: recipes.Recipe, train: PatchData, val: PatchData, val_
             trainer = Trainer(point.config.train, point.config.seed, None, val=fit_val, report=progress)
             method = build_method(point.config, cls, params, in_shape, keep_rng=False)
             method.trainer = trainer
-            held_out = val.subset(held)
+            scored = [k]
             try:
                 method.fit(train, fit_val)
-                values.append(_metric(metric, held_out.labels, method.score(held_out)))
+                if not trainer.val_decides:
+                    # nothing in this fit read the validation set (no kept epoch, no stop, no
+                    # choice of the method's): the other folds' fits would be this same
+                    # model, so it scores their held-out folds too, untrained again
+                    scored += [j for j in range(k + 1, len(folds)) if _fit_key(point, j) not in finished]
+                for j in scored:
+                    held_out = val.subset(folds[j])
+                    values[j] = _metric(metric, held_out.labels, method.score(held_out))
             except TrainingDiverged:  # this point's loss blew up: it cannot be chosen
-                values.append(float("nan"))
+                values[k] = float("nan")
+                scored = [k]
             del method, trainer  # they refer to each other: free the fit's memory (GPU) now
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            report({"event": "select", "point": point.label(), "fold": k + 1, "folds": len(folds),
-                    metric: values[-1]})
+            for j in scored:
+                report({"event": "select", "point": point.label(), "fold": j + 1, "folds": len(folds),
+                        metric: values[j]})
+                if kept is not None:
+                    finished[_fit_key(point, j)] = values[j] if np.isfinite(values[j]) else None
             if kept is not None:
-                finished[key] = values[-1] if np.isfinite(values[-1]) else None
                 write_json(kept, {**made, "fits": finished})
+        values = [values[k] for k in range(len(folds))]
         done = all(np.isfinite(values))  # a diverged fold (null in the record) rules the point out
         records.append({"values": point.values, "folds": [v if np.isfinite(v) else None for v in values],
                         "mean": float(np.mean(values)) if done else None,

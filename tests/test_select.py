@@ -104,6 +104,30 @@ def test_selection_picks_the_best_held_out_point_and_never_scores_test_items(tin
     assert [e["fold"] for e in events if e.get("event") == "select"] == [1, 2] * 4
 
 
+@pytest.mark.parametrize("reads_validation", [False, True])
+def test_a_fit_the_validation_set_decides_nothing_in_is_trained_once_for_every_fold(tiny, tmp_path, sign_toy,
+                                                                                    monkeypatch, reads_validation):
+    """The folds differ only in the validation items a fit may read: where it reads none
+    (no kept epoch, no early stop, no choice of its own), every fold's fit is the same
+    model, trained once (the DPA recipe trained 12 fits for 4 models). A fit that chooses
+    by validation AUROC is trained once a fold, as before."""
+    fits = []
+
+    def fit(self, train, val):
+        fits.append(len(val))
+        if reads_validation:
+            self.trainer.val_auroc(lambda x: x.mean((1, 2, 3)))
+
+    monkeypatch.setattr(SignToy, "fit", fit)
+    recipe = _recipe(tiny, tmp_path, "method: {name: sign-toy}", "{method.sign: [-1.0, 1.0]}")
+    events = []
+    train_run(recipes.load(recipe), tmp_path / "run", store=PatchStore.open(tiny["store"]), report=events.append)
+    record = json.loads((tmp_path / "run/select.json").read_text())
+    assert len(fits) == (2 * 2 if reads_validation else 2) + 1  # the selection's fits, then the run's
+    assert all(len(p["folds"]) == 2 and None not in p["folds"] for p in record["points"])
+    assert [e["fold"] for e in events if e.get("event") == "select"] == [1, 2] * 2
+
+
 @pytest.mark.parametrize("grid,expect", [
     ("{method.sign: [1.0]}", ["select.grid has one point", "at least two values"]),
     ("{method.nope: [1, 2]}", ["select.grid: method.nope", "sign-toy has no parameter 'nope'", "sign, unused"]),
