@@ -26,8 +26,11 @@ and depart from it where noted:
 
 - blocks: pre-activation residual blocks, LeakyReLU(0.2), no normalisation, 3x3
   convolutions; a resolution step down is average pooling, up is nearest upsampling; the
-  encoder ends, and the decoder starts, at 4 x 4. The code maps 4 x 4 to the latent with
-  an unpadded 4 x 4 convolution; a dense layer here, the same map. Output linear, images
+  encoder ends, and the decoder starts, at 4 x 4. The code's NIH and CIFAR-10
+  configurations map 4 x 4 to the latent with an unpadded 4 x 4 convolution; a dense
+  layer here, the same map. Its Camelyon16 ones keep a spatial bottleneck instead
+  (``latent_res`` 8 with 4 channels, 16 x 4 in its search), which this network does not
+  build: ``latent`` is a vector here. Output linear, images
   in [-1, 1] inside the autoencoder (the code's Normalize(0.5, 0.5)). One ``width`` at
   every resolution (the code's CIFAR-10 and NIH configurations use 32 and 16).
 - layers: relu1_2 at 8 px, relu2_2 at 16, relu3_2 at 32 (the code's NIH progressive
