@@ -115,6 +115,7 @@ def _check_cache_shared(path: Path) -> None:
             marker.touch()
         except OSError as exc:  # a read-only cache that holds the store is fine
             problem = f"rank 0 cannot write there ({exc.strerror or exc})"
+    distributed.barrier()  # the others look only once rank 0 has written it
     try:
         seen = distributed.every_rank(marker.is_file() or (path / "meta.json").is_file())
     finally:

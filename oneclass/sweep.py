@@ -173,7 +173,7 @@ def check_folder(out: Path, digest: str) -> None:
         raise OneclassError(f"{out}: not a folder")
     record = out / SWEEP_FILE
     if not record.is_file():
-        if out.is_dir() and any(out.iterdir()):
+        if out.is_dir() and any(entry.name != LOCK_FILE for entry in out.iterdir()):
             raise OneclassError(f"{out}: not empty and not a sweep folder (no {SWEEP_FILE}); choose another --out")
         return
     try:
@@ -416,7 +416,8 @@ def sweep(recipe: Path, grid_items: list[str], sets: list[str], repeats: int, ou
     check_folder(out, digest)
     if executor == "slurm":
         check_slurm()
-    elif jobs is not None and 0 < gpu_count() < jobs:  # the jobs left without a GPU would train on the CPU
+    elif jobs is not None and 0 < gpu_count() < jobs and recipes.load(recipe, sets).train.device != "cpu":
+        # the jobs left without a GPU would train on the CPU
         raise OneclassError(f"--jobs {jobs}: this machine has {gpu_count()} GPU(s), one a job; give at most "
                             f"{gpu_count()} (CUDA_VISIBLE_DEVICES= hides them to train every job on the CPU)")
     outcome = Outcome()

@@ -135,8 +135,9 @@ def train_run(config: recipes.Recipe, out: Path, store: PatchStore | None = None
     resolve_compile(config.train.compile, device)  # compile: true where this torch build cannot
     partial = out.with_name(out.name + PARTIAL)
     _check_folder(config, out, partial, resume, overwrite)
+    moved_only = resume and _finished(partial)  # seen by every rank before rank 0 moves it
     distributed.barrier()  # every rank has checked the folder before rank 0 changes it
-    if resume and _finished(partial):
+    if moved_only:
         if writer:
             _move_into_place(partial, out)
         return out

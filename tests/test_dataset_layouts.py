@@ -162,3 +162,23 @@ def test_a_link_to_no_file_is_said_not_skipped_silently(tmp_path):
     os.symlink(tmp_path / "moved-away.png", root / "normal/b.png")
     with pytest.warns(UserWarning, match=r"normal/b\.png: a link to no file, left out \(1 such link\(s\) under"):
         assert list(_folder(root)) == ["normal/a.png"]
+
+
+def test_masks_kept_in_a_subfolder_of_a_defect_folder_are_left_alone(tmp_path):
+    """Only images are misplaced there; a mask folder inside anomalous/<subclass>/ is not
+    read (masks go beside the image or in masks/<subclass>/), as before."""
+    root = tmp_path / "data"
+    _png(root / "normal/a.png")
+    _png(root / "anomalous/crack/b.png")
+    _png(root / "anomalous/crack/masks/b_mask.png", 255)
+    assert _folder(root, missing_masks="whole") == {"normal/a.png": ("good", []), "anomalous/crack/b.png": ("crack", [])}
+
+
+def test_a_link_up_to_the_folder_holding_the_walk_is_not_followed(tmp_path):
+    """normal/up -> .. would have taken every anomalous image for a normal one."""
+    root = tmp_path / "data"
+    _png(root / "normal/a.png")
+    _png(root / "anomalous/crack/c.png")
+    _png(root / "anomalous/crack/c_mask.png", 255)
+    os.symlink(root, root / "normal/up")
+    assert _folder(root) == {"normal/a.png": ("good", []), "anomalous/crack/c.png": ("crack", ["c_mask.png"])}

@@ -160,6 +160,15 @@ def test_monte_carlo_expectations_are_the_mean_of_what_scoring_gives_the_normals
                                rtol=1e-5, atol=0)
 
 
+def test_the_monte_carlo_estimate_is_clamped_at_zero_when_scoring_only():
+    """Near-equal posteriors: a finite sample puts many estimates below 0. Clamped in
+    training, they would bias the consistency term and stop its gradient."""
+    mu = torch.randn(500, 4)
+    mu2, logvar = mu + 0.01 * torch.randn(500, 4), torch.zeros(500, 4)
+    assert (js_monte_carlo(mu, logvar, mu2, logvar, 16) < 0).any()  # training: as drawn
+    assert (js_monte_carlo(mu, logvar, mu2, logvar, 16, torch.Generator().manual_seed(0)) >= 0).all()
+
+
 def _known_terms(n: int) -> dict:
     """Per-item terms with values that tell every sum apart."""
     base = torch.arange(1.0, n + 1)

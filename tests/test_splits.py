@@ -85,7 +85,7 @@ def test_default_train_size_gives_the_gamma_asked():
     ({"test_size": 1}, "split.test_size: a test set needs a normal and an anomalous patch at least"),
     ({"test_size": 1, "test_balanced": False}, "split.test_size: a test set needs a normal and an anomalous"),
     ({"gamma": 0.05, "train_size": 10}, "split.train_size: gamma 0.05 of 10 training items rounds to no labelled "
-                                        "anomaly; it takes at least 10 items"),
+                                        "anomaly; it takes at least 11 items"),
 ])
 def test_bad_requests_fail_naming_the_key(kw, message):
     with pytest.raises(SplitError, match=re.escape(message)):

@@ -307,8 +307,8 @@ def _train_set(pool, labels, subclasses, seen, section, rng):
             total -= 1
     if total > 0 and shots is None and gamma > 0 and round(gamma * total) < 1:
         raise SplitError(f"split.train_size: gamma {gamma} of {total} training items rounds to no labelled "
-                         f"anomaly; it takes at least {math.ceil(0.5 / gamma)} items (or name a number with "
-                         f"split.labeled_anomalies)")
+                         f"anomaly; it takes at least {next(t for t in itertools.count(1) if round(gamma * t) >= 1)} "
+                         f"items (or name a number with split.labeled_anomalies)")
     if total <= 0 or not feasible(total):
         m, n, polluting, clean = need(max(total, 1))
         m = m if shots is not None or gamma == 0 else max(m, 1)

@@ -123,10 +123,12 @@ def js_monte_carlo(mu1, logvar1, mu2, logvar2, samples: int = 16,
         log_b = _log_normal(z, mu_b, logvar_b).sum(-1)
         return (log_a - (torch.logaddexp(log_a, log_b) - _LOG2)).mean(0)
 
-    # a finite sample can put the estimate below 0 where the JS is near 0; clamped, as the
-    # JS is never negative (a negative mean over the normals would make Eq. 15 divide by it)
-    return (0.5 * (half(draws(mu1, logvar1), mu1, logvar1, mu2, logvar2)
-                   + half(draws(mu2, logvar2), mu2, logvar2, mu1, logvar1))).clamp_min(0)
+    js = 0.5 * (half(draws(mu1, logvar1), mu1, logvar1, mu2, logvar2)
+                + half(draws(mu2, logvar2), mu2, logvar2, mu1, logvar1))
+    # a finite sample can put the estimate below 0 where the JS is near 0: clamped when
+    # scoring, as the JS is never negative (a mean below 0 over the normals would make Eq. 15
+    # divide by it); not in training, where the clamp would bias the term and stop its gradient
+    return js if generator is None else js.clamp_min(0)
 
 
 def parse_dsa(specs: list[str], key: str) -> list[tuple[str, float | None]]:

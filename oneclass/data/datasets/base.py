@@ -153,9 +153,12 @@ def walk_files(folder: Path, suffixes) -> list[Path]:
     sorted: linked folders followed (once: a link back up does not loop), hidden files and
     folders (".ipynb_checkpoints", ".DS_Store") left out. (Python's rglob enters no link.)"""
     found, seen, broken = [], set(), []
+    root = os.path.realpath(folder)
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen:  # reached again through a link
+        # reached again through a link, or a link up to a folder holding the walk's own
+        # (normal/x -> .. would take anomalous/ for normal images)
+        if real in seen or (real != root and os.path.commonpath([real, root]) == real):
             dirs[:] = []
             continue
         seen.add(real)

@@ -58,7 +58,8 @@ every pixel of an unmasked anomalous image anomalous, for image-level labels)"""
         by_folder: dict[Path, list[Path]] = {}
         for path in walk_images(anomalous_dir):
             by_folder.setdefault(path.parent, []).append(path)
-        misplaced = [files[0] for folder, files in by_folder.items() if folder.parent != anomalous_dir]
+        misplaced = [image for folder, files in by_folder.items() if folder.parent != anomalous_dir
+                     for image in files if not MASK_STEM.search(image.stem)][:1]  # masks there are left alone
         if misplaced:
             raise OneclassError(f"{misplaced[0]}: anomalous images go directly in anomalous/<subclass>/, one folder "
                                 f"per defect type (masks beside them or in masks/<subclass>/)")
@@ -66,7 +67,7 @@ every pixel of an unmasked anomalous image anomalous, for image-level labels)"""
             raise OneclassError(f"{anomalous_dir / NORMAL}: {NORMAL!r} names the normal class in the patch index; "
                                 f"name the defect type otherwise (normal images go in normal/)")
         items, skipped = [], []
-        for folder in sorted(by_folder, key=lambda f: f.name):
+        for folder in sorted((f for f in by_folder if f.parent == anomalous_dir), key=lambda f: f.name):
             sub = folder.name
             beside = _by_stem(p for p in by_folder[folder] if MASK_STEM.search(p.stem))
             in_tree = _by_stem(sorted_images(self.root / "masks" / sub), whole_stem=True)
