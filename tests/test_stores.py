@@ -52,6 +52,7 @@ def test_a_read_only_cache_under_torchrun_is_read_when_it_holds_the_store(tmp_pa
         monkeypatch.setattr(distributed, "_GROUP", distributed.Group(0, 2, 0))
         monkeypatch.setattr(distributed, "from_rank0", lambda value: value)
         monkeypatch.setattr(distributed, "every_rank", lambda value: [value, value])
+        monkeypatch.setattr(distributed, "barrier", lambda: None)
         monkeypatch.setattr(Path, "touch", read_only)
 
     def read_only(self, *args, **kwargs):
