@@ -193,7 +193,7 @@ def _scripted_stage(tmp_path, aurocs, epochs, resume=False, stop_at=None, **sett
     net = holding(torch.nn.Linear(1, 1), eng)
     log, calls = [], []
     scripted = iter(aurocs)
-    eng.val_auroc = lambda scorer: next(scripted)
+    eng._val_auroc = lambda scorer: next(scripted)  # what the stage logs and keeps by
     written = eng.log
 
     def log_line(record):
@@ -224,13 +224,16 @@ def test_an_epoch_without_a_validation_auroc_is_never_the_best(tmp_path, setting
 
 
 def test_a_run_stopped_early_resumes_stopped(tmp_path):
-    """Ctrl-C after the stopping epoch's checkpoint, before the stop is logged: resuming
-    trains no further epoch and keeps the same best epoch."""
+    """Ctrl-C after the stopping epoch's checkpoint (its lines, the stop's included, are
+    written before it), before the kept epoch is logged: resuming trains no further
+    epoch, keeps the same best epoch and logs the stop once."""
     with pytest.raises(KeyboardInterrupt):
-        _scripted_stage(tmp_path, [0.9, 0.5, 0.95, 0.96], 4, stop_at="early_stop", early_stopping=1)
+        _scripted_stage(tmp_path, [0.9, 0.5, 0.95, 0.96], 4, stop_at="kept_epoch", early_stopping=1)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
     eng, log, calls = _scripted_stage(tmp_path, [], 4, resume=True, early_stopping=1)
     assert calls == 0 and eng.selected["fit"]["epoch"] == 1
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert sum("early_stop" in r for r in lines) == 1 and sum("kept_epoch" in r for r in lines) == 1
 
 
 def test_a_method_keeping_its_last_epoch_overrides_train_keep_best(tmp_path):
