@@ -63,7 +63,7 @@ every pixel of an unmasked anomalous image anomalous, for image-level labels)"""
         if misplaced:
             raise OneclassError(f"{misplaced[0]}: anomalous images go directly in anomalous/<subclass>/, one folder "
                                 f"per defect type (masks beside them or in masks/<subclass>/)")
-        if any(folder.name == NORMAL for folder in by_folder):
+        if any(folder.name == NORMAL and folder.parent == anomalous_dir for folder in by_folder):
             raise OneclassError(f"{anomalous_dir / NORMAL}: {NORMAL!r} names the normal class in the patch index; "
                                 f"name the defect type otherwise (normal images go in normal/)")
         items, skipped = [], []
