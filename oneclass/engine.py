@@ -286,7 +286,7 @@ class Trainer:
                  "seconds": self.seconds, "log_bytes": _size(self.run_dir / "log.jsonl"),
                  # the training device's generator alone: all visible GPUs' would not restore
                  # where fewer are visible, and a CPU run would start CUDA to read them
-                 "rng": {"torch": torch.get_rng_state(), "cuda": [],
+                 "rng": {"torch": torch.get_rng_state(),
                          "cuda_device": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
                          else None}}
         save_torch(self.run_dir / CHECKPOINT, state)

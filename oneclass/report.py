@@ -278,27 +278,25 @@ def compare_methods(results: list[Result]) -> list[dict]:
     """Paired Wilcoxon signed-rank tests of test AUROC between every two methods, one per
     dataset and gamma (or number of labelled anomalies), pairing runs of the same seed:
     a method better at one gamma and worse at another is not averaged into one test."""
-    by_method: dict[str, dict[tuple, float]] = {}
+    cells: dict[tuple, dict[str, dict[int, float]]] = {}  # (dataset, gamma, shots) -> method -> seed -> AUROC
     first: dict[tuple, str] = {}
     for r in results:
         if r.seed is None:
             continue  # a bare score table has nothing to pair on
-        key = (r.dataset, r.gamma, r.shots, r.seed)
-        if (r.method, *key) in first:
-            raise OneclassError(f"{first[(r.method, *key)]} and {r.name}: two runs of {r.method} on {r.dataset} "
-                                f"with one gamma, seed {r.seed} and the same settings; name one of them "
+        cell = (r.dataset, r.gamma, r.shots)
+        if (r.method, *cell, r.seed) in first:
+            raise OneclassError(f"{first[(r.method, *cell, r.seed)]} and {r.name}: two runs of {r.method} on "
+                                f"{r.dataset} with one gamma, seed {r.seed} and the same settings; name one of them "
                                 f"(methods are compared on runs paired by seed)")
-        first[(r.method, *key)] = r.name
-        by_method.setdefault(r.method, {})[key] = r.metrics["auroc"]
+        first[(r.method, *cell, r.seed)] = r.name
+        cells.setdefault(cell, {}).setdefault(r.method, {})[r.seed] = r.metrics["auroc"]
     out = []
-    cells = sorted({key[:3] for runs in by_method.values() for key in runs}, key=str)
-    for dataset, gamma, shots in cells:
-        for a, b in itertools.combinations(sorted(by_method), 2):
-            keys = sorted((k for k in set(by_method[a]) & set(by_method[b]) if k[:3] == (dataset, gamma, shots)),
-                          key=str)
-            if len(keys) < 2:
+    for (dataset, gamma, shots), methods in sorted(cells.items(), key=lambda item: str(item[0])):
+        for a, b in itertools.combinations(sorted(methods), 2):
+            seeds = sorted(set(methods[a]) & set(methods[b]))
+            if len(seeds) < 2:
                 continue
-            test = wilcoxon([by_method[a][k] for k in keys], [by_method[b][k] for k in keys])
+            test = wilcoxon([methods[a][s] for s in seeds], [methods[b][s] for s in seeds])
             out.append({"dataset": dataset, "gamma": gamma, "labeled_anomalies": shots,
                         "method_a": a, "method_b": b, **test})
     return out

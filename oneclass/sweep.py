@@ -138,7 +138,7 @@ def plan(recipe: Path, sets: list[str], grid: dict[str, list[str]], repeats: int
 
 def _setting(key: str, method: str) -> str:
     """A key as the setting it names: method.NAME.K and method.K are one for method NAME."""
-    return f"method.{key[len(f'method.{method}.'):]}" if key.startswith(f"method.{method}.") else key
+    return "method." + key.removeprefix(f"method.{method}.") if key.startswith(f"method.{method}.") else key
 
 
 def set_twice(keys, sets: list[str], method: str) -> tuple[str, str] | None:
@@ -416,10 +416,10 @@ def sweep(recipe: Path, grid_items: list[str], sets: list[str], repeats: int, ou
     check_folder(out, digest)
     if executor == "slurm":
         check_slurm()
-    elif jobs is not None and 0 < gpu_count() < jobs and recipes.load(recipe, sets).train.device != "cpu":
+    elif jobs is not None and 0 < (gpus := gpu_count()) < jobs and recipes.load(recipe, sets).train.device != "cpu":
         # the jobs left without a GPU would train on the CPU
-        raise OneclassError(f"--jobs {jobs}: this machine has {gpu_count()} GPU(s), one a job; give at most "
-                            f"{gpu_count()} (CUDA_VISIBLE_DEVICES= hides them to train every job on the CPU)")
+        raise OneclassError(f"--jobs {jobs}: this machine has {gpus} GPU(s), one a job; give at most "
+                            f"{gpus} (CUDA_VISIBLE_DEVICES= hides them to train every job on the CPU)")
     outcome = Outcome()
     todo = []
     for run in runs:
