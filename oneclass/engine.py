@@ -188,7 +188,7 @@ class Trainer:
         self.method = None
         self.stages_done: list[str] = []
         self.throughput: list[float] = []
-        self.selected: dict[str, dict] = {}  # stage -> the epoch kept on validation AUROC
+        self.selected: dict[str, dict] = {}  # stage -> the epoch kept on validation (train.monitor)
         self._member: int | None = None
         self.dropped_members: list[int] = []  # ensemble members that diverged (oneclass.ensemble)
         # whether the validation set decided anything in training (an epoch kept, a stop, a
@@ -397,7 +397,7 @@ class Trainer:
                     scaler.load_state_dict(resume["scaler"])
         if start == 0 and on_start is not None:
             on_start()
-        patience = self.cfg.early_stopping
+        patience, monitor = self.cfg.early_stopping, self.cfg.monitor
         track_best = bool(patience) or (spec.keep or self.cfg.keep) == "best"
         if track_best and scorer is not None and self.val is not None:
             self.val_decides = True
@@ -448,23 +448,24 @@ class Trainer:
                     record.update(epoch_stats())
                 stop = False
                 if scorer is not None and self.val is not None:
-                    record["val_auroc"] = self._val_auroc(scorer)  # logged; decides only as above
-                    if track_best and (best is None or _better(record["val_auroc"], best["auroc"])):
-                        best = {"auroc": record["val_auroc"], "epoch": epoch + 1, **self.method.snapshot()}
+                    record.update(self._val_figures(scorer))  # logged; decides only as above
+                    value = record[f"val_{monitor}"]
+                    if track_best and (best is None or _better(value, best[monitor], monitor == "normal_score")):
+                        best = {monitor: value, "epoch": epoch + 1, **self.method.snapshot()}
                     stop = bool(patience) and epoch + 1 - best["epoch"] >= patience
                 # the lines first: the checkpoint records the log's length, and a resumed
                 # run cuts the log back to it (no line lost or written twice)
                 self.log(record)
                 if stop:
                     self.log({"stage": name, "early_stop": epoch + 1, "best_epoch": best["epoch"],
-                              "val_auroc": best["auroc"]})
+                              f"val_{monitor}": best[monitor]})
                 self._save_checkpoint(name, epoch + 1, optimizer, scheduler, scaler, best)
                 if stop:
                     break
         if best is not None:
             self.method.restore(best)
-            self.selected[name] = {"epoch": best["epoch"], "of": epochs, "val_auroc": best["auroc"]}
-            self.log({"stage": name, "kept_epoch": best["epoch"], "val_auroc": best["auroc"]})
+            self.selected[name] = {"epoch": best["epoch"], "of": epochs, f"val_{monitor}": best[monitor]}
+            self.log({"stage": name, "kept_epoch": best["epoch"], f"val_{monitor}": best[monitor]})
         self.stages_done.append(name)
         self._save_checkpoint(name, epochs, optimizer, scheduler, scaler, None)
 
@@ -493,18 +494,30 @@ class Trainer:
         return self._val_auroc(scorer)
 
     def _val_auroc(self, scorer) -> float:
-        from sklearn.metrics import roc_auc_score
+        return _auroc(self.val.labels, self.method.map(scorer, self.val))
 
+    def _val_figures(self, scorer) -> dict[str, float]:
+        """What an epoch logs of the validation set: its AUROC and, where train.monitor
+        says so, the mean score of its normals (NaN where a score is not finite)."""
+        if self.cfg.monitor == "auroc":
+            return {"val_auroc": self._val_auroc(scorer)}
         scores = self.method.map(scorer, self.val)
-        if not np.isfinite(scores).all():
-            return float("nan")
-        return float(roc_auc_score(self.val.labels, scores))
+        normal = scores[self.val.labels == 0]
+        mean = float(normal.mean()) if len(normal) and np.isfinite(normal).all() else float("nan")
+        return {"val_auroc": _auroc(self.val.labels, scores), "val_normal_score": mean}
 
 
-def _better(auroc: float, best: float) -> bool:
-    """A validation AUROC above the best so far; one that could not be computed (NaN: the
-    scores were not finite) is never better, and any number beats it."""
-    return not math.isnan(auroc) and (math.isnan(best) or auroc > best)
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if np.isfinite(scores).all() else float("nan")
+
+
+def _better(value: float, best: float, lower: bool = False) -> bool:
+    """A validation figure better than the best so far (above it, or below where
+    ``lower``); one that could not be computed (NaN: the scores were not finite) is never
+    better, and any number beats it."""
+    return not math.isnan(value) and (math.isnan(best) or (value < best if lower else value > best))
 
 
 def _batches_per_epoch(data: PatchData, spec: Stage, size: int, name: str) -> int:

@@ -106,11 +106,17 @@ class TrainSection:
     # (1.14x there for Deep SAD; on 2 CPU cores 0.98-1.12x slower, the thread taking a core's time)
     prefetch: Union[bool, Literal["auto"]] = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    early_stopping: int | None = None  # patience in epochs on validation AUROC
+    early_stopping: int | None = None  # patience in epochs on the monitored validation figure
     # last: each stage ends with its last epoch; best: each stage scored on the validation
-    # set keeps its epoch of highest validation AUROC (recorded in metrics.json), as
+    # set keeps its best epoch by the monitored figure (recorded in metrics.json), as
     # early_stopping does whatever keep says
     keep: Literal["last", "best"] = "last"
+    # what early_stopping and keep: best judge an epoch by: auroc, the validation AUROC
+    # (higher is better; the validation anomalies decide); normal_score, the mean score of
+    # the validation normals (lower is better; no anomaly is used: the perceptual-AE
+    # paper's "until the loss on the holdout set of normal images stops decreasing",
+    # meaningful where the score is the loss the method trains on normals)
+    monitor: Literal["auroc", "normal_score"] = "auroc"
     # R > 1: one model of R members from seeds S..S+R-1 on the run's split, scored by the
     # mean of their scores standardised on the validation normals (oneclass.ensemble)
     ensemble: int = 1

@@ -239,6 +239,24 @@ def test_without_growing_one_phase_trains_at_the_item_size_and_separates_easy_an
     assert roc_auc_score(labels, method.score(PatchData(images, np.arange(48)))) >= 0.8
 
 
+def test_the_last_phase_keeps_the_epoch_of_lowest_holdout_normal_loss():
+    """The paper trains "until the loss on the holdout set of normal images stops
+    decreasing": train.monitor: normal_score judges the last phase's epochs by the
+    validation normals' mean score, which for dpa is their mean loss."""
+    anomalies = easy_anomalies(0, 8, 32, seed=3)
+    val = PatchData(np.r_[easy_anomalies(16, 0, 32, seed=4), anomalies], np.arange(24),
+                    labels=np.r_[np.zeros(16, int), np.ones(8, int)])
+    trainer = Trainer(TrainSection(device="cpu", monitor="normal_score", keep="best"), seed=0, val=val)
+    method = build(DPA, _params(stable=256), (1, 32, 32), 0, keep_rng=False)
+    method.trainer = trainer
+    method.fit(_normals())
+    assert list(trainer.selected) == ["32px"]  # growth phases end as they are
+    kept = trainer.selected["32px"]
+    assert kept["of"] == 4 and "val_auroc" not in kept
+    normals = PatchData(val.images, np.arange(16))
+    assert kept["val_normal_score"] == pytest.approx(float(method.score(normals).mean()), rel=1e-5)
+
+
 def test_select_refuses_a_growth_grid_when_growing_is_off():
     from oneclass import recipe as recipes
     from oneclass.select import grid_points

@@ -182,6 +182,39 @@ def test_early_stopping_and_keep_best_keep_the_best_validation_epoch(settings, s
     assert net.weight.item() == pytest.approx(weights[0])  # epoch 1's weights are back
 
 
+@pytest.mark.parametrize("settings, kept, trained", [({"early_stopping": 1}, 2, 3), ({"keep": "best"}, 4, 5)])
+def test_monitoring_the_normals_score_keeps_its_lowest_epoch_whatever_the_anomalies_score(settings, kept, trained,
+                                                                                        tmp_path):
+    """train.monitor: normal_score (the perceptual-AE paper's stop on the holdout normals'
+    loss): the epoch of lowest mean validation-normal score is kept, though at epoch 2
+    every anomaly scores below every normal (validation AUROC 0)."""
+    val = PatchData(np.r_[np.full((4, 1, 4, 4), 10, np.uint8), np.full((4, 1, 4, 4), 200, np.uint8)], np.arange(8),
+                    labels=np.r_[np.zeros(4, int), np.ones(4, int)])
+    eng = Trainer(TrainSection(epochs=5, batch_size=4, lr=0.1, device="cpu", monitor="normal_score", **settings),
+                  seed=0, run_dir=tmp_path, val=val)
+    net = holding(torch.nn.Linear(1, 1), eng)
+    normal, anomalous = iter([0.5, 0.3, 0.4, 0.2, 0.25]), iter([1.0, 0.0, 1.0, 1.0, 1.0])
+    weights = []
+
+    def scorer(x):  # one batch holds the whole validation set
+        weights.append(net.weight.item())
+        return torch.where(x.flatten(1).mean(1) > 0.5, next(anomalous), next(normal))
+
+    eng.stage(Stage("fit", list(net.parameters()), 0.1, 5), val,
+              lambda batch: net(batch["x"].mean((1, 2, 3))[:, None]).mean(), scorer=scorer)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in log if "loss" in r]
+    assert [r["val_normal_score"] for r in epochs] == pytest.approx([0.5, 0.3, 0.4, 0.2, 0.25][:trained])
+    assert [r["val_auroc"] for r in epochs] == [1.0, 0.0, 1.0, 1.0, 1.0][:trained]  # logged, not deciding
+    best = [0.5, 0.3, 0.4, 0.2][kept - 1]
+    assert log[-1] == {"stage": "fit", "kept_epoch": kept, "val_normal_score": pytest.approx(best)}
+    assert eng.selected == {"fit": {"epoch": kept, "of": 5, "val_normal_score": pytest.approx(best)}}
+    if "early_stopping" in settings:
+        assert log[-2] == {"stage": "fit", "early_stop": 3, "best_epoch": 2, "val_normal_score": pytest.approx(0.3)}
+    assert len(epochs) == trained
+    assert net.weight.item() == pytest.approx(weights[kept - 1])  # the kept epoch's weights are back
+
+
 def _scripted_stage(tmp_path, aurocs, epochs, resume=False, stop_at=None, **settings):
     """A stage whose validation AUROC per epoch is ``aurocs``; ``stop_at``: a Ctrl-C when
     the log line holding that key is written. Returns the trainer, the log and the

@@ -53,7 +53,8 @@ class Method:
     #: "unsupervised" methods ignore labelled anomalies; "supervised" ones need them
     supervision: ClassVar[str] = "semi-supervised"
     #: what ``fit`` uses the validation set for, shown by ``oneclass list methods -v``
-    uses_validation: ClassVar[str] = "early stopping on validation AUROC (train.early_stopping)"
+    uses_validation: ClassVar[str] = ("early stopping on validation AUROC or the normals' mean score "
+                                   "(train.early_stopping, train.monitor)")
 
     @dataclass
     class Params:

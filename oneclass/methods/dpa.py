@@ -52,8 +52,10 @@ and depart from it where noted:
   feature (the paper's ratio of L1 norms: the element counts cancel); the denominator
   takes no gradient (the code's ``.detach()``).
 - phase lengths: the code's 20,000 iterations of 128 images for every transition and
-  stable phase (``transition``/``stable`` count images); the last phase may stop early on
-  validation AUROC (``train.early_stopping``; the code stops on the holdout normals' loss).
+  stable phase (``transition``/``stable`` count images); the last phase may stop early
+  (``train.early_stopping``) on validation AUROC, or as the paper says ("until after the
+  loss on the holdout set of normal images stops decreasing") on the validation normals'
+  mean loss, which is their mean score (``train.monitor: normal_score``).
 - images are resized (area averaging) to each phase's resolution; the code resizes
   bilinearly, which is the same for a factor of two.
 """
@@ -223,8 +225,9 @@ class DPA(Method):
 
     name = "dpa"
     supervision = "unsupervised"
-    uses_validation = ("early stopping in the last phase on validation AUROC (train.early_stopping); "
-                       "the recipe's select: section chooses hyperparameters with it")
+    uses_validation = ("early stopping in the last phase on validation AUROC or, as the paper, on the "
+                       "normals' loss (train.early_stopping, train.monitor: normal_score); the recipe's "
+                       "select: section chooses hyperparameters with it")
 
     @dataclass
     class Params:

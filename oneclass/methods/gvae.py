@@ -122,7 +122,7 @@ class GVAE(Method):
     """c-ss-ms-gVAE: multiscale GG VAE, semi-supervised, with a latent classifier."""
 
     name = "c-ss-ms-gvae"
-    uses_validation = ("early stopping on validation AUROC (train.early_stopping) and the choice of "
+    uses_validation = ("early stopping on validation (train.early_stopping, train.monitor) and the choice of "
                        "lambda2/lambda3 from tune_lambda2/tune_lambda3")
     multiscale: ClassVar[bool] = True
     latent_model: ClassVar[str] = "gg"
