@@ -67,6 +67,12 @@ class SplitSection:
     seen_subclasses: Union[list[str], str, None] = None  # labelled anomalies' subclasses; "half"
     train_size: int | None = None  # L + M + N; default: the largest the pool allows
     val_fraction: float = 0.1  # of the sources (or patches) set aside for validation
+    # a small validation set of limited anomaly types (the perceptual-AE paper's setting,
+    # Sec. 3.3; its Camelyon16 one: 200 tumour tiles from 4 slides): the validation
+    # anomalies are only those of val_subclasses (a list, or "seen": the labelled
+    # anomalies' own), at most val_anomalies of them (a seeded draw); the rest are unused
+    val_anomalies: int | None = None
+    val_subclasses: Union[list[str], str, None] = None
     test_fraction: float = 0.2  # of the sources (or patches) set aside for testing
     # a source prefix (MNIST's "t10k/"): the items whose source begins with it are the
     # test pool, the dataset's own test split, in place of test_fraction

@@ -152,6 +152,49 @@ def test_a_gamma_whose_labels_all_went_to_validation_and_test_is_refused_not_tra
                                                              group_by="none"), seed=0)
 
 
+def test_a_small_validation_set_of_limited_types_keeps_its_normals_and_changes_no_other_set():
+    """The perceptual-AE paper's validation set: few anomalies of limited types (Sec.
+    3.3). Its normals, the training and the test sets are what they are without it."""
+    base, labels, subclasses, _ = split(gamma=0.1, seen_subclasses=["a"], val_fraction=0.3)
+    sub = np.array(subclasses)
+    val_anomalies = base.val[labels[base.val] == 1]
+    assert set(sub[val_anomalies]) == {"a", "b", "c"} and len(val_anomalies) > 10  # all of them by default
+    for kw, kinds in [({"val_subclasses": "seen"}, {"a"}), ({"val_subclasses": ["b", "c"]}, {"b", "c"}),
+                      ({"val_anomalies": 10}, None), ({"val_anomalies": 10, "val_subclasses": "seen"}, {"a"})]:
+        sp, *_ = split(gamma=0.1, seen_subclasses=["a"], val_fraction=0.3, **kw)
+        assert sp.train.tolist() == base.train.tolist() and sp.test.tolist() == base.test.tolist()
+        assert (sp.val[labels[sp.val] == 0] == base.val[labels[base.val] == 0]).all()
+        anomalies = sp.val[labels[sp.val] == 1]
+        wanted = val_anomalies if kinds is None else val_anomalies[np.isin(sub[val_anomalies], list(kinds))]
+        assert set(anomalies.tolist()) <= set(wanted.tolist())
+        assert len(anomalies) == min(kw.get("val_anomalies", len(wanted)), len(wanted))
+        assert sp.counts["val"]["anomalous"] == len(anomalies)
+        assert sp.counts["unused"] == base.counts["unused"] + len(val_anomalies) - len(anomalies)
+    first, second = (split(gamma=0.1, seen_subclasses=["a"], val_fraction=0.3, val_anomalies=10)[0] for _ in "12")
+    assert first.val.tolist() == second.val.tolist()  # the draw is the seed's
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"val_anomalies": 0}, r"split.val_anomalies: must be positive, got 0"),
+    ({"val_subclasses": ["zzz"]}, r"split.val_subclasses: no anomalous patches of subclass 'zzz'; the store has a, b, c"),
+    ({"val_subclasses": "half"}, r"split.val_subclasses: expected a list of subclasses or 'seen', got 'half'"),
+    ({"val_subclasses": []}, r"split.val_subclasses: empty list"),
+])
+def test_bad_validation_anomaly_requests_name_the_key(kw, message):
+    with pytest.raises(SplitError, match=message):
+        split(**kw)
+
+
+def test_validation_subclasses_absent_from_the_validation_pool_are_refused_with_what_it_holds():
+    labels, subclasses, sources = synthetic_pool()
+    base = make_split(labels, subclasses, sources, SplitSection(), seed=0)
+    held = sorted({subclasses[i] for i in base.val if labels[i]})
+    absent = next(k for k in "abc" if k not in held)
+    with pytest.raises(SplitError, match=rf"split.val_subclasses: the validation set holds no anomalous patch of "
+                                         rf"{absent} \(it has {', '.join(held)}\)"):
+        make_split(labels, subclasses, sources, SplitSection(val_subclasses=[absent]), seed=0)
+
+
 def test_infeasible_request_fails_with_the_numbers():
     with pytest.raises(SplitError, match=r"needs 600 labelled anomalies.*pool has \d+ labelable"):
         split(gamma=0.5, train_size=1200)

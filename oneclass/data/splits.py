@@ -9,7 +9,11 @@ Definitions (c-ss-ms-gvae.txt Sec. 4, ss-vq-vae.txt, Ruff et al. 2020):
 - labelled anomalies come only from the ``seen_subclasses``; the polluting anomalies and
   the test set hold every subclass (the open-set case);
 - the validation set holds inliers and outliers (thresholds, hyperparameters, early
-  stopping); the test set is balanced normal/anomalous by default.
+  stopping); the test set is balanced normal/anomalous by default. ``val_subclasses``
+  and ``val_anomalies`` make its anomalies few and of limited types, the perceptual-AE
+  paper's "small subset of limited types of anomalies" that only chooses
+  hyperparameters (perceptual-ae.txt Sec. 3.3): the unchosen ones are unused, not
+  moved to another set.
 
 With ``test_sources`` the test pool is the dataset's own test split (MNIST's t10k/
 items) instead of ``test_fraction`` of the sources, and ``test_anomaly_share`` thins an
@@ -81,11 +85,15 @@ def make_split(labels: np.ndarray, subclasses: list[str], sources: list[str], se
         test_pool, val_pool, train_pool = _deal_by_source(groups, labels, subclasses, sources,
                                                           section, rng)
     test = _test_set(test_pool, labels, section, rng)
-    val = np.sort(val_pool)
+    val = _val_of_subclasses(np.sort(val_pool), labels, subclasses, present, seen, section.val_subclasses)
     # grouping by source can starve a set of a label only where some source holds several items
     grouped = section.group_by == "source" and len(set(sources)) < len(labels)
     _need_both(val, labels, "validation", "split.val_fraction", grouped)
     train, roles, train_counts = _train_set(train_pool, labels, subclasses, seen, section, rng)
+    if section.val_anomalies is not None:  # drawn last: the other sets are as without it
+        anomalous = val[labels[val]]
+        kept = rng.permutation(anomalous)[:section.val_anomalies]
+        val = np.sort(np.r_[val[~labels[val]], kept])
     counts = {"train": train_counts,
               "val": _label_counts(val, labels), "test": _label_counts(test, labels),
               "pools": {"train": _label_counts(train_pool, labels),
@@ -122,7 +130,7 @@ def check_section(section) -> None:
             "leave it out to deal test items by split.test_fraction")
     if section.test_sources is None and section.val_fraction + section.test_fraction >= 1:
         bad("test_fraction", "val_fraction + test_fraction must leave something to train on")
-    for key in ("train_size", "test_size"):
+    for key in ("train_size", "test_size", "val_anomalies"):
         if getattr(section, key) is not None and getattr(section, key) <= 0:
             bad(key, f"must be positive, got {getattr(section, key)}")
     if section.test_size == 1:
@@ -253,6 +261,29 @@ def _test_set(pool: np.ndarray, labels: np.ndarray, section, rng) -> np.ndarray:
                              f"{len(normal)} normal and {len(anomalous)} anomalous patches")
         half = section.test_size // 2
     return np.sort(np.concatenate([rng.permutation(normal)[:half], rng.permutation(anomalous)[:half]]))
+
+
+def _val_of_subclasses(val: np.ndarray, labels: np.ndarray, subclasses: np.ndarray, present: list[str],
+                       seen: list[str], request) -> np.ndarray:
+    """The validation rows without the anomalies of subclasses ``request`` leaves out."""
+    if request is None:
+        return val
+    if request == "seen":
+        request = seen
+    elif isinstance(request, str):
+        raise SplitError(f"split.val_subclasses: expected a list of subclasses or 'seen', got {request!r}")
+    elif not request:
+        raise SplitError("split.val_subclasses: empty list; leave it out to validate on every subclass")
+    unknown = [s for s in request if s not in present]
+    if unknown:
+        raise SplitError(f"split.val_subclasses: no anomalous patches of subclass "
+                         f"{', '.join(map(repr, unknown))}; the store has {', '.join(present)}")
+    kept = val[~labels[val] | np.isin(subclasses[val], list(request))]
+    if not labels[kept].any():
+        raise SplitError(f"split.val_subclasses: the validation set holds no anomalous patch of "
+                         f"{', '.join(request)} (it has {', '.join(sorted(set(subclasses[val[labels[val]]])))}); "
+                         f"name others, or raise split.val_fraction")
+    return kept
 
 
 def _need_both(rows: np.ndarray, labels: np.ndarray, name: str, key: str, grouped: bool = True) -> None:
