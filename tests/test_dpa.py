@@ -98,6 +98,10 @@ def test_the_growth_phases_and_their_layers():
     assert DPA(_params(start=4, layer="relu5_4"), (1, 64, 64)).layers[4] == "relu1_2"
     flat = DPA(_params(progressive=False, layer="relu2_2"), (3, 64, 64))
     assert flat.phases() == [("train", 64, False)] and flat.layers == {64: "relu2_2"}
+    # the authors' Camelyon16 growth: relu3_2 from 16 px on; keys as a recipe or --set gives them
+    camelyon = DPA(_params(start=16, layers={16: "relu3_2", "32": "relu3_2"}), (3, 64, 64))
+    assert camelyon.layers == {16: "relu3_2", 32: "relu3_2", 64: "relu4_2"}
+    assert camelyon.stats.mean_16.numel() == 256  # relu3_2's channels, normalised at 16 px
     # the autoencoder works at every resolution of the growth, mixing while it fades in
     x = torch.rand(2, 1, 16, 16)
     assert method.ae(x, 0.3).shape == x.shape
@@ -153,6 +157,11 @@ def test_feature_statistics_come_from_the_normal_items_only():
     ({"backbone": "resnet18"}, (1, 32, 32), ["vgg19 or vgg16"]),
     ({"layer": "relu5_4"}, (1, 8, 8), ["empty feature map for 8x8", "method.dpa.layer"]),
     ({"latent": 0}, (1, 32, 32), ["latent must be at least 1"]),
+    ({"layers": {12: "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 12 px is not a resolution", "(8, 16, 32)"]),
+    ({"layers": {"x": "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 'x' is not a resolution in pixels"]),
+    ({"layers": {16: "relu9_9"}}, (1, 32, 32), ["method.dpa.layers: unknown layer 'relu9_9' at 16 px", "relu1_1"]),
+    ({"layers": {32: "relu2_2"}, "layer": "relu3_1"}, (1, 32, 32), ["relu2_2 at 32 px", "layer says relu3_1"]),
+    ({"layers": {8: "relu5_4"}}, (1, 32, 32), ["empty feature map for 8x8", "method.dpa.layer or .layers"]),
 ])
 def test_bad_parameters_fail_in_one_line(overrides, shape, expect):
     with pytest.raises(OneclassError) as caught:

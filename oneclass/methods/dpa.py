@@ -36,7 +36,8 @@ and depart from it where noted:
 - layers: relu1_2 at 8 px, relu2_2 at 16, relu3_2 at 32 (the code's NIH progressive
   configuration, the one that starts at 8 px as ours may), relu4_2 at 64 and above (its
   Camelyon16 one; NIH keeps relu3_2 at 64, and Camelyon16 uses relu3_2 already at 16 px).
-  ``layer`` overrides the one at the item size (the paper chooses it by validation).
+  ``layer`` overrides the one at the item size (the paper chooses it by validation),
+  ``layers`` any resolution's ({16: relu3_2, 32: relu3_2} is the Camelyon16 growth).
 - feature statistics: the paper normalises features by a mean and standard deviation
   "precalculated on a large dataset"; the code reads ImageNet's from a file in its
   repository (vgg19_ILSVRC2012_object_detection_mean_var.pt), which this toolkit cannot
@@ -74,7 +75,7 @@ from torch.nn import functional as F
 from oneclass.data.items import LABELED_ANOMALY, PatchData
 from oneclass.errors import OneclassError
 from oneclass.methods.base import INFER_BATCH, Method, batch_pixels
-from oneclass.methods.nets.backbones import build_backbone, feature_shapes, load_weights
+from oneclass.methods.nets.backbones import build_backbone, feature_shapes, layer_names, load_weights
 
 BASE = 4  # the encoder's last and the decoder's first resolution
 SCORE_PIXELS = INFER_BATCH * 64 * 64  # input pixels per scoring batch (VGG activations are large)
@@ -236,6 +237,9 @@ class DPA(Method):
         backbone: str = "vgg19"  # the perceptual network: vgg19 (the paper) or vgg16
         weights: str = "imagenet"  # imagenet | none | PATH of a state dict; loaded when fit starts
         layer: str | None = None  # at the item size; null: relu1_2 (8 px), relu2_2 (16), relu3_2 (32), relu4_2
+        # the layer at each resolution named, {16: relu3_2, 32: relu3_2} (the authors'
+        # Camelyon16 configuration); the others as above, ``layer`` at the item size
+        layers: dict[int, str] | None = None
         progressive: bool = True  # grow from start x start to the item size; false: the item size only
         start: int = 8  # the first resolution when growing
         transition: int = 2_560_000  # images over which each new resolution fades in
@@ -259,6 +263,7 @@ class DPA(Method):
         channels, side = self.in_shape[0], self.in_shape[1]
         self.sides = _doublings(p.start, side) if p.progressive else [side]
         self.layers = {s: default_layer(s) for s in self.sides}
+        self.layers.update(self._layers_named())
         if p.layer is not None:
             self.layers[side] = p.layer
         with warnings.catch_warnings():  # random weights here; the asked ones are loaded by fit
@@ -269,7 +274,7 @@ class DPA(Method):
         for s, layer in self.layers.items():
             if shapes[s] is None or min(shapes[s][layer][1:]) < 1:
                 self._fail(f"{p.backbone} {layer} has an empty feature map for {s}x{s} images; "
-                           f"use an earlier layer (method.{self.name}.layer) or larger items")
+                           f"use an earlier layer (method.{self.name}.layer or .layers) or larger items")
         self.vgg = self.add("vgg", vgg.freeze())
         self.ae = self.add("ae", _AutoEncoder(channels, p.width, p.latent, self.sides))
         self.stats = self.add("stats", _FeatureStats({s: shapes[s][layer][0] for s, layer in self.layers.items()}))
@@ -307,6 +312,28 @@ class DPA(Method):
             self._fail(f"items of {height}x{width} pixels cannot be reached by doubling from {start}x{start} "
                        f"({series}, ...); resize the items (patches.resize) to a square side in that "
                        f"series" + (" or change start" if p.progressive else ""))
+
+    def _layers_named(self) -> dict[int, str]:
+        """``layers`` as {side: layer}, each side one of the growth's resolutions."""
+        p, key = self.params, f"method.{self.name}.layers"
+        named = {}
+        for side, layer in (p.layers or {}).items():
+            try:
+                side = int(side)
+            except (TypeError, ValueError):
+                raise OneclassError(f"{key}: {side!r} is not a resolution in pixels") from None
+            if side not in self.sides:
+                raise OneclassError(f"{key}: {side} px is not a resolution this network trains at "
+                                    f"({', '.join(map(str, self.sides))})")
+            valid = layer_names(p.backbone, f"method.{self.name}.backbone")
+            if layer not in valid:
+                raise OneclassError(f"{key}: unknown layer {layer!r} at {side} px for {p.backbone}; "
+                                    f"valid: {', '.join(valid)}")
+            if side == self.sides[-1] and p.layer is not None and p.layer != layer:
+                raise OneclassError(f"{key}: {layer} at {side} px, but method.{self.name}.layer says {p.layer}; "
+                                    f"give one")
+            named[side] = layer
+        return named
 
     # -- the loss -----------------------------------------------------------------------
 
