@@ -8,7 +8,7 @@ or steps. The trainer owns everything around the loss: device, seeding, batches 
 straight from the memory-mapped patch store (on CUDA the next one read and pinned in a
 thread), optional AMP, channels-last memory order and torch.compile (:mod:`oneclass.compiled`),
 progress, one JSON line per epoch in ``log.jsonl``, a checkpoint after every epoch, resuming, early stopping on
-validation AUROC, a guard against non-finite losses and, under torchrun, data-parallel
+validation AUROC or the validation normals' mean score, a guard against non-finite losses and, under torchrun, data-parallel
 training (:mod:`oneclass.distributed`), for every stage alike.
 
 Resuming is exact: the batch order of an epoch is drawn from (seed, stage, epoch), and
@@ -341,8 +341,9 @@ class Trainer:
               epoch_stats: Callable[[], dict] | None = None) -> None:
         """Train as ``spec`` says, minimising the batch mean ``loss_fn(batch)``.
         ``on_start`` runs when the stage begins afresh (not when it is resumed). With
-        ``scorer`` and a validation set, validation AUROC is logged each epoch and drives
-        early stopping when configured. ``epoch_stats()`` adds its entries to each
+        ``scorer`` and a validation set, validation AUROC (and under ``train.monitor:
+        normal_score`` the validation normals' mean score) is logged each epoch, and the
+        monitored one drives early stopping and ``keep: best`` when configured. ``epoch_stats()`` adds its entries to each
         epoch's log line."""
         from oneclass.augment import parse_augment
         from oneclass.heap import steady_heap

@@ -35,9 +35,9 @@ class DatasetSection:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-# a key added after runs and sweeps were recorded: left out of to_dict while unset, so that
-# an unfinished run resumes and a sweep's recipe hash stays what it was
-_LATER = {"omitted_while_unset": True}
+# a key added after runs and sweeps were recorded: left out of to_dict while at its
+# default, so that an unfinished run resumes and a sweep's recipe hash stays what it was
+_LATER = {"omitted_at_default": True}
 
 
 @dataclass
@@ -69,10 +69,11 @@ class SplitSection:
     val_fraction: float = 0.1  # of the sources (or patches) set aside for validation
     # a small validation set of limited anomaly types (the perceptual-AE paper's setting,
     # Sec. 3.3; its Camelyon16 one: 200 tumour tiles from 4 slides): the validation
-    # anomalies are only those of val_subclasses (a list, or "seen": the labelled
-    # anomalies' own), at most val_anomalies of them (a seeded draw); the rest are unused
-    val_anomalies: int | None = None
-    val_subclasses: Union[list[str], str, None] = None
+    # anomalies are only those of val_subclasses (a list, or "seen": seen_subclasses',
+    # all where that is unset), at most val_anomalies of them (a seeded draw); the rest
+    # are unused
+    val_anomalies: int | None = field(default=None, metadata=_LATER)
+    val_subclasses: Union[list[str], str, None] = field(default=None, metadata=_LATER)
     test_fraction: float = 0.2  # of the sources (or patches) set aside for testing
     # a source prefix (MNIST's "t10k/"): the items whose source begins with it are the
     # test pool, the dataset's own test split, in place of test_fraction
@@ -122,7 +123,7 @@ class TrainSection:
     # the validation normals (lower is better; no anomaly is used: the perceptual-AE
     # paper's "until the loss on the holdout set of normal images stops decreasing",
     # meaningful where the score is the loss the method trains on normals)
-    monitor: Literal["auroc", "normal_score"] = "auroc"
+    monitor: Literal["auroc", "normal_score"] = field(default="auroc", metadata=_LATER)
     # R > 1: one model of R members from seeds S..S+R-1 on the run's split, scored by the
     # mean of their scores standardised on the validation normals (oneclass.ensemble)
     ensemble: int = 1
@@ -238,7 +239,7 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if value is None and f.metadata.get("omitted_while_unset"):
+        if f.metadata.get("omitted_at_default") and value == f.default:
             continue
         if f.name == _OPEN_SECTIONS.get(type(section)):
             out.update(value)
@@ -361,9 +362,18 @@ def parse_value(raw: str) -> Any:
 
 def _unshared(value):
     """A copy in which no mapping or list is shared: YAML aliases (``ss-gvae: *gvae``)
-    make one object of two methods' blocks, and a ``--set`` on one would change both."""
+    make one object of two methods' blocks, and a ``--set`` on one would change both.
+    Mapping keys are strings: YAML reads ``{16: relu3_2}`` with a number for a key, which
+    ``--set method.dpa.layers.16=...`` names as text, and select.json and the sweep's
+    recipe hash (JSON) would turn into text or fail to sort beside text."""
     if isinstance(value, dict):
-        return {k: _unshared(v) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            text = key if isinstance(key, str) else str(key)
+            if text in out:
+                raise RecipeError(f"the key {text!r} is given twice in one mapping (as text and as a number)")
+            out[text] = _unshared(item)
+        return out
     if isinstance(value, list):
         return [_unshared(v) for v in value]
     return value

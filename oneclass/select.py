@@ -142,7 +142,8 @@ def make_folds(labels: np.ndarray, sources: list[str], folds: int, seed: int, wh
         if items < folds or images < folds:
             raise OneclassError(f"{where}: select.folds: {folds} folds need at least {folds} validation "
                                 f"{kind} from {folds} images; the validation set has {items} "
-                                f"(from {images} images); lower select.folds or raise split.val_fraction")
+                                f"(from {images} images); lower select.folds or raise split.val_fraction"
+                                f"{' (or split.val_anomalies)' if label else ''}")
     groups = np.unique(np.asarray(sources), return_inverse=True)[1]
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
     held = [np.sort(test) for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]

@@ -99,14 +99,34 @@ def test_the_growth_phases_and_their_layers():
     flat = DPA(_params(progressive=False, layer="relu2_2"), (3, 64, 64))
     assert flat.phases() == [("train", 64, False)] and flat.layers == {64: "relu2_2"}
     # the authors' Camelyon16 growth: relu3_2 from 16 px on; keys as a recipe or --set gives them
-    camelyon = DPA(_params(start=16, layers={16: "relu3_2", "32": "relu3_2"}), (3, 64, 64))
+    camelyon = DPA(_params(start=16, layers={"16": "relu3_2", "32": "relu3_2"}), (3, 64, 64))
     assert camelyon.layers == {16: "relu3_2", 32: "relu3_2", 64: "relu4_2"}
     assert camelyon.stats.mean_16.numel() == 256  # relu3_2's channels, normalised at 16 px
+    # without growth only the item size trains: the growth's other entries are not used
+    flat = DPA(_params(start=16, progressive=False, layers={"16": "relu3_2", "64": "relu2_2"}), (3, 64, 64))
+    assert flat.layers == {64: "relu2_2"}
     # the autoencoder works at every resolution of the growth, mixing while it fades in
     x = torch.rand(2, 1, 16, 16)
     assert method.ae(x, 0.3).shape == x.shape
     assert torch.allclose(method.ae(x, 0.0), torch.nn.functional.interpolate(
         method.ae(torch.nn.functional.avg_pool2d(x, 2)), scale_factor=2, mode="nearest"), atol=1e-6)
+
+
+def test_the_recipes_layers_read_as_text_keys_and_one_set_replaces_one_entry(tmp_path):
+    """YAML reads {16: relu3_2} with number keys, --set names the key as text: both are
+    one key, so a --set replaces the file's entry, and the recipe survives JSON."""
+    from oneclass import recipe as recipes
+
+    config = recipes.load("recipes/dpa-camelyon16.yaml", ["method.dpa.layers.16=relu2_2"])
+    layers = config.method.params["dpa"]["layers"]
+    assert layers == {"16": "relu2_2", "32": "relu3_2"}
+    assert json.loads(json.dumps(config.to_dict(), sort_keys=True)) == config.to_dict()
+    from oneclass.sweep import recipe_hash
+
+    assert recipe_hash(config) == recipe_hash(recipes.load("recipes/dpa-camelyon16.yaml",
+                                                           ["method.dpa.layers={16: relu2_2, '32': relu3_2}"]))
+    with pytest.raises(OneclassError, match=r"the key '16' is given twice in one mapping"):
+        recipes.load(None, ["method.dpa.layers={16: relu2_2, '16': relu3_2}"])
 
 
 def test_a_resumed_growth_phase_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -159,6 +179,8 @@ def test_feature_statistics_come_from_the_normal_items_only():
     ({"latent": 0}, (1, 32, 32), ["latent must be at least 1"]),
     ({"layers": {12: "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 12 px is not a resolution", "(8, 16, 32)"]),
     ({"layers": {"x": "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 'x' is not a resolution in pixels"]),
+    ({"layers": {"16.5": "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: '16.5' is not a resolution in pixels"]),
+    ({"layers": {"12": "relu2_2"}, "progressive": False}, (1, 32, 32), ["12 px is not a resolution"]),
     ({"layers": {16: "relu9_9"}}, (1, 32, 32), ["method.dpa.layers: unknown layer 'relu9_9' at 16 px", "relu1_1"]),
     ({"layers": {32: "relu2_2"}, "layer": "relu3_1"}, (1, 32, 32), ["relu2_2 at 32 px", "layer says relu3_1"]),
     ({"layers": {8: "relu5_4"}}, (1, 32, 32), ["empty feature map for 8x8", "method.dpa.layer or .layers"]),
@@ -248,20 +270,25 @@ def test_without_growing_one_phase_trains_at_the_item_size_and_separates_easy_an
     assert roc_auc_score(labels, method.score(PatchData(images, np.arange(48)))) >= 0.8
 
 
-def test_the_last_phase_keeps_the_epoch_of_lowest_holdout_normal_loss():
+def test_the_last_phase_keeps_the_epoch_of_lowest_holdout_normal_loss(tmp_path):
     """The paper trains "until the loss on the holdout set of normal images stops
     decreasing": train.monitor: normal_score judges the last phase's epochs by the
     validation normals' mean score, which for dpa is their mean loss."""
     anomalies = easy_anomalies(0, 8, 32, seed=3)
     val = PatchData(np.r_[easy_anomalies(16, 0, 32, seed=4), anomalies], np.arange(24),
                     labels=np.r_[np.zeros(16, int), np.ones(8, int)])
-    trainer = Trainer(TrainSection(device="cpu", monitor="normal_score", keep="best"), seed=0, val=val)
+    trainer = Trainer(TrainSection(device="cpu", monitor="normal_score", keep="best"), seed=0, val=val,
+                      run_dir=tmp_path)
     method = build(DPA, _params(stable=256), (1, 32, 32), 0, keep_rng=False)
     method.trainer = trainer
     method.fit(_normals())
     assert list(trainer.selected) == ["32px"]  # growth phases end as they are
     kept = trainer.selected["32px"]
     assert kept["of"] == 4 and "val_auroc" not in kept
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    losses = [r["val_normal_score"] for r in log if r.get("stage") == "32px" and "loss" in r]
+    assert len(losses) == 4 and len(set(losses)) == 4
+    assert kept["epoch"] == 1 + int(np.argmin(losses)) and kept["val_normal_score"] == min(losses)
     normals = PatchData(val.images, np.arange(16))
     assert kept["val_normal_score"] == pytest.approx(float(method.score(normals).mean()), rel=1e-5)
 

@@ -256,4 +256,8 @@ def test_a_runs_recipe_copy_reads_back_as_written_by_either_yaml(tmp_path):
     assert config.dataset.root == "09"
     text = config.to_yaml()
     assert yaml.safe_load(text) == recipes.parse_yaml(text) == config.to_dict()
-    assert "bits" not in text  # an unset key added later: runs and sweeps recorded before compare equal
+    # keys added later, at their defaults: runs and sweeps recorded before compare equal
+    for key in ("bits", "val_anomalies", "val_subclasses", "monitor"):
+        assert key not in text
+    asked = recipes.load(None, ["train.monitor=normal_score", "split.val_anomalies=5"]).to_dict()
+    assert asked["train"]["monitor"] == "normal_score" and asked["split"]["val_anomalies"] == 5

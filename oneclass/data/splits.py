@@ -130,6 +130,11 @@ def check_section(section) -> None:
             "leave it out to deal test items by split.test_fraction")
     if section.test_sources is None and section.val_fraction + section.test_fraction >= 1:
         bad("test_fraction", "val_fraction + test_fraction must leave something to train on")
+    request = section.val_subclasses
+    if isinstance(request, str) and request != "seen":
+        bad("val_subclasses", f"expected a list of subclasses or 'seen', got {request!r}")
+    if isinstance(request, list) and not request:
+        bad("val_subclasses", "empty list; leave it out to validate on every subclass")
     for key in ("train_size", "test_size", "val_anomalies"):
         if getattr(section, key) is not None and getattr(section, key) <= 0:
             bad(key, f"must be positive, got {getattr(section, key)}")
@@ -270,10 +275,6 @@ def _val_of_subclasses(val: np.ndarray, labels: np.ndarray, subclasses: np.ndarr
         return val
     if request == "seen":
         request = seen
-    elif isinstance(request, str):
-        raise SplitError(f"split.val_subclasses: expected a list of subclasses or 'seen', got {request!r}")
-    elif not request:
-        raise SplitError("split.val_subclasses: empty list; leave it out to validate on every subclass")
     unknown = [s for s in request if s not in present]
     if unknown:
         raise SplitError(f"split.val_subclasses: no anomalous patches of subclass "

@@ -238,8 +238,9 @@ class DPA(Method):
         weights: str = "imagenet"  # imagenet | none | PATH of a state dict; loaded when fit starts
         layer: str | None = None  # at the item size; null: relu1_2 (8 px), relu2_2 (16), relu3_2 (32), relu4_2
         # the layer at each resolution named, {16: relu3_2, 32: relu3_2} (the authors'
-        # Camelyon16 configuration); the others as above, ``layer`` at the item size
-        layers: dict[int, str] | None = None
+        # Camelyon16 configuration); the others as above, ``layer`` at the item size. A
+        # recipe's keys are text ("16"); without growth only the item size's entry is used
+        layers: dict[str, str] | None = None
         progressive: bool = True  # grow from start x start to the item size; false: the item size only
         start: int = 8  # the first resolution when growing
         transition: int = 2_560_000  # images over which each new resolution fades in
@@ -314,17 +315,22 @@ class DPA(Method):
                        f"series" + (" or change start" if p.progressive else ""))
 
     def _layers_named(self) -> dict[int, str]:
-        """``layers`` as {side: layer}, each side one of the growth's resolutions."""
+        """``layers`` as {side: layer} at the sides trained; each side named must be one
+        of the growth's resolutions (trained or not: ``progressive: false`` trains the
+        item size only, and ignores the others' entries)."""
         p, key = self.params, f"method.{self.name}.layers"
+        growth = _doublings(p.start, self.in_shape[1]) if p.start >= 1 else []
+        allowed = sorted(set(growth) | set(self.sides))
         named = {}
         for side, layer in (p.layers or {}).items():
-            try:
-                side = int(side)
-            except (TypeError, ValueError):
-                raise OneclassError(f"{key}: {side!r} is not a resolution in pixels") from None
+            if not (isinstance(side, int) or (isinstance(side, str) and side.isdigit())):
+                raise OneclassError(f"{key}: {side!r} is not a resolution in pixels")
+            side = int(side)
+            if side not in allowed:
+                raise OneclassError(f"{key}: {side} px is not a resolution this network grows through "
+                                    f"({', '.join(map(str, allowed))})")
             if side not in self.sides:
-                raise OneclassError(f"{key}: {side} px is not a resolution this network trains at "
-                                    f"({', '.join(map(str, self.sides))})")
+                continue
             valid = layer_names(p.backbone, f"method.{self.name}.backbone")
             if layer not in valid:
                 raise OneclassError(f"{key}: unknown layer {layer!r} at {side} px for {p.backbone}; "
