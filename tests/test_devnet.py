@@ -351,12 +351,16 @@ def test_devnet_and_its_plain_ablation_separate_real_digits():
     random weights). Seeds 0-4 on torch 2.14.1: devnet 0.970 +- 0.013, devnet-plain
     0.969 +- 0.013 (p = 0.63): a whole digit is no small defect, so top-k MIL pooling
     has nothing to find that global pooling misses. (Torch 2.11 gave 0.978 against 0.853
-    at seed 0 alone, which this test used to take for the paper's MIL-DS > DS.)"""
+    at seed 0 alone, which this test used to take for the paper's MIL-DS > DS.) A fresh
+    environment of 2026-11-27 (torch 2.14.1, numpy 2.4.6, torchvision 0.29.1, an AVX-512
+    CPU, with ATEN_CPU_CAPABILITY=avx2 alike) gives seed 0 those 0.978 and 0.853 again,
+    seeds 1 and 2 of devnet-plain 0.951 and 0.959: the plain model's seed 0 lies near an
+    edge that float sums move, so it is held to 0.80 (chance is 0.5), devnet to 0.93."""
     from conftest import auroc_of_a_short_real_run
 
     devnet = auroc_of_a_short_real_run("recipes/devnet-mnist.yaml", [])
     plain = auroc_of_a_short_real_run("recipes/devnet-mnist.yaml", ["method.name=devnet-plain"])
-    assert devnet >= 0.93 and plain >= 0.93, (devnet, plain)
+    assert devnet >= 0.93 and plain >= 0.80, (devnet, plain)
 
 
 @pytest.mark.parametrize("name", ["devnet", "devnet-plain"])
