@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--include", action="append", default=[], type=Path,
                         help="another folder's runs.csv, for cells this one lacks (report only)")
     args = parser.parse_args()
+    # this checkout's oneclass, not whichever one is installed (a copy of a commit run
+    # beside a working tree that changes would otherwise train the working tree's code)
+    sys.path.insert(0, str(ROOT))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = out / "runs.csv"
@@ -232,6 +235,8 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(out / "merged.csv.tmp", out / "merged.csv")
+    if not rows:
+        sys.exit(f"{table}: no runs to report")
     text = report(rows, out)
     (out / "table.md").write_text(text)
     print(text)
