@@ -218,13 +218,15 @@ class Recipe:
         """What to blame for a key's value: the command-line option that set it, else the file."""
         return origin(self.origins, key_path, self.source)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """The recipe as its record holds it; ``full``: with the keys added later that the
+        record leaves out at their defaults (:data:`_LATER`)."""
         out = {}
         for f in dataclasses.fields(self):
             if f.name in ("source", "origins"):
                 continue
             value = getattr(self, f.name)
-            out[f.name] = _section_to_dict(value) if dataclasses.is_dataclass(value) else value
+            out[f.name] = _section_to_dict(value, full) if dataclasses.is_dataclass(value) else value
         return out
 
     def to_yaml(self) -> str:
@@ -235,11 +237,11 @@ class Recipe:
 _OPEN_SECTIONS = {DatasetSection: "options", MethodSection: "params"}
 
 
-def _section_to_dict(section: Any) -> dict[str, Any]:
+def _section_to_dict(section: Any, full: bool = False) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if f.metadata.get("omitted_at_default") and value == f.default:
+        if not full and f.metadata.get("omitted_at_default") and value == f.default:
             continue
         if f.name == _OPEN_SECTIONS.get(type(section)):
             out.update(value)
@@ -289,7 +291,10 @@ def load(path: str | Path | None, overrides: list[str] = (),
 class _RecipeLoader(yaml.SafeLoader):
     """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last
     and drops the first without a word: a second ``train:`` section would erase the
-    first). Keys merged in with ``<<:`` may be overridden, as YAML means."""
+    first). Keys merged in with ``<<:`` may be overridden, as YAML means. Keys are text:
+    YAML reads ``{16: relu3_2}`` with a number for a key, which ``--set
+    method.dpa.layers.16=...`` names as text, and select.json and the sweep's recipe hash
+    (JSON) would turn into text or fail to sort beside text; 16 and '16' are one key."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -300,11 +305,27 @@ class _RecipeLoader(yaml.SafeLoader):
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, typing.Hashable):
                     continue  # refused as a key by the constructor itself
+                key = text_key(key)
                 if key in first:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"key {key!r} given twice (first at line {first[key]})", key_node.start_mark)
                 first[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep)
+        # merged keys come first, so the mapping's own override them
+        return {text_key(k): v for k, v in super().construct_mapping(node, deep).items()}
+
+
+def text_key(key) -> str:
+    return key if isinstance(key, str) else str(key)
+
+
+def text_keys(value):
+    """``value`` with every mapping key as text, as recipes read them (for a record
+    written before they did: a run's recipe.yaml of number keys)."""
+    if isinstance(value, dict):
+        return {text_key(k): text_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [text_keys(v) for v in value]
+    return value
 
 
 # YAML 1.1 reads 010 as 8 (octal) and 1:30 as 90 (base 60), which nobody writing a
@@ -362,18 +383,9 @@ def parse_value(raw: str) -> Any:
 
 def _unshared(value):
     """A copy in which no mapping or list is shared: YAML aliases (``ss-gvae: *gvae``)
-    make one object of two methods' blocks, and a ``--set`` on one would change both.
-    Mapping keys are strings: YAML reads ``{16: relu3_2}`` with a number for a key, which
-    ``--set method.dpa.layers.16=...`` names as text, and select.json and the sweep's
-    recipe hash (JSON) would turn into text or fail to sort beside text."""
+    make one object of two methods' blocks, and a ``--set`` on one would change both."""
     if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            text = key if isinstance(key, str) else str(key)
-            if text in out:
-                raise RecipeError(f"the key {text!r} is given twice in one mapping (as text and as a number)")
-            out[text] = _unshared(item)
-        return out
+        return {k: _unshared(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_unshared(v) for v in value]
     return value

@@ -173,7 +173,7 @@ def _settings(recipe: dict, effective: bool = False) -> dict[str, str]:
             from oneclass.training import method_class  # imports torch: only where runs differ
 
             config = recipes.from_dict(recipe)
-            recipe = config.to_dict()
+            recipe = config.to_dict(full=True)
             recipe["method"] = {"name": name, **asdict(method_class(config)[1])}
         except OneclassError:  # a plugin not installed here, an older recipe: as written
             pass

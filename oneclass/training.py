@@ -302,6 +302,7 @@ def _move_into_place(partial: Path, out: Path) -> None:
 def check_same_recipe(folder: Path, config: recipes.Recipe, what: str, otherwise: str) -> None:
     """Refuse ``folder`` (a run, finished or not) unless it was made with ``config``'s recipe."""
     started = read_recipe_copy(folder / "recipe.yaml")
+    started = recipes.text_keys(started)  # a record written before keys were read as text
     if started is None:
         raise OneclassError(f"{folder / 'recipe.yaml'}: missing or damaged, so {what} cannot be checked "
                             f"against the recipe; {otherwise}")

@@ -125,8 +125,24 @@ def test_the_recipes_layers_read_as_text_keys_and_one_set_replaces_one_entry(tmp
 
     assert recipe_hash(config) == recipe_hash(recipes.load("recipes/dpa-camelyon16.yaml",
                                                            ["method.dpa.layers={16: relu2_2, '32': relu3_2}"]))
-    with pytest.raises(OneclassError, match=r"the key '16' is given twice in one mapping"):
-        recipes.load(None, ["method.dpa.layers={16: relu2_2, '16': relu3_2}"])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("method:\n  name: dpa\n  layers:\n    16: relu3_2\n    '16': relu2_2\n")
+    with pytest.raises(OneclassError, match=r"twice.yaml: invalid YAML at line 5: key '16' given twice \(first at line 4\)"):
+        recipes.load(twice)
+    # a number-keyed merge is overridden by the mapping's own text key, as YAML merges are
+    merged = recipes.parse_yaml("base: &b {16: relu3_2, 32: relu3_2}\nlayers: {<<: *b, '16': relu2_2}")
+    assert merged["layers"] == {"16": "relu2_2", "32": "relu3_2"}
+
+
+def test_a_run_recorded_with_number_keys_is_the_same_recipe(tmp_path):
+    """recipe.yaml copies written before recipes read keys as text hold 16: as a number."""
+    from oneclass import recipe as recipes
+    from oneclass.training import check_same_recipe
+
+    config = recipes.load("recipes/dpa-camelyon16.yaml")
+    (tmp_path / "recipe.yaml").write_text(config.to_yaml().replace("'16':", "16:").replace("'32':", "32:"))
+    assert "\n      16: relu3_2" in (tmp_path / "recipe.yaml").read_text()
+    check_same_recipe(tmp_path, config, "the run", "start again")
 
 
 def test_a_resumed_growth_phase_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -180,7 +196,10 @@ def test_feature_statistics_come_from_the_normal_items_only():
     ({"layers": {12: "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 12 px is not a resolution", "(8, 16, 32)"]),
     ({"layers": {"x": "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: 'x' is not a resolution in pixels"]),
     ({"layers": {"16.5": "relu2_2"}}, (1, 32, 32), ["method.dpa.layers: '16.5' is not a resolution in pixels"]),
-    ({"layers": {"12": "relu2_2"}, "progressive": False}, (1, 32, 32), ["12 px is not a resolution"]),
+    ({"layers": {"\u00b2": "relu2_2"}}, (1, 32, 32), ["is not a resolution in pixels"]),
+    ({"layers": {16: "relu2_2", "16": "relu3_2"}}, (1, 32, 32), ["method.dpa.layers: 16 px is named twice"]),
+    ({"layers": {"12": "relu2_2"}, "progressive": False}, (1, 32, 32), ["12 px is not a resolution", "(4, 8, 16, 32)"]),
+    ({"layers": {"12": "relu2_2"}, "progressive": False, "start": 3}, (1, 32, 32), ["12 px is not a resolution"]),
     ({"layers": {16: "relu9_9"}}, (1, 32, 32), ["method.dpa.layers: unknown layer 'relu9_9' at 16 px", "relu1_1"]),
     ({"layers": {32: "relu2_2"}, "layer": "relu3_1"}, (1, 32, 32), ["relu2_2 at 32 px", "layer says relu3_1"]),
     ({"layers": {8: "relu5_4"}}, (1, 32, 32), ["empty feature map for 8x8", "method.dpa.layer or .layers"]),

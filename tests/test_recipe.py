@@ -261,3 +261,13 @@ def test_a_runs_recipe_copy_reads_back_as_written_by_either_yaml(tmp_path):
         assert key not in text
     asked = recipes.load(None, ["train.monitor=normal_score", "split.val_anomalies=5"]).to_dict()
     assert asked["train"]["monitor"] == "normal_score" and asked["split"]["val_anomalies"] == 5
+
+
+def test_runs_told_apart_by_a_key_added_later_name_its_default_not_unset():
+    """evaluate's variant names fill in defaults: a run at train.monitor's default reads
+    auroc beside one at normal_score, though neither record holds the default."""
+    from oneclass.report import _settings
+
+    recorded = recipes.load(None, ["method.name=deep-sad"]).to_dict()
+    assert "monitor" not in recorded["train"]
+    assert _settings(recorded, effective=True)["train.monitor"] == "auroc"

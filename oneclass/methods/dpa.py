@@ -319,13 +319,15 @@ class DPA(Method):
         of the growth's resolutions (trained or not: ``progressive: false`` trains the
         item size only, and ignores the others' entries)."""
         p, key = self.params, f"method.{self.name}.layers"
-        growth = _doublings(p.start, self.in_shape[1]) if p.start >= 1 else []
-        allowed = sorted(set(growth) | set(self.sides))
-        named = {}
+        allowed = _doublings(p.start if p.progressive else BASE, self.in_shape[1])
+        named, seen = {}, set()
         for side, layer in (p.layers or {}).items():
-            if not (isinstance(side, int) or (isinstance(side, str) and side.isdigit())):
+            if not (isinstance(side, int) or (isinstance(side, str) and side.isascii() and side.isdecimal())):
                 raise OneclassError(f"{key}: {side!r} is not a resolution in pixels")
             side = int(side)
+            if side in seen:
+                raise OneclassError(f"{key}: {side} px is named twice")
+            seen.add(side)
             if side not in allowed:
                 raise OneclassError(f"{key}: {side} px is not a resolution this network grows through "
                                     f"({', '.join(map(str, allowed))})")
