@@ -156,13 +156,17 @@ def _seen(request, present: list[str], rng: np.random.Generator) -> list[str]:
         return sorted(rng.permutation(present)[:k].tolist())
     if isinstance(request, str):
         raise SplitError(f"split.seen_subclasses: expected a list of subclasses or 'half', got {request!r}")
-    unknown = [s for s in request if s not in present]
-    if unknown:
-        raise SplitError(f"split.seen_subclasses: no anomalous patches of subclass "
-                         f"{', '.join(map(repr, unknown))}; the store has {', '.join(present)}")
+    _check_known(request, present, "split.seen_subclasses")
     if not request:
         raise SplitError("split.seen_subclasses: empty list; leave it out to use every subclass")
     return sorted(set(request))
+
+
+def _check_known(request: list[str], present: list[str], key: str) -> None:
+    unknown = [s for s in request if s not in present]
+    if unknown:
+        raise SplitError(f"{key}: no anomalous patches of subclass "
+                         f"{', '.join(map(repr, unknown))}; the store has {', '.join(present)}")
 
 
 def _deal_groups(groups: np.ndarray, labels: np.ndarray, subclasses: np.ndarray,
@@ -275,10 +279,7 @@ def _val_of_subclasses(val: np.ndarray, labels: np.ndarray, subclasses: np.ndarr
         return val
     if request == "seen":
         request = seen
-    unknown = [s for s in request if s not in present]
-    if unknown:
-        raise SplitError(f"split.val_subclasses: no anomalous patches of subclass "
-                         f"{', '.join(map(repr, unknown))}; the store has {', '.join(present)}")
+    _check_known(request, present, "split.val_subclasses")
     kept = val[~labels[val] | np.isin(subclasses[val], list(request))]
     if not labels[kept].any():
         raise SplitError(f"split.val_subclasses: the validation set holds no anomalous patch of "

@@ -320,6 +320,7 @@ class DPA(Method):
         item size only, and ignores the others' entries)."""
         p, key = self.params, f"method.{self.name}.layers"
         allowed = _doublings(p.start if p.progressive else BASE, self.in_shape[1])
+        valid = layer_names(p.backbone, f"method.{self.name}.backbone")
         named, seen = {}, set()
         for side, layer in (p.layers or {}).items():
             if not (isinstance(side, int) or (isinstance(side, str) and side.isascii() and side.isdecimal())):
@@ -333,7 +334,6 @@ class DPA(Method):
                                     f"({', '.join(map(str, allowed))})")
             if side not in self.sides:
                 continue
-            valid = layer_names(p.backbone, f"method.{self.name}.backbone")
             if layer not in valid:
                 raise OneclassError(f"{key}: unknown layer {layer!r} at {side} px for {p.backbone}; "
                                     f"valid: {', '.join(valid)}")
